@@ -1,0 +1,1 @@
+"""shardkit.train: tf.data readers and tf.distribute Keras training over shardkit datasets."""
