@@ -1,0 +1,190 @@
+"""Built-in example datasets (knot images, protein sequences, feature sequences) for demos, tests, benchmarks.
+
+Each generator is seeded, writes in bounded chunks and produces data a small model can learn.
+Command line: ``python -m shardkit.convert.examples knots|proteins|features PATH [--n N] [--seed S] ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Iterator
+
+import numpy as np
+
+KNOT_CLASSES = ("unknot", "plus_trefoil", "minus_trefoil")
+AMINO = "ACDEFGHIKLMNPQRSTVWY"
+RARE = "XBUOZ"
+EC_MOTIFS = ("CHHC", "GDSGG", "KMSK", "HEXXH", "NPQRT", "WWYW", "DFGDE")
+
+
+def _disk(radius: float) -> tuple[np.ndarray, np.ndarray]:
+    r = int(np.ceil(radius))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    keep = dy**2 + dx**2 <= radius**2
+    return dy[keep], dx[keep]
+
+
+def _knot_curve(cls: int, rng: np.random.Generator, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t = np.linspace(0, 2 * np.pi, points, endpoint=False)
+    if cls == 0:
+        wob = rng.uniform(-0.25, 0.25, 3)
+        r = 2.2 * (1 + wob[0] * np.sin(2 * t + wob[1]) + 0.15 * np.sin(3 * t + wob[2]))
+        x, y, z = r * np.cos(t), r * rng.uniform(0.6, 1.0) * np.sin(t), np.zeros_like(t)
+    else:
+        x, y, z = np.sin(t) + 2 * np.sin(2 * t), np.cos(t) - 2 * np.cos(2 * t), -np.sin(3 * t)
+        if cls == 2:
+            x = -x
+    a = rng.uniform(0, 2 * np.pi)
+    x, y = x * np.cos(a) - y * np.sin(a), x * np.sin(a) + y * np.cos(a)
+    return x, y, z
+
+
+def knot_image(cls: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Render one knot diagram (0 unknot, 1 plus trefoil, 2 minus trefoil) as a (size, size, 3) uint8 image."""
+    x, y, z = _knot_curve(cls, rng, points=max(300, size * 6))
+    scale = size / 7.2 * rng.uniform(0.8, 1.0)
+    cx, cy = size / 2 + rng.uniform(-0.06, 0.06, 2) * size
+    px, py = np.round(cx + scale * x).astype(np.intp), np.round(cy + scale * y).astype(np.intp)
+    thick = max(1.0, size / 64)
+    ink_dy, ink_dx = _disk(thick)
+    gap_dy, gap_dx = _disk(thick * 3.5)
+    # a strand is hidden (a gap = under-crossing) where a higher strand passes within the gap radius
+    zbuf = np.full((size + 20, size + 20), -np.inf)
+    yy = np.clip(py[:, None] + gap_dy[None, :], -10, size + 9) + 10
+    xx = np.clip(px[:, None] + gap_dx[None, :], -10, size + 9) + 10
+    np.maximum.at(zbuf, (yy, xx), np.repeat(z[:, None], len(gap_dy), axis=1))
+    iy = np.clip(py[:, None] + ink_dy[None, :], -10, size + 9) + 10
+    ix = np.clip(px[:, None] + ink_dx[None, :], -10, size + 9) + 10
+    visible = z[:, None] >= zbuf[iy, ix] - 0.5
+    ink = np.zeros((size + 20, size + 20), dtype=bool)
+    ink[iy[visible], ix[visible]] = True
+    ink = ink[10:-10, 10:-10]
+    background = rng.integers(200, 256, 3)
+    colour = rng.integers(0, 90, 3)
+    img = np.empty((size, size, 3), dtype=np.int16)
+    img[...] = background
+    img[ink] = colour
+    img += rng.integers(-12, 13, img.shape, dtype=np.int16)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_knots(path: str, n_per_class: int, size: int = 128, seed: int = 0) -> str:
+    """Write a PyTables file like seed 000: EArray /train_data (N, size*size*3) uint8, /train_label (N,) int64.
+
+    Rows are class-sorted (all unknots, then plus trefoils, then minus trefoils); N = 3 * n_per_class.
+    """
+    import tables
+
+    rng = np.random.default_rng(seed)
+    chunk = 256
+    with tables.open_file(path, mode="w") as f:
+        data = f.create_earray(
+            f.root, "train_data", tables.UInt8Atom(), shape=(0, size * size * 3), expectedrows=3 * n_per_class
+        )
+        labels = f.create_earray(f.root, "train_label", tables.Int64Atom(), shape=(0,), expectedrows=3 * n_per_class)
+        for cls in range(len(KNOT_CLASSES)):
+            for start in range(0, n_per_class, chunk):
+                n = min(chunk, n_per_class - start)
+                data.append(np.stack([knot_image(cls, size, rng).reshape(-1) for _ in range(n)]))
+                labels.append(np.full(n, cls, dtype=np.int64))
+    return path
+
+
+def _protein(rng: np.random.Generator, ec: int, length: int) -> str:
+    seq = rng.choice(np.frombuffer(AMINO.encode(), np.uint8), length)
+    motif = EC_MOTIFS[ec - 1].replace("X", "A").encode()
+    for _ in range(max(1, length // 60)):
+        at = int(rng.integers(0, max(1, length - len(motif))))
+        seq[at : at + len(motif)] = np.frombuffer(motif, np.uint8)[: length - at]
+    return seq.tobytes().decode()
+
+
+def _mutate(rng: np.random.Generator, seq: str) -> str:
+    arr = np.frombuffer(seq.encode(), np.uint8).copy()
+    hits = rng.random(len(arr)) < 0.03
+    arr[hits] = rng.choice(np.frombuffer(AMINO.encode(), np.uint8), int(hits.sum()))
+    if rng.random() < 0.3:
+        arr[int(rng.integers(len(arr)))] = ord(RARE[int(rng.integers(len(RARE)))])
+    return arr.tobytes().decode()
+
+
+def _protein_rows(n: int, seed: int, min_length: int, max_length: int) -> Iterator[tuple[int, str, int, int]]:
+    rng = np.random.default_rng(seed)
+    row = 0
+    cluster = 0
+    while row < n:
+        ec = int(rng.integers(1, 8))
+        base = _protein(rng, ec, int(rng.integers(min_length, max_length + 1)))
+        for _ in range(min(int(rng.integers(1, 5)), n - row)):
+            yield row, _mutate(rng, base), ec, cluster
+            row += 1
+        cluster += 1
+
+
+def write_proteins(path: str, n: int, seed: int = 0, min_length: int = 50, max_length: int = 1000) -> str:
+    """Write n protein rows (id, Sequence, ec_lvl_1 in 1..7, cluster_id) as .parquet/.csv/.feather by suffix.
+
+    Each EC class plants its own motif; near-identical sequences share a cluster_id; some carry rare letters.
+    """
+    import pandas as pd
+
+    rows = list(_protein_rows(n, seed, min_length, max_length))
+    df = pd.DataFrame(rows, columns=["id", "Sequence", "ec_lvl_1", "cluster_id"])
+    df = df.astype({"id": "int64", "ec_lvl_1": "int64", "cluster_id": "int64"})
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".parquet":
+        df.to_parquet(path, index=False, row_group_size=max(1024, n // 16))
+    elif ext == ".csv":
+        df.to_csv(path, index=False)
+    elif ext == ".feather":
+        df.to_feather(path)
+    else:
+        raise ValueError(f"{path}: suffix must be .parquet, .csv or .feather")
+    return path
+
+
+def write_feature_sequences(path: str, n: int, seed: int = 0, timesteps: int = 100, dim: int = 2048) -> str:
+    """Write an h5py file: /features (n, timesteps, dim) float32 and /labels (n,) int64 in {0, 1} (learnable)."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(0, 1, dim).astype(np.float32) * (rng.random(dim) < 0.05)
+    with h5py.File(path, "w") as f:
+        feats = f.create_dataset("features", (n, timesteps, dim), dtype="float32", chunks=(1, timesteps, dim))
+        labels = f.create_dataset("labels", (n,), dtype="int64")
+        chunk = max(1, (64 << 20) // (timesteps * dim * 4))
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            y = rng.integers(0, 2, m)
+            x = rng.normal(0, 1, (m, timesteps, dim)).astype(np.float32)
+            x += (2 * y[:, None, None] - 1) * 0.5 * signal[None, None, :]
+            feats[start : start + m] = x
+            labels[start : start + m] = y
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: write one built-in example dataset."""
+    p = argparse.ArgumentParser(prog="python -m shardkit.convert.examples", description=__doc__)
+    p.add_argument("kind", choices=["knots", "proteins", "features"])
+    p.add_argument("path")
+    p.add_argument("--n", type=int, default=300, help="rows (knots: rows per class)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=128, help="knot image side")
+    p.add_argument("--timesteps", type=int, default=100)
+    p.add_argument("--dim", type=int, default=2048)
+    a = p.parse_args(argv)
+    if a.kind == "knots":
+        write_knots(a.path, a.n, size=a.size, seed=a.seed)
+    elif a.kind == "proteins":
+        write_proteins(a.path, a.n, seed=a.seed)
+    else:
+        write_feature_sequences(a.path, a.n, seed=a.seed, timesteps=a.timesteps, dim=a.dim)
+    print(a.path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
