@@ -1,0 +1,300 @@
+"""``shardkit-train verify``: read every record of a dataset and check it against its metadata.
+
+Checks the record CRCs (a truncated or bit-flipped shard), that each record parses and decodes to the
+declared spec, the counts per shard, split and class, that no stray shard sits beside the listed ones,
+and that no row id and no identical payload appears in two splits (a train/test leak).
+Depends on shardkit.spec and TensorFlow only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from shardkit import spec
+
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset: the file (relative to the dataset), the record index if any."""
+
+    kind: str  # metadata, missing, stray, size, corrupt, record, count, duplicate, leak
+    path: str
+    message: str
+    record: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path if self.record is None else f"{self.path} record {self.record}"
+        return f"[{self.kind}] {where}: {self.message}"
+
+
+@dataclass
+class ShardScan:
+    """What reading one shard found: counts, and each record's row id and payload hash."""
+
+    count: int = 0
+    class_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    row_ids: list[int] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def verify_dataset(dataset_dir: str) -> list[Problem]:
+    """Read every record of ``dataset_dir`` and return each problem found (empty: the dataset is sound)."""
+    try:
+        meta = spec.read_metadata(dataset_dir)
+    except spec.DatasetError as e:
+        return [Problem("metadata", spec.METADATA_FILE, str(e))]
+    problems = stray_files(dataset_dir, meta)
+    scans: dict[str, list[tuple[str, ShardScan]]] = {}
+    for split, info in meta.splits.items():
+        scans[split] = []
+        totals = np.zeros(meta.label.num_classes, np.int64)
+        for shard in info.shards:
+            scan = scan_shard(dataset_dir, shard.path, meta)
+            problems += scan.problems + shard_problems(dataset_dir, shard, scan)
+            scans[split].append((shard.path, scan))
+            totals += scan.class_counts
+        problems += split_problems(split, info, totals)
+    return problems + overlap_problems(scans)
+
+
+def stray_files(dataset_dir: str, meta: spec.Metadata) -> list[Problem]:
+    """Shard files on disk that the metadata does not list (left over from another run, or misplaced)."""
+    listed = {os.path.normpath(s.path) for info in meta.splits.values() for s in info.shards}
+    found = {
+        os.path.normpath(os.path.relpath(p, dataset_dir))
+        for split in spec.SPLITS
+        for p in glob.glob(os.path.join(dataset_dir, split, "*.tfrecord*"))
+    }
+    return [Problem("stray", p, "shard file not listed in metadata.json") for p in sorted(found - listed)]
+
+
+def shard_problems(dataset_dir: str, shard: spec.ShardInfo, scan: ShardScan) -> list[Problem]:
+    """Size and count differences between one shard on disk and its metadata entry."""
+    path = os.path.join(dataset_dir, shard.path)
+    if not os.path.exists(path):
+        return []
+    out = []
+    size = os.path.getsize(path)
+    if size != shard.bytes:
+        out.append(Problem("size", shard.path, f"file has {size} bytes, metadata says {shard.bytes}"))
+    if scan.count != shard.count:
+        out.append(Problem("count", shard.path, f"read {scan.count} records, metadata says {shard.count}"))
+    elif tuple(int(c) for c in scan.class_counts) != tuple(shard.class_counts):
+        out.append(
+            Problem(
+                "count",
+                shard.path,
+                f"class counts {scan.class_counts.tolist()} differ from metadata {list(shard.class_counts)}",
+            )
+        )
+    return out
+
+
+def split_problems(split: str, info: spec.SplitInfo, read_counts: np.ndarray) -> list[Problem]:
+    """A split's own totals against the sum of its shards' metadata and what was actually read."""
+    out = []
+    listed = sum(s.count for s in info.shards)
+    if listed != info.count:
+        out.append(Problem("count", split, f"split count {info.count} != sum of its shard counts {listed}"))
+    if int(read_counts.sum()) != info.count or tuple(int(c) for c in read_counts) != tuple(info.class_counts):
+        out.append(
+            Problem(
+                "count",
+                split,
+                f"read {int(read_counts.sum())} records with class counts {read_counts.tolist()}, "
+                f"metadata says {info.count} with {list(info.class_counts)}",
+            )
+        )
+    return out
+
+
+def scan_shard(dataset_dir: str, rel_path: str, meta: spec.Metadata) -> ShardScan:
+    """Read every record of one shard, checking CRCs, parsing and decodability."""
+    scan = ShardScan(class_counts=np.zeros(meta.label.num_classes, np.int64))
+    path = os.path.join(dataset_dir, rel_path)
+    if not os.path.exists(path):
+        scan.problems.append(Problem("missing", rel_path, "shard listed in metadata.json does not exist"))
+        return scan
+    for start, serialized in read_batches(path, meta.compression, scan, rel_path):
+        check_batch(serialized, start, meta, rel_path, scan)
+    return scan
+
+
+def read_batches(
+    path: str, compression: str | None, scan: ShardScan, rel_path: str
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index of first record, serialized records) in batches; a read error becomes a Problem.
+
+    After an error the shard is re-read record by record from the failed batch, so every intact record
+    before the damage is still counted and the damaged record's index is exact.
+    """
+    import tensorflow as tf
+
+    def records() -> tf.data.Dataset:
+        return tf.data.TFRecordDataset(path, compression_type=compression or "")
+
+    done = 0
+    try:
+        for batch in records().batch(BATCH).as_numpy_iterator():
+            yield done, batch
+            done += len(batch)
+        return
+    except tf.errors.OpError:
+        pass
+    try:
+        for record in records().skip(done).as_numpy_iterator():
+            yield done, np.array([record], dtype=object)
+            done += 1
+    except tf.errors.OpError as e:
+        reason = tf_reason(e)
+        scan.problems.append(
+            Problem("corrupt", rel_path, f"unreadable after {done} intact records ({reason})", record=done)
+        )
+
+
+def tf_reason(e: Exception) -> str:
+    """The useful part of a TensorFlow op error ("corrupted record at 3945"), without op/graph noise."""
+    text = str(getattr(e, "message", "") or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip() or type(e).__name__
+
+
+def check_batch(serialized: np.ndarray, start: int, meta: spec.Metadata, rel_path: str, scan: ShardScan) -> None:
+    """Parse a batch of records, validate each, and add its counts, row ids and hashes to ``scan``."""
+    import tensorflow as tf
+
+    features = spec.parse_spec(meta.features)
+    try:
+        parsed = {k: v.numpy() for k, v in tf.io.parse_example(serialized, features).items()}
+        rows = [{k: v[i] for k, v in parsed.items()} for i in range(len(serialized))]
+    except tf.errors.InvalidArgumentError:
+        rows = []
+        for i, record in enumerate(serialized):
+            try:
+                rows.append({k: v.numpy() for k, v in tf.io.parse_single_example(record, features).items()})
+            except tf.errors.InvalidArgumentError as e:
+                rows.append(None)
+                scan.problems.append(
+                    Problem("record", rel_path, f"does not parse as this dataset's example: {e.message}", start + i)
+                )
+    for i, row in enumerate(rows):
+        scan.count += 1
+        if row is None:
+            continue
+        label = int(row[spec.LABEL_KEY])
+        errors = record_errors(row, meta)
+        if not 0 <= label < meta.label.num_classes:
+            errors.append(f"label {label} outside 0..{meta.label.num_classes - 1}")
+        else:
+            scan.class_counts[label] += 1
+        for message in errors:
+            scan.problems.append(Problem("record", rel_path, message, start + i))
+        scan.row_ids.append(int(row[spec.ROW_ID_KEY]))
+        scan.hashes.append(payload_hash(row, meta.features))
+
+
+def record_errors(row: Mapping[str, object], meta: spec.Metadata) -> list[str]:
+    """Why one parsed record's payload does not decode to its declared feature spec (empty if it does)."""
+    errors = []
+    for f in meta.features:
+        data = row[f.name]
+        assert isinstance(data, bytes)
+        if f.encoding == "png":
+            if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+                errors.append(f"feature {f.name!r} is not PNG data")
+        elif f.kind == "sequence":
+            codes = np.frombuffer(data, np.uint8)
+            if codes.size != f.shape[0]:
+                errors.append(f"feature {f.name!r} has {codes.size} codes, expected {f.shape[0]}")
+            elif codes.size and codes.max() >= f.num_codes:
+                errors.append(f"feature {f.name!r} has code {int(codes.max())}, vocabulary has {f.num_codes - 1}")
+            if int(row[f.name + spec.LENGTH_SUFFIX]) < 0:  # type: ignore[call-overload]
+                errors.append(f"feature {f.name!r} has a negative length")
+        elif len(data) != f.raw_nbytes:
+            errors.append(f"feature {f.name!r} has {len(data)} bytes, shape {f.shape} {f.dtype} needs {f.raw_nbytes}")
+    return errors
+
+
+def payload_hash(row: Mapping[str, object], features: tuple[spec.Feature, ...]) -> bytes:
+    """A digest of a record's payload bytes (label and row id excluded), to find identical content."""
+    h = hashlib.blake2b(digest_size=16)
+    for f in features:
+        data = row[f.name]
+        assert isinstance(data, bytes)
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.digest()
+
+
+def overlap_problems(scans: Mapping[str, list[tuple[str, ShardScan]]]) -> list[Problem]:
+    """Row ids seen twice, and identical payloads under different row ids in two splits (a leak)."""
+    problems = []
+    first_id: dict[int, tuple[str, str, int]] = {}
+    first_hash: dict[bytes, tuple[str, str, int, int]] = {}
+    for split, shards in scans.items():
+        for path, scan in shards:
+            for i, (row_id, digest) in enumerate(zip(scan.row_ids, scan.hashes)):
+                seen = first_id.setdefault(row_id, (split, path, i))
+                if seen != (split, path, i):
+                    kind = "duplicate" if seen[0] == split else "leak"
+                    problems.append(
+                        Problem(kind, path, f"row_id {row_id} also in {seen[1]} record {seen[2]}", record=i)
+                    )
+                other = first_hash.setdefault(digest, (split, path, i, row_id))
+                if other[0] != split and other[3] != row_id:
+                    problems.append(
+                        Problem(
+                            "leak",
+                            path,
+                            f"same content as {other[1]} record {other[2]} (row_id {row_id} vs {other[3]})",
+                            record=i,
+                        )
+                    )
+    return problems
+
+
+def format_report(dataset_dir: str, problems: list[Problem], limit: int = 50) -> str:
+    """A human report: OK with the record count, or each problem (the first ``limit``) and a tally."""
+    if not problems:
+        meta = spec.read_metadata(dataset_dir)
+        n = sum(i.count for i in meta.splits.values())
+        shards = sum(len(i.shards) for i in meta.splits.values())
+        return f"OK: {dataset_dir}: {n} records in {shards} shards, all readable and matching metadata.json"
+    kinds: dict[str, int] = {}
+    for p in problems:
+        kinds[p.kind] = kinds.get(p.kind, 0) + 1
+    lines = [f"FAILED: {dataset_dir}: {len(problems)} problems (" + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")"]
+    lines += [f"  {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more (--max-report to show them)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    problems = verify_dataset(args.dataset)
+    print(format_report(args.dataset, problems, args.max_report))
+    return 1 if problems else 0
+
+
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add ``verify DATASET`` to a ``shardkit-train`` argument parser."""
+    p = subparsers.add_parser(
+        "verify",
+        help="read every record and check CRCs, counts and split leaks against metadata.json",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument("dataset", metavar="DATASET", help="dataset directory written by shardkit-convert")
+    p.add_argument("--max-report", type=int, default=50, metavar="N", help="print at most N problems (default 50)")
+    p.set_defaults(func=run)
+    return p
