@@ -1,0 +1,225 @@
+"""``shardkit-train inspect``: what a dataset holds, from its metadata plus a few decoded records.
+
+Splits, shard count and sizes, class counts per split and per shard, and the first examples decoded the
+way the trainer sees them (an image grid PNG for image datasets, letters for sequences).
+Depends on shardkit.spec, TensorFlow and matplotlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from shardkit import spec
+
+SUMMARY_FILE = "inspect.json"
+EXAMPLES_PNG = "examples.png"
+SHOWN_LETTERS = 60
+
+
+def inspect_dataset(dataset_dir: str, out_dir: str | None = None, num_examples: int = 16) -> dict[str, Any]:
+    """Summarise ``dataset_dir``; with ``out_dir``, also write inspect.json and (images) examples.png there."""
+    meta = spec.read_metadata(dataset_dir)
+    names = list(meta.label.names)
+    order = [s for s in spec.SPLITS if s in meta.splits] + sorted(set(meta.splits) - set(spec.SPLITS))
+    splits = {name: split_summary(dataset_dir, meta.splits[name]) for name in order}
+    summary: dict[str, Any] = {
+        "dataset": os.path.abspath(dataset_dir),
+        "format_version": meta.format_version,
+        "tool_version": meta.tool_version,
+        "created": meta.created,
+        "seed": meta.seed,
+        "compression": meta.compression,
+        "features": [dict(f.__dict__, shape=list(f.shape)) for f in meta.features],
+        "label": {"num_classes": meta.label.num_classes, "names": names},
+        "count": sum(s["count"] for s in splits.values()),
+        "num_shards": sum(s["num_shards"] for s in splits.values()),
+        "bytes": sum(s["bytes"] for s in splits.values()),
+        "splits": splits,
+        "source": dict(meta.source),
+        "stats": dict(meta.stats),
+    }
+    split = next((s for s in spec.SPLITS if meta.splits.get(s) and meta.splits[s].count), None)
+    decoded = first_examples(dataset_dir, meta, split, num_examples) if split else []
+    summary["examples"] = [describe_example(e, meta) for e in decoded]
+    summary["examples_split"] = split
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        image = next((f for f in meta.features if f.kind == "image"), None)
+        if image and decoded:
+            summary["examples_png"] = write_image_grid(decoded, image, names, os.path.join(out_dir, EXAMPLES_PNG))
+        with open(os.path.join(out_dir, SUMMARY_FILE), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, default=str)
+            f.write("\n")
+    return summary
+
+
+def split_summary(dataset_dir: str, info: spec.SplitInfo) -> dict[str, Any]:
+    """Counts and sizes of one split and each of its shards (sizes as found on disk; None if missing)."""
+    shards = []
+    for s in info.shards:
+        path = os.path.join(dataset_dir, s.path)
+        shards.append(
+            {
+                "path": s.path,
+                "count": s.count,
+                "class_counts": list(s.class_counts),
+                "bytes": os.path.getsize(path) if os.path.exists(path) else None,
+            }
+        )
+    return {
+        "count": info.count,
+        "class_counts": list(info.class_counts),
+        "num_shards": len(shards),
+        "bytes": sum(s["bytes"] or 0 for s in shards),
+        "shards": shards,
+    }
+
+
+def first_examples(dataset_dir: str, meta: spec.Metadata, split: str, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` records of a split in shard order, parsed and with payloads decoded to arrays."""
+    import tensorflow as tf
+
+    files = meta.shard_paths(dataset_dir, split)
+    ds = tf.data.TFRecordDataset(files, compression_type=meta.compression or "").take(n)
+    parse = spec.parse_spec(meta.features)
+    out = []
+    for record in ds:
+        row = {k: v.numpy() for k, v in tf.io.parse_single_example(record, parse).items()}
+        for f in meta.features:
+            row[f.name] = decode_feature(row[f.name], f)
+        out.append(row)
+    return out
+
+
+def decode_feature(data: bytes, feature: spec.Feature) -> np.ndarray:
+    """One feature's stored bytes back to the array the converter encoded (uint8 codes for sequences)."""
+    if feature.encoding == "png":
+        import tensorflow as tf
+
+        return tf.io.decode_png(data, channels=feature.shape[-1] if len(feature.shape) == 3 else 0).numpy()
+    return np.frombuffer(data, np.dtype(feature.dtype)).reshape(feature.shape)
+
+
+def letters(codes: np.ndarray, length: int, vocabulary: str) -> str:
+    """Amino-acid codes back to letters (code 0, padding or an unknown letter, shows as '?')."""
+    table = np.array(["?", *vocabulary])
+    return "".join(table[codes[: max(0, min(length, len(codes)))]])
+
+
+def describe_example(row: dict[str, Any], meta: spec.Metadata) -> dict[str, Any]:
+    """A JSON-friendly description of one decoded example."""
+    label = int(row[spec.LABEL_KEY])
+    out: dict[str, Any] = {
+        "row_id": int(row[spec.ROW_ID_KEY]),
+        "label": label,
+        "label_name": meta.label.names[label] if 0 <= label < len(meta.label.names) else None,
+    }
+    for f in meta.features:
+        value = row[f.name]
+        if f.kind == "sequence":
+            length = int(row[f.name + spec.LENGTH_SUFFIX])
+            out[f.name + spec.LENGTH_SUFFIX] = length
+            out[f.name] = letters(value, min(length, SHOWN_LETTERS), f.vocabulary or "")
+        else:
+            v = value.astype(np.float64)
+            out[f.name] = {
+                "shape": list(value.shape),
+                "dtype": str(value.dtype),
+                "min": float(v.min()),
+                "max": float(v.max()),
+                "mean": round(float(v.mean()), 4),
+            }
+    return out
+
+
+def write_image_grid(rows: list[dict[str, Any]], feature: spec.Feature, names: list[str], path: str) -> str:
+    """Save the decoded images in a grid titled with row id and class name; return the PNG's path."""
+    from matplotlib.figure import Figure
+
+    cols = min(4, len(rows))
+    nrows = -(-len(rows) // cols)
+    fig = Figure(figsize=(2.2 * cols, 2.4 * nrows))
+    for i, row in enumerate(rows):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        image = np.asarray(row[feature.name])
+        if image.dtype != np.uint8:
+            lo, hi = float(image.min()), float(image.max())
+            image = (image - lo) / (hi - lo or 1.0)
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+        label = int(row[spec.LABEL_KEY])
+        name = names[label] if 0 <= label < len(names) else str(label)
+        ax.set_title(f"#{int(row[spec.ROW_ID_KEY])} {name}", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def human_bytes(n: int) -> str:
+    """1234567 -> '1.2 MB'."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a short human-readable report."""
+    names = summary["label"]["names"]
+    feats = ", ".join(
+        f"{f['name']} {f['kind']} {tuple(f['shape'])} {f['dtype']} {f['encoding']}" for f in summary["features"]
+    )
+    lines = [
+        f"{summary['dataset']}: {summary['count']} examples, {summary['num_shards']} shards, "
+        f"{human_bytes(summary['bytes'])}, compression {summary['compression'] or 'none'}",
+        f"features: {feats}",
+        f"classes ({len(names)}): " + ", ".join(names),
+    ]
+    for split, s in summary["splits"].items():
+        per_class = ", ".join(f"{n} {c}" for n, c in zip(names, s["class_counts"]))
+        lines.append(f"{split}: {s['count']} examples in {s['num_shards']} shards, {human_bytes(s['bytes'])}; {per_class}")
+        for sh in s["shards"]:
+            size = "MISSING" if sh["bytes"] is None else human_bytes(sh["bytes"])
+            lines.append(f"  {sh['path']}: {sh['count']} examples, {size}, per class {sh['class_counts']}")
+    if summary["examples"]:
+        lines.append(f"first examples of {summary['examples_split']}:")
+        for e in summary["examples"]:
+            rest = {k: v for k, v in e.items() if k not in ("row_id", "label", "label_name")}
+            lines.append(f"  row {e['row_id']} class {e['label']} ({e['label_name']}): {json.dumps(rest)}")
+    if summary.get("examples_png"):
+        lines.append(f"image grid: {summary['examples_png']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = inspect_dataset(args.dataset, args.out, args.examples)
+    except spec.DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
+    return 0
+
+
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add ``inspect DATASET [--out DIR]`` to a ``shardkit-train`` argument parser."""
+    p = subparsers.add_parser(
+        "inspect",
+        help="splits, shards, class counts and a few decoded examples of a dataset",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument("dataset", metavar="DATASET", help="dataset directory written by shardkit-convert")
+    p.add_argument("--out", metavar="DIR", help="write inspect.json and, for images, examples.png here")
+    p.add_argument("--examples", type=int, default=16, metavar="N", help="decode the first N examples (default 16)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+    return p
