@@ -76,7 +76,7 @@ def test_beam_version_matches_pyproject() -> None:
     assert re.search(r"^FROM apache/beam_python3\.11_sdk:\$\{BEAM_VERSION\}$", text, re.M)
     assert "apache-beam==%s" in text and '"${BEAM_VERSION}"' in text, "pip must be constrained to the image's Beam"
     assert re.search(r'^ENTRYPOINT \["/opt/apache/beam/boot"\]$', text, re.M), "must keep the SDK harness entrypoint"
-    assert '".[convert,cpu]"' in text
+    assert '".[convert,cpu,dask]"' in text
 
 
 def test_tensorflow_version_matches_pyproject() -> None:
