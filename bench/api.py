@@ -1,0 +1,33 @@
+"""The few shardkit calls the benchmarks make, in one place: the training reader, a compiled preset model, and
+the in-memory baseline arrays. Imports only numpy, TensorFlow/Keras and shardkit (safe on a bare GPU image)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def train_reader(dataset_dir: str, batch_size: int, epochs: int = 1, seed: int = 0, **read_options: Any):
+    """shardkit's training tf.data stream (shuffled, decoded, prefetched) for ``epochs`` epochs."""
+    from shardkit.train.dataset import ReadOptions, train_dataset
+
+    return train_dataset(dataset_dir, batch_size, epochs, seed, options=ReadOptions(**read_options))
+
+
+def build_compiled_model(name: str, dataset_dir: str):
+    """The trainer's preset ``name`` built for this dataset's spec and compiled as ``shardkit-train fit`` does."""
+    raise NotImplementedError("waiting for shardkit.train models")
+
+
+def load_h5_arrays(h5_path: str, dataset_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """The whole knot HDF5 source in memory as uint8 images shaped like the dataset's feature, and int32 labels."""
+    import tables
+
+    from shardkit.spec import read_metadata
+
+    shape = read_metadata(dataset_dir).features[0].shape
+    with tables.open_file(h5_path, "r") as f:
+        x = f.root.train_data[:].reshape(-1, *shape)
+        y = f.root.train_label[:].astype(np.int32)
+    return x, y

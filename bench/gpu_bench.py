@@ -1,0 +1,270 @@
+"""GPU step time of knot-cnn and protein-cnn fed by shardkit's reader vs by synthetic tensors already on the
+device, GPU idle fraction, with and without mixed precision.
+
+Runs the Keras 3 model on the JAX backend (``--backend jax``: tf.data stays on the CPU, Keras hands batches
+to JAX) or on the TensorFlow backend where a TensorFlow GPU build exists. Imports nothing beyond numpy,
+Keras, TensorFlow and shardkit (no Beam, psutil or matplotlib), so it runs on a bare GPU image::
+
+    python -m bench.gpu_bench --prepare bench/out/gpu-data          # here: convert the inputs (needs Beam)
+    KERAS_BACKEND=jax python -m bench.gpu_bench --data bench/out/gpu-data --out gpu.json   # on the GPU box
+
+Prints a markdown table and writes the rows as JSON to ``--out`` (render with ``bench.report --gpu-results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = {"knot-cnn": "knots", "protein-cnn": "proteins"}
+
+
+def prepare(data_dir: str, n_knots: int = 600, n_proteins: int = 6000) -> dict[str, str]:
+    """Convert the built-in knot and protein examples into ``data_dir`` (small enough to carry, ~35 MB)."""
+    from . import datasets
+
+    cache = os.path.join(data_dir, "src")
+    os.makedirs(cache, exist_ok=True)
+    made = {"knots": datasets.knots_dataset(cache, n_knots), "proteins": datasets.proteins_dataset(cache, n_proteins)}
+    out = {}
+    for name, path in made.items():
+        dest = os.path.join(data_dir, name)
+        if not os.path.exists(dest):
+            shutil.copytree(path, dest)
+        out[name] = dest
+    shutil.rmtree(cache, ignore_errors=True)
+    return out
+
+
+class GpuUtilSampler:
+    """Samples ``nvidia-smi`` GPU utilisation (percent) in the background; silent where there is none."""
+
+    def __init__(self, interval_ms: int = 100):
+        self.samples: list[tuple[float, float]] = []
+        self._proc = None
+        if shutil.which("nvidia-smi"):
+            self._proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", f"-lms={interval_ms}"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            try:
+                self.samples.append((time.perf_counter(), float(line.split(",")[0])))
+            except ValueError:
+                pass
+
+    def mean_between(self, start: float, end: float) -> float | None:
+        values = [u for t, u in list(self.samples) if start <= t <= end]
+        return statistics.fmean(values) if values else None
+
+    def close(self) -> None:
+        if self._proc:
+            self._proc.terminate()
+
+
+def _device_name(backend: str) -> str:
+    name = "unknown"
+    if shutil.which("nvidia-smi"):
+        proc = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True)
+        if proc.returncode == 0 and proc.stdout.strip():
+            name = proc.stdout.strip().splitlines()[0]
+    if backend == "jax":
+        import jax
+
+        return f"{name} (jax {jax.default_backend()}: {jax.devices()[0].device_kind})"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"{name} (tensorflow: {len(gpus)} GPU{'s' if len(gpus) != 1 else ''} visible)"
+
+
+def to_device(x: Any, backend: str) -> Any:
+    """Copy one batch to the accelerator so that feeding it costs nothing (the compute-only baseline)."""
+    if backend == "jax":
+        import jax
+
+        return jax.device_put(x)
+    import tensorflow as tf
+
+    device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
+    with tf.device(device):
+        return tf.identity(x)
+
+
+def _full_batches(ds, batch_size: int):
+    import tensorflow as tf
+
+    return ds.repeat().filter(lambda x, y: tf.shape(y)[0] == batch_size)
+
+
+def _timed_steps(model, batches, steps: int) -> list[float]:
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        x, y = next(batches)
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int, steps: int, warmup: int,
+              backend: str, util: GpuUtilSampler) -> dict[str, Any]:
+    """Median step time fed by synthetic on-device tensors, by the reader (train_on_batch loop and model.fit)."""
+    import keras
+    import numpy as np
+
+    from . import api
+
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(0)
+    model = api.build_compiled_model(model_name, dataset_dir)
+    ds = _full_batches(api.train_reader(dataset_dir, batch_size), batch_size)
+
+    it = iter(ds)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        next(it)
+    reader_only = steps * batch_size / (time.perf_counter() - t0)
+
+    x0, y0 = next(it)
+    synthetic = (to_device(np.asarray(x0), backend), to_device(np.asarray(y0), backend))
+
+    def same_batch():
+        while True:
+            yield synthetic
+
+    syn_iter = same_batch()
+    _timed_steps(model, syn_iter, warmup)
+    s0 = time.perf_counter()
+    syn = _timed_steps(model, syn_iter, steps)
+    s1 = time.perf_counter()
+    _timed_steps(model, it, warmup)
+    r0 = time.perf_counter()
+    rd = _timed_steps(model, it, steps)
+    r1 = time.perf_counter()
+
+    model.fit(ds.take(warmup), epochs=1, verbose=0)
+    f0 = time.perf_counter()
+    model.fit(ds.take(steps), epochs=1, verbose=0)
+    f1 = time.perf_counter()
+
+    syn_ms, rd_ms = statistics.median(syn) * 1e3, statistics.median(rd) * 1e3
+    return {
+        "model": model_name,
+        "precision": precision,
+        "batch_size": batch_size,
+        "synthetic_step_ms": syn_ms,
+        "reader_step_ms": rd_ms,
+        "fit_step_ms": (f1 - f0) / steps * 1e3,
+        "reader_over_synthetic": rd_ms / syn_ms,
+        "idle_fraction": max(0.0, 1 - (s1 - s0) / (r1 - r0)),
+        "gpu_util_synthetic": util.mean_between(s0, s1),
+        "gpu_util_reader": util.mean_between(r0, r1),
+        "reader_only_examples_per_s": reader_only,
+        "training_examples_per_s": steps * batch_size / (r1 - r0),
+    }
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The rows of a gpu_bench result as a markdown table."""
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{v:.0f}%"
+
+    lines = ["| Model | Precision | Synthetic ms/step | shardkit ms/step | Ratio | model.fit ms/step | "
+             "GPU idle (from step times) | GPU util synthetic / shardkit | Reader-only ex/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result.get("rows", []):
+        lines.append(f"| {r['model']} | {r['precision']} | {r['synthetic_step_ms']:.1f} | {r['reader_step_ms']:.1f} "
+                     f"| {r['reader_over_synthetic']:.3f}x | {r['fit_step_ms']:.1f} | {r['idle_fraction'] * 100:.1f}% "
+                     f"| {pct(r['gpu_util_synthetic'])} / {pct(r['gpu_util_reader'])} "
+                     f"| {r['reader_only_examples_per_s']:,.0f} |")
+    return "\n".join(lines)
+
+
+def _ensure_shardkit_importable() -> None:
+    """Where shardkit is not pip-installed (a bare GPU image), map shardkit.convert/train onto the checkout."""
+    sys.path.insert(0, REPO)
+    import shardkit
+
+    if REPO not in list(shardkit.__path__):
+        shardkit.__path__.append(REPO)
+
+
+def _default_backend() -> str:
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "tensorflow"
+    try:
+        import jax  # noqa: F401
+
+        return "jax"
+    except ImportError:
+        return "tensorflow"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.gpu_bench", description=__doc__.splitlines()[0])
+    p.add_argument("--prepare", metavar="DIR", help="only convert the inputs into DIR (run where Beam is installed)")
+    p.add_argument("--data", default=os.path.join(REPO, "bench", "out", "gpu-data"),
+                   help="directory holding knots/ and proteins/ datasets (made with --prepare)")
+    p.add_argument("--out", help="write the results JSON here")
+    p.add_argument("--backend", choices=("jax", "tensorflow"), default=None,
+                   help="Keras backend (default: $KERAS_BACKEND, else tensorflow if it sees a GPU, else jax if "
+                        "installed, else tensorflow)")
+    p.add_argument("--models", default="knot-cnn,protein-cnn")
+    p.add_argument("--precisions", default="float32,mixed_float16")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    args = p.parse_args(argv)
+    if args.prepare:
+        print(json.dumps(prepare(args.prepare), indent=1))
+        return 0
+
+    backend = args.backend or os.environ.get("KERAS_BACKEND") or _default_backend()
+    os.environ["KERAS_BACKEND"] = backend  # must precede the first keras import
+    _ensure_shardkit_importable()
+    util = GpuUtilSampler()
+    result: dict[str, Any] = {
+        "device": _device_name(backend),
+        "backend": backend,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "rows": [],
+    }
+    try:
+        for model_name in args.models.split(","):
+            dataset_dir = os.path.join(args.data, MODELS[model_name])
+            for precision in args.precisions.split(","):
+                row = bench_one(model_name, dataset_dir, precision, args.batch_size, args.steps, args.warmup,
+                                backend, util)
+                result["rows"].append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        util.close()
+    table = markdown_table(result)
+    print(table)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,365 @@
+"""Render a benchmark results dict as docs/benchmarks.md plus PNG plots under docs/img/.
+
+``python -m bench.report RESULTS.json [--gpu-results GPU.json] [--out docs/benchmarks.md]`` re-renders
+without re-measuring (e.g. to add the GPU table measured on another machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Callable, Sequence
+
+from . import targets
+
+GB, MB = 1e9, 1e6
+IMG_DIR = "img"
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _num(x: Any, fmt: str = ",.0f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, img_dir: str, name: str) -> str:
+    os.makedirs(img_dir, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(os.path.join(img_dir, name), dpi=110)
+    _plt().close(fig)
+    return f"![{name}]({IMG_DIR}/{name})"
+
+
+def _failed(section: dict | None) -> str | None:
+    if section is None:
+        return "_Not measured in this run._"
+    if "error" in section:
+        return f"_This section failed in this run:_\n\n```\n{section['error'][-1500:]}\n```"
+    return None
+
+
+def render_machine(results: dict) -> str:
+    m = results.get("machine", {})
+    cfg = results.get("config", {})
+    pkgs = ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items())
+    rows = [
+        ("CPU", f"{m.get('cpu', '?')} ({m.get('usable_cores', '?')} usable cores, "
+                f"{m.get('logical_cores', '?')} logical)"),
+        ("RAM", f"{m.get('ram_gib', '?')} GiB"),
+        ("OS / Python", f"{m.get('os', '?')} / Python {m.get('python', '?')}"),
+        ("Libraries", pkgs),
+        ("shardkit commit", m.get("commit", "?")),
+        ("Load average at start", ", ".join(str(x) for x in m.get("load_average_at_start", []))),
+        ("Run", f"{m.get('date_utc', '?')}; {'--quick smoke sizes' if cfg.get('quick') else 'default sizes'}, "
+                f"median of {cfg.get('repeats', '?')} runs; total {cfg.get('total_minutes', '?')} min"),
+    ]
+    return md_table(("", ""), rows)
+
+
+def render_targets(results: dict) -> str:
+    rows = [(v.target, v.goal, v.measured, f"**{v.result}**" if v.result.startswith(("PASS", "MISS")) else v.result)
+            for v in targets.evaluate(results)]
+    return md_table(("Target", "Goal", "Measured", "Result"), rows)
+
+
+def render_conversion(results: dict, img_dir: str) -> str:
+    sec = results.get("conversion")
+    if (msg := _failed(sec)) is not None:
+        return msg
+    out = []
+    rows = []
+    for size in sec["sizes"]:
+        runs = size["runs"]
+        hand = runs.get("hand loop", {}).get("rows_per_s")
+        for name, r in runs.items():
+            rel = f"{r['rows_per_s'] / hand:.2f}x" if hand and r.get("rows_per_s") else "-"
+            rows.append((size["label"], f"{size['rows']:,}", f"{size['input_bytes'] / GB:.2f}", name,
+                         _num(r.get("seconds"), ".1f"), _num(r.get("rows_per_s")), _num(r.get("mb_per_s"), ".1f"),
+                         rel, _num((r.get("peak_rss_bytes") or 0) / GB, ".2f")))
+    out.append(md_table(("Size", "Rows", "GB in", "Job", "Seconds", "Rows/s", "MB/s", "vs hand loop",
+                         "Peak RSS GB"), rows))
+    plt = _plt()
+    names = list(dict.fromkeys(n for s in sec["sizes"] for n in s["runs"]))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name in names:
+        pts = [(s["rows"], s["runs"][name]) for s in sec["sizes"] if name in s["runs"]]
+        ax1.plot([p[0] for p in pts], [p[1]["rows_per_s"] for p in pts], "o-", label=name)
+        rss = [(n, r["peak_rss_bytes"] / GB) for n, r in pts if r.get("peak_rss_bytes")]
+        if rss:
+            ax2.plot([p[0] for p in rss], [p[1] for p in rss], "o-", label=name)
+    for ax, title, ylabel in ((ax1, "Conversion throughput vs N", "rows/s"),
+                              (ax2, "Peak RSS (process tree) vs N", "GB")):
+        ax.set_xscale("log")
+        ax.set_xlabel("rows (N)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    out.append(_save(fig, img_dir, "conversion.png"))
+    if sec.get("notes"):
+        out.append(sec["notes"])
+    return "\n\n".join(out)
+
+
+def _bar(ax, labels: Sequence[str], values: Sequence[float], xlabel: str, colors: Any = "tab:blue") -> None:
+    ax.barh(range(len(values)), values, color=colors)
+    ax.set_yticks(range(len(values)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def render_reading(results: dict, img_dir: str) -> str:
+    sec = results.get("reading")
+    if (msg := _failed(sec)) is not None:
+        return msg
+    out = []
+    readers = sec.get("readers", {})
+    if readers:
+        mem = readers.get("in-memory numpy", {}).get("examples_per_s")
+        gen = readers.get("seed-000 generator", {}).get("examples_per_s")
+        rows = [(name, "yes" if r.get("shuffles") else "no", _num(r.get("examples_per_s")),
+                 _num(r.get("mb_per_s"), ".1f"), f"{r['examples_per_s'] / gen:.2f}x" if gen else "-",
+                 f"{r['examples_per_s'] / mem:.2f}x" if mem else "-")
+                for name, r in readers.items()]
+        out.append(f"Reader throughput on {sec.get('dataset', 'the knot images')}, "
+                   f"batch {sec.get('batch_size', '?')} (median of {sec.get('repeats', '?')} passes):")
+        out.append(md_table(("Reader", "Shuffles globally", "Examples/s", "MB/s", "vs seed generator",
+                             "vs in-memory"), rows))
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.5 * len(readers)))
+        _bar(ax, list(readers), [r["examples_per_s"] for r in readers.values()], "examples/s")
+        ax.set_title("Reader throughput")
+        out.append(_save(fig, img_dir, "reading.png"))
+    sweeps = [(k, t) for k, t in (("cycle_length", "interleave cycle length"), ("shard_count", "shard count"))
+              if sec.get(k)]
+    if sweeps:
+        plt = _plt()
+        fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 3.5), squeeze=False)
+        for ax, (key, title) in zip(axes[0], sweeps):
+            pts = sec[key]
+            out.append(f"Throughput vs {title}:")
+            out.append(md_table((title, "Examples/s", "MB/s"),
+                                [(p["x"], _num(p["examples_per_s"]), _num(p.get("mb_per_s"), ".1f")) for p in pts]))
+            ax.plot([p["x"] for p in pts], [p["examples_per_s"] for p in pts], "o-")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel(title)
+            ax.set_ylabel("examples/s")
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"Reader throughput vs {title}")
+            ax.grid(alpha=0.3)
+        out.append(_save(fig, img_dir, "reading_sweeps.png"))
+    if sec.get("compression"):
+        comp = sec["compression"]
+        out.append("GZIP vs uncompressed shards (same data):")
+        out.append(md_table(("Dataset", "Shards", "Bytes on disk", "Examples/s", "MB/s (decoded)"),
+                            [(r["dataset"], r["compression"], f"{r['bytes']:,}", _num(r["examples_per_s"]),
+                              _num(r.get("mb_per_s"), ".1f")) for r in comp]))
+    epoch = sec.get("epoch") or {}
+    if epoch:
+        rows = []
+        for model, runs in epoch.items():
+            mem = runs.get("in-memory", {})
+            for name, r in runs.items():
+                if not isinstance(r, dict):
+                    continue
+                rows.append((model, runs.get("n", "-"), name, _num(r["seconds"], ".1f"),
+                             f"{r['seconds'] / mem['seconds']:.2f}x" if mem else "-",
+                             _num(r["peak_rss_bytes"] / GB, ".2f"),
+                             f"{r['peak_rss_bytes'] / mem['peak_rss_bytes']:.2f}x" if mem else "-"))
+        out.append("Whole-epoch CPU training, fed by shardkit vs in-memory arrays (peak RSS of the process):")
+        out.append(md_table(("Model", "N", "Input", "Epoch s", "vs in-memory", "Peak RSS GB", "vs in-memory"),
+                            rows))
+    if sec.get("notes"):
+        out.append(sec["notes"])
+    return "\n\n".join(out)
+
+
+def render_storage(results: dict, img_dir: str) -> str:
+    sec = results.get("storage")
+    if (msg := _failed(sec)) is not None:
+        return msg
+    out = []
+    rows = [(name, r["feature"], r["compression"], f"{r['examples']:,}", _num(r["payload_bytes_per_example"]),
+             _num(r["bytes_per_example"])) for name, r in sec["encodings"].items()]
+    out.append(md_table(("Encoding (shardkit)", "Feature", "Compression", "Examples", "Decoded bytes/example",
+                         "Bytes/example on disk"), rows))
+    out.append("Naive baselines (bytes per example of the arrays the seed users built):")
+    out.append(md_table(("Baseline", "Bytes/example"), [(k, f"{v:,}") for k, v in sec["naive"].items()]))
+    p = sec["seed001_projection"]
+    out.append(f"Projected size of seed 001's data set ({p['sequences']:,} sequences of length {p['length']}):")
+    base = p["one-hot float32"]
+    out.append(md_table(("Representation", "Projected size", "vs float32 one-hot"),
+                        [(k, f"{p[k] / GB:.2f} GB", f"1/{base / p[k]:.0f}" if p[k] < base else f"{p[k] / base:.1f}x")
+                         for k in ("one-hot float64", "one-hot float32", "shardkit codes", "shardkit codes + GZIP")]))
+    plt = _plt()
+    labels = [*sec["encodings"], *sec["naive"]]
+    values = [*(r["bytes_per_example"] for r in sec["encodings"].values()), *sec["naive"].values()]
+    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.4 * len(labels)))
+    colors = ["tab:blue"] * len(sec["encodings"]) + ["tab:red"] * len(sec["naive"])
+    _bar(ax, labels, values, "bytes per example (log scale); blue: shardkit records, red: naive arrays", colors)
+    ax.set_xscale("log")
+    ax.set_title("Storage per example")
+    out.append(_save(fig, img_dir, "storage.png"))
+    return "\n\n".join(out)
+
+
+def render_memory(results: dict, img_dir: str) -> str:
+    sec = results.get("memory")
+    if (msg := _failed(sec)) is not None:
+        return msg
+    points = sec["points"]
+    modes = [k for k in points[0] if k not in ("n", "data_bytes")]
+    out = [f"{sec.get('description', '')}"]
+    out.append(md_table(("N", "Decoded data GB", *(f"{m} peak RSS GB" for m in modes)),
+                        [(f"{p['n']:,}", f"{p['data_bytes'] / GB:.2f}",
+                          *(_num((p.get(m) or 0) / GB, ".2f") for m in modes)) for p in points]))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for m in modes:
+        ax.plot([p["n"] for p in points], [(p.get(m) or 0) / GB for p in points], "o-", label=m)
+    ax.set_xlabel("training examples (N)")
+    ax.set_ylabel("peak RSS, GB")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Training peak RSS vs N")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out.append(_save(fig, img_dir, "memory.png"))
+    if sec.get("notes"):
+        out.append(sec["notes"])
+    return "\n\n".join(out)
+
+
+def render_gpu(results: dict, img_dir: str) -> str:
+    sec = results.get("gpu")
+    if sec is None:
+        return ("_No GPU results in this run._ Measure on a GPU machine with "
+                "`KERAS_BACKEND=jax python -m bench.gpu_bench --out gpu.json` (or the TensorFlow backend where a "
+                "TensorFlow GPU build exists), then re-render: `python -m bench.report docs/benchmarks.json "
+                "--gpu-results gpu.json`.")
+    if (msg := _failed(sec)) is not None:
+        return msg
+    out = [f"Measured on {sec.get('device', '?')}, Keras backend `{sec.get('backend', '?')}`, "
+           f"{sec.get('date_utc', '')}; batch {sec.get('batch_size', '?')}, median step time over "
+           f"{sec.get('steps', '?')} steps after warm-up."]
+    from .gpu_bench import markdown_table
+
+    out.append(markdown_table(sec))
+    rows = sec.get("rows", [])
+    if rows:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(7, 0.8 + 0.6 * len(rows)))
+        labels = [f"{r['model']} {r['precision']}" for r in rows]
+        y = range(len(rows))
+        ax.barh([i - 0.2 for i in y], [r["synthetic_step_ms"] for r in rows], 0.4, label="synthetic on device")
+        ax.barh([i + 0.2 for i in y], [r["reader_step_ms"] for r in rows], 0.4, label="shardkit reader")
+        ax.set_yticks(list(y), labels)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms per training step")
+        ax.legend(fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        out.append(_save(fig, img_dir, "gpu.png"))
+    if sec.get("notes"):
+        out.append(sec["notes"])
+    return "\n\n".join(out)
+
+
+INTRO = """# shardkit benchmarks
+
+Generated by `python -m bench.run_all` (do not edit by hand; re-run it). Every ratio below compares
+implementations measured side by side in the same run on the same data, each number the median of several
+runs. Sections follow issue 4: conversion, reading, storage, memory, GPU, and the `shardkit-train bench`
+diagnosis for your own dataset."""
+
+REPRODUCE = """## Reproduce
+
+```
+python -m bench.run_all                 # default sizes, ~20-25 min on 2 cores (conversion at >= 2 GB)
+python -m bench.run_all --big-gb 6      # the 6 GB converter-memory target run
+python -m bench.run_all --quick         # smoke run, tiny sizes, < 1 min of measuring
+python -m bench.run_all --only storage,memory   # some sections; others are kept from docs/benchmarks.json
+KERAS_BACKEND=jax python -m bench.gpu_bench --out gpu.json   # on a GPU machine
+python -m bench.report docs/benchmarks.json --gpu-results gpu.json   # re-render with GPU numbers
+```
+
+Inputs are the built-in examples (`shardkit.convert.examples`), generated once into
+`$SHARDKIT_BENCH_CACHE` (default `/tmp/shardkit-bench-cache`); the raw numbers are in `docs/benchmarks.json`."""
+
+DIAGNOSE = """## 6. Is my training input-bound? `shardkit-train bench`
+
+```
+shardkit-train bench DATASET [--model knot-cnn|protein-cnn|sequence-lstm|pkg.module:build] [--batch-size B]
+```
+
+measures, on your dataset and model, (a) reader-only throughput (examples/s of the shardkit reader with
+nothing consuming it), (b) the model's training rate on one batch held in memory (compute only), and
+(c) training fed by the reader; then prints one line such as
+`input-bound: reader 410 ex/s < model 1,250 ex/s; reader-fed training runs at 33% of compute-only`. When
+training is input-bound, raise the interleave parallelism / cycle length, use more (smaller) shards, keep
+images uint8 (rescale in the model) and avoid GZIP for image data."""
+
+
+SECTIONS: tuple[tuple[str, Callable[[dict, str], str]], ...] = (
+    ("## 1. Conversion: Beam job vs hand-written TFRecordWriter loop", render_conversion),
+    ("## 2. Reading: shardkit reader vs seed-000 generator vs PyDataset vs in-memory", render_reading),
+    ("## 3. Storage: bytes per example", render_storage),
+    ("## 4. Memory: training peak RSS vs N", render_memory),
+    ("## 5. GPU: step time fed by shardkit vs synthetic tensors on the device", render_gpu),
+)
+
+
+def render(results: dict, out_md: str) -> str:
+    """Write the markdown (and its plots beside it under img/) and return the markdown text."""
+    img_dir = os.path.join(os.path.dirname(os.path.abspath(out_md)), IMG_DIR)
+    parts = [INTRO, "## Machine", render_machine(results), "## Targets", render_targets(results)]
+    for title, fn in SECTIONS:
+        parts.append(title)
+        try:
+            parts.append(fn(results, img_dir))
+        except Exception as e:  # a malformed section must not lose the rest of the report
+            parts.append(f"_Could not render this section: {type(e).__name__}: {e}_")
+    parts += [DIAGNOSE, REPRODUCE]
+    text = "\n\n".join(parts) + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
+    with open(out_md, "w", encoding="utf-8") as f:
+        f.write(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    p.add_argument("results", help="results JSON written by bench.run_all (docs/benchmarks.json)")
+    p.add_argument("--gpu-results", help="JSON written by bench.gpu_bench --out; merged into the results")
+    p.add_argument("--out", default=None, help="markdown path (default: beside the results, benchmarks.md)")
+    args = p.parse_args(argv)
+    with open(args.results, encoding="utf-8") as f:
+        results = json.load(f)
+    if args.gpu_results:
+        with open(args.gpu_results, encoding="utf-8") as f:
+            results["gpu"] = json.load(f)
+        with open(args.results, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1, sort_keys=True)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.results)), "benchmarks.md")
+    render(results, out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

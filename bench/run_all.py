@@ -1,0 +1,157 @@
+"""Run every shardkit benchmark and write docs/benchmarks.md (+ docs/img/*.png, docs/benchmarks.json).
+
+``python -m bench.run_all`` (default sizes, ~20-25 min on 2 cores), ``--quick`` (smoke sizes),
+``--big-gb 6`` (the 6 GB converter target), ``--only storage,memory`` (re-measure some sections and keep
+the others from the previous results), ``--gpu-results gpu.json`` (merge bench.gpu_bench output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # ``python bench/run_all.py``
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    __package__ = "bench"
+
+from bench import machine, report  # noqa: E402
+from bench.datasets import DEFAULT_CACHE  # noqa: E402
+from bench.measure import REPO  # noqa: E402
+
+IMAGE_BYTES = 128 * 128 * 3
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark runs: rows for conversion sizes, examples for the readers and the memory sweep."""
+
+    repeats: int
+    conversion: dict[str, int]  # label -> knot rows
+    reading_n: int
+    reading_proteins: int
+    cycle_lengths: tuple[int, ...]
+    shard_counts: tuple[int, ...]
+    shards: int
+    storage: dict[str, int]
+    memory_sizes: tuple[int, ...]
+    memory_steps: int
+    epoch_n: int
+    batch_size: int = 64
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls) -> "Sizes":
+        return cls(repeats=1, conversion={"small": 150, "medium": 300}, reading_n=300, reading_proteins=300,
+                   cycle_lengths=(1, 4), shard_counts=(1, 4), shards=4,
+                   storage={"images": 60, "sequences": 200, "arrays": 20},
+                   memory_sizes=(150, 600), memory_steps=2, epoch_n=150, batch_size=32)
+
+    @classmethod
+    def default(cls, big_gb: float) -> "Sizes":
+        big = int(big_gb * 1e9 / IMAGE_BYTES) // 3 * 3
+        return cls(repeats=3, conversion={"small": 3_000, "medium": 12_000, f"multi-GB ({big_gb:g} GB)": big},
+                   reading_n=6_000, reading_proteins=20_000, cycle_lengths=(1, 2, 4, 8, 16),
+                   shard_counts=(1, 2, 4, 8, 16, 32), shards=16,
+                   storage={"images": 1_500, "sequences": 10_000, "arrays": 300},
+                   memory_sizes=(1_500, 6_000, 24_000), memory_steps=8, epoch_n=3_000)
+
+
+def section_conversion(s: Sizes, cache: str) -> dict[str, Any]:
+    from bench import conversion
+
+    return conversion.measure(cache, s.conversion, s.repeats)
+
+
+def section_reading(s: Sizes, cache: str) -> dict[str, Any]:
+    from bench import reading
+
+    return reading.measure(cache, s)
+
+
+def section_storage(s: Sizes, cache: str) -> dict[str, Any]:
+    from bench import storage_bench
+
+    return storage_bench.measure(cache, s.storage["images"], s.storage["sequences"], s.storage["arrays"])
+
+
+def section_memory(s: Sizes, cache: str) -> dict[str, Any]:
+    from bench import memory_bench
+
+    return memory_bench.measure(cache, s.memory_sizes, steps=s.memory_steps)
+
+
+SECTIONS: dict[str, Callable[[Sizes, str], dict[str, Any]]] = {
+    "storage": section_storage,
+    "reading": section_reading,
+    "memory": section_memory,
+    "conversion": section_conversion,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run, not a measurement")
+    p.add_argument("--big-gb", type=float, default=2.0, help="size of the multi-GB conversion input (default 2)")
+    p.add_argument("--repeats", type=int, help="runs per measurement (median reported)")
+    p.add_argument("--only", help=f"comma-separated sections to measure, of {','.join(SECTIONS)}; the others "
+                                   "are kept from --results")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="where generated inputs and converted datasets live")
+    p.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
+    p.add_argument("--results", help="results JSON (default: beside --out, benchmarks.json)")
+    p.add_argument("--gpu-results", help="JSON from bench.gpu_bench --out to include as the GPU section")
+    p.add_argument("--render-only", action="store_true", help="measure nothing; re-render --results")
+    args = p.parse_args(argv)
+
+    results_path = args.results or os.path.join(os.path.dirname(os.path.abspath(args.out)), "benchmarks.json")
+    only = [x for x in (args.only or "").split(",") if x]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+    results: dict[str, Any] = {}
+    if (only or args.render_only) and os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as f:
+            results = json.load(f)
+    if not args.render_only:
+        sizes = Sizes.quick() if args.quick else Sizes.default(args.big_gb)
+        if args.repeats:
+            sizes = Sizes(**{**asdict(sizes), "repeats": args.repeats})
+        os.makedirs(args.cache, exist_ok=True)
+        start = time.perf_counter()
+        results["machine"] = machine.describe(REPO)
+        timings = {}
+        for name, fn in SECTIONS.items():
+            if only and name not in only:
+                continue
+            t0 = time.perf_counter()
+            print(f"[bench] {name} ...", flush=True)
+            try:
+                results[name] = fn(sizes, args.cache)
+                results[name]["measured_utc"] = machine.now_utc()
+            except Exception:
+                results[name] = {"error": traceback.format_exc()}
+                print(results[name]["error"], file=sys.stderr, flush=True)
+            timings[name] = round(time.perf_counter() - t0, 1)
+            print(f"[bench] {name} done in {timings[name]:.0f} s", flush=True)
+        results["config"] = {"quick": args.quick, "repeats": sizes.repeats, "sizes": asdict(sizes),
+                             "section_seconds": {**results.get("config", {}).get("section_seconds", {}), **timings},
+                             "total_minutes": round((time.perf_counter() - start) / 60, 1)}
+    if args.gpu_results:
+        with open(args.gpu_results, encoding="utf-8") as f:
+            results["gpu"] = json.load(f)
+    os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
+    with open(results_path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    report.render(results, args.out)
+    print(f"[bench] wrote {args.out} and {results_path}")
+    failed = [k for k in SECTIONS if isinstance(results.get(k), dict) and "error" in results[k]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
