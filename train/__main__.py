@@ -1,0 +1,5 @@
+import sys
+
+from shardkit.train.cli import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""``shardkit-train``: fit and evaluate Keras models on shardkit datasets (plus inspect / verify)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from shardkit.spec import DatasetError
+
+SAMPLING_HELP = "epoch: each example once per epoch; replacement: i.i.d. draws (Poisson bootstrap); balanced: equal class frequency"
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from shardkit.train import fit, strategy
+
+    strategy.configure_devices(args.logical_cpus)
+    config = fit.FitConfig(
+        dataset=args.dataset,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        out=args.out,
+        seed=args.seed,
+        strategy=args.strategy,
+        sampling=args.sampling,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        backup_every=args.backup_every,
+        precision=args.precision,
+        xla=args.xla,
+        sequence_encoding=args.sequence_encoding,
+        skip_corrupt=args.skip_corrupt,
+        deterministic=not args.nondeterministic,
+        cycle_length=args.cycle_length,
+        shuffle_buffer_mb=args.shuffle_buffer_mb,
+        cache_validation=args.cache_validation,
+        repeat=args.repeat,
+        verbose=args.verbose,
+        tensorboard=not args.no_tensorboard,
+    )
+    result = fit.fit(config)
+    print(json.dumps(result.get("test", {}), sort_keys=True, default=str))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from shardkit.train import fit
+
+    result = fit.evaluate_run(args.run_dir, args.dataset, args.split, args.batch_size)
+    print(json.dumps({k: v for k, v in result.items() if k != "confusion_matrix"}, sort_keys=True))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from shardkit.train import inspect, verify
+
+    p = argparse.ArgumentParser(prog="shardkit-train", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="train a model on a dataset's train split (validation each epoch, test at the end)")
+    f.add_argument("dataset", metavar="DATASET")
+    f.add_argument("--model", required=True, help="knot-cnn | protein-cnn | sequence-lstm | pkg.module:build (build(metadata) -> keras.Model)")
+    f.add_argument("--epochs", type=int, required=True)
+    f.add_argument("--batch-size", type=int, required=True, help="global batch (per-replica batch x replicas)")
+    f.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory; rerunning into it resumes from its backup")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--strategy", default="auto", choices=("auto", "one", "mirrored", "multiworker"))
+    f.add_argument("--sampling", default="epoch", choices=("epoch", "replacement", "balanced"), help=SAMPLING_HELP)
+    f.add_argument("--learning-rate", type=float, default=1e-3)
+    f.add_argument("--patience", type=int, default=5, help="EarlyStopping patience on val_loss (0: off)")
+    f.add_argument("--backup-every", type=int, default=0, metavar="STEPS", help="mid-epoch backup frequency (default: 4 per epoch)")
+    f.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    f.add_argument("--xla", action="store_true", help="compile the train step with XLA (GPU)")
+    f.add_argument("--sequence-encoding", default="onehot", choices=("onehot", "codes"))
+    f.add_argument("--skip-corrupt", action="store_true", help="read around damaged shards and report the records lost")
+    f.add_argument("--nondeterministic", action="store_true", help="let tf.data reorder for speed (no exact resume)")
+    f.add_argument("--cycle-length", type=int, default=None, help="shards read in parallel (default AUTOTUNE)")
+    f.add_argument("--shuffle-buffer-mb", type=float, default=64.0)
+    f.add_argument("--cache-validation", action="store_true", help="cache decoded validation/test batches in memory")
+    f.add_argument("--repeat", type=int, default=1, metavar="N", help="train N seeds; report mean +- 95%% CI")
+    f.add_argument("--logical-cpus", type=int, default=0, metavar="N", help="split the CPU into N devices (mirrored on CPU)")
+    f.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    f.add_argument("--no-tensorboard", action="store_true")
+    f.set_defaults(func=_fit)
+
+    e = sub.add_parser("evaluate", help="evaluate a run's model on a dataset split")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("dataset", metavar="DATASET")
+    e.add_argument("--split", default="test")
+    e.add_argument("--batch-size", type=int, default=None)
+    e.set_defaults(func=_evaluate)
+
+    inspect.register(sub)
+    verify.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (DatasetError, ValueError, FileNotFoundError) as e:
+        print(f"shardkit-train: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

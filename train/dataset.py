@@ -1,0 +1,504 @@
+"""tf.data readers over a shardkit dataset: exact epochs, deterministic in (seed, epoch), resumable mid-epoch.
+
+Pipeline per epoch (like TFDS's reader): shard files permuted by (seed, epoch) -> parallel, ordered
+interleave of ``TFRecordDataset`` s -> shuffle buffer (training only) -> batch the serialized records ->
+one vectorised ``parse_example`` per batch -> decode in the graph -> prefetch. Images stay ``uint8``
+(rescale inside the model); sequences become one-hot ``float32`` or integer codes for an Embedding.
+
+Call from your own Keras code::
+
+    inp = training_input("/data/knots", batch_size=64, epochs=10, seed=0)
+    model.fit(epochs=10, **inp.fit_kwargs())
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from shardkit import spec
+from shardkit.spec import DatasetError, Metadata
+from shardkit.train.strategy import shard_policy, worker_of
+
+AUTOTUNE = tf.data.AUTOTUNE
+SAMPLING_MODES = ("epoch", "replacement", "balanced")
+SEQUENCE_ENCODINGS = ("onehot", "codes")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read: parallelism, shuffling, output encodings and what to do with corrupt shards."""
+
+    cycle_length: int | None = None  # files read at once; None = AUTOTUNE
+    num_parallel_calls: int = AUTOTUNE
+    shuffle_buffer_mb: float = 64.0  # training shuffle buffer, in decoded-example megabytes
+    deterministic: bool = True  # required for exact resume; False lets tf.data reorder for speed
+    cache: bool = False  # cache the decoded split in memory (small validation/test splits)
+    sequence_encoding: str = "onehot"  # "onehot" (float32 L x codes) or "codes" (int32 L, for an Embedding)
+    rescale_images: bool = False  # False: uint8 images (rescale in the model); True: float32 in [0, 1]
+    with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids}
+    skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``intact_counts``)
+    read_buffer_bytes: int = 8 << 20
+
+    def __post_init__(self) -> None:
+        if self.sequence_encoding not in SEQUENCE_ENCODINGS:
+            raise ValueError(f"sequence_encoding must be one of {SEQUENCE_ENCODINGS}, not {self.sequence_encoding!r}")
+
+
+@dataclass(frozen=True)
+class WorkerShard:
+    """This input pipeline's share of a multi-worker run: FILE (whole shards) or DATA (every n-th record)."""
+
+    index: int = 0
+    count: int = 1
+    policy: str = "FILE"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset directory with its metadata, and the record count of each shard actually readable."""
+
+    path: str
+    metadata: Metadata
+    counts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # split -> records per shard
+    lost: dict[str, int] = field(default_factory=dict)  # shard path -> records lost (skip_corrupt)
+
+    @property
+    def feature(self) -> spec.Feature:
+        return self.metadata.features[0]
+
+    def count(self, split: str) -> int:
+        return int(sum(self.counts[split]))
+
+    def shard_paths(self, split: str) -> list[str]:
+        return self.metadata.shard_paths(self.path, split)
+
+
+def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] = spec.SPLITS) -> Dataset:
+    """Read metadata.json and check every shard exists with the size the metadata records.
+
+    A missing or resized shard raises ``DatasetError`` naming it; with ``skip_corrupt`` a damaged shard is
+    scanned instead and only its intact prefix is read (the records lost are in ``Dataset.lost``).
+    """
+    metadata = spec.read_metadata(path)
+    counts: dict[str, tuple[int, ...]] = {}
+    lost: dict[str, int] = {}
+    for split in splits:
+        if split not in metadata.splits:
+            continue
+        split_counts = []
+        for shard, full in zip(metadata.splits[split].shards, metadata.shard_paths(path, split)):
+            problem = _shard_problem(full, shard.bytes)
+            if problem and not skip_corrupt:
+                raise DatasetError(f"{full}: {problem}")
+            count = shard.count
+            if problem:
+                count = min(intact_count(full, metadata.compression), shard.count)
+                lost[full] = shard.count - count
+            split_counts.append(count)
+        counts[split] = tuple(split_counts)
+    return Dataset(path, metadata, counts, lost)
+
+
+def _shard_problem(path: str, expected_bytes: int) -> str | None:
+    if not tf.io.gfile.exists(path):
+        return "shard is missing (the dataset is partial)"
+    size = tf.io.gfile.stat(path).length
+    if expected_bytes and size != expected_bytes:
+        return f"shard is {size} bytes but metadata.json records {expected_bytes}: truncated or modified"
+    return None
+
+
+def intact_count(path: str, compression: str | None = None) -> int:
+    """Number of records at the start of a shard that pass their CRC (the readable prefix)."""
+    options = tf.io.TFRecordOptions(compression_type=compression or "")
+    n = 0
+    try:
+        for _ in tf.compat.v1.io.tf_record_iterator(path, options):
+            n += 1
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+        pass
+    return n
+
+
+def find_corrupt_shards(ds: Dataset, splits: tuple[str, ...] = spec.SPLITS) -> list[str]:
+    """Scan shards (CRC of every record) and describe each damaged one: path, intact records, expected."""
+    problems = []
+    for split in splits:
+        if split not in ds.metadata.splits:
+            continue
+        for shard, full in zip(ds.metadata.splits[split].shards, ds.shard_paths(split)):
+            good = intact_count(full, ds.metadata.compression)
+            if good < shard.count:
+                problems.append(
+                    f"{full}: record {good} fails its CRC or is truncated ({good} of {shard.count} records readable)"
+                )
+    return problems
+
+
+def steps(count: int, batch_size: int, drop_remainder: bool = False) -> int:
+    """Batches in one pass over ``count`` examples."""
+    return count // batch_size if drop_remainder else math.ceil(count / batch_size)
+
+
+def shuffle_buffer_size(ds: Dataset, options: ReadOptions, split: str = "train") -> int:
+    """Examples held by the training shuffle buffer: ``shuffle_buffer_mb`` of decoded examples, at most the split."""
+    per_example = max(1, sum(f.raw_nbytes for f in ds.metadata.features))
+    return int(max(1, min(ds.count(split), options.shuffle_buffer_mb * 2**20 // per_example)))
+
+
+def output_signature(ds: Dataset, options: ReadOptions) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+    """Shape and dtype of one element of x and of y (leading batch dimension None)."""
+    f = ds.feature
+    if f.kind == "image":
+        x = tf.TensorSpec((None, *f.shape), tf.float32 if options.rescale_images else tf.uint8)
+    elif f.kind == "sequence":
+        if options.sequence_encoding == "onehot":
+            x = tf.TensorSpec((None, *f.shape, f.num_codes), tf.float32)
+        else:
+            x = tf.TensorSpec((None, *f.shape), tf.int32)
+    else:
+        x = tf.TensorSpec((None, *f.shape), tf.as_dtype(f.dtype))
+    return x, tf.TensorSpec((None,), tf.int32)
+
+
+def decode_batch(ds: Dataset, options: ReadOptions) -> Callable[[tf.Tensor], tuple[Any, tf.Tensor]]:
+    """A graph function: a batch of serialized records -> (x, y), one vectorised parse for the batch."""
+    feature = ds.feature
+    description = spec.parse_spec(ds.metadata.features)
+
+    def decode(serialized: tf.Tensor) -> tuple[Any, tf.Tensor]:
+        parsed = tf.io.parse_example(serialized, description)
+        raw = parsed[feature.name]
+        if feature.kind == "image" and feature.encoding == "png":
+            x = tf.map_fn(
+                lambda b: tf.io.decode_png(b, channels=feature.shape[-1]),
+                raw,
+                fn_output_signature=tf.TensorSpec(feature.shape, tf.uint8),
+            )
+        else:
+            x = tf.io.decode_raw(raw, tf.as_dtype(feature.dtype))
+        x = tf.reshape(x, (-1, *feature.shape))
+        if feature.kind == "image" and options.rescale_images:
+            x = tf.cast(x, tf.float32) / 255.0
+        elif feature.kind == "sequence":
+            x = tf.cast(x, tf.int32)
+            if options.sequence_encoding == "onehot":
+                x = tf.one_hot(x, feature.num_codes, dtype=tf.float32)
+        y = tf.cast(parsed[spec.LABEL_KEY], tf.int32)
+        if options.with_row_id:
+            x = {feature.name: x, spec.ROW_ID_KEY: parsed[spec.ROW_ID_KEY]}
+        return x, y
+
+    return decode
+
+
+def _file_table(ds: Dataset, split: str) -> tuple[tf.Tensor, tf.Tensor]:
+    paths = ds.shard_paths(split)
+    return tf.constant(paths), tf.constant(np.asarray(ds.counts[split], np.int64))
+
+
+def _records(paths: tf.Tensor, counts: tf.Tensor, ds: Dataset, options: ReadOptions) -> tf.data.Dataset:
+    """Records of the given shards (in that order), interleaved in parallel; each shard read up to its count."""
+    compression = ds.metadata.compression or ""
+
+    def read(path: tf.Tensor, count: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.TFRecordDataset(path, compression, options.read_buffer_bytes).take(count)
+
+    files = tf.data.Dataset.from_tensor_slices((paths, counts))
+    return files.interleave(
+        read,
+        cycle_length=options.cycle_length or AUTOTUNE,
+        block_length=1,
+        num_parallel_calls=options.num_parallel_calls,
+        deterministic=options.deterministic,
+    )
+
+
+def _pin_graph_seed() -> None:
+    """Inside a traced dataset function: fix the graph-level seed so op seeds alone (derived from
+    (seed, epoch)) decide the order, whatever global seed the caller set."""
+    tf.compat.v1.get_default_graph().seed = _GRAPH_SEED
+
+
+_GRAPH_SEED = 20240607
+
+
+def epoch_seed(seed: int | tf.Tensor, epoch: int | tf.Tensor) -> tf.Tensor:
+    """The stateless seed pair of one epoch: every random choice of that epoch derives from it."""
+    return tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+
+
+def _permutation(n: int, seed_pair: tf.Tensor) -> tf.Tensor:
+    return tf.argsort(tf.random.stateless_uniform([n], seed=seed_pair))
+
+
+def _scalar_seed(seed_pair: tf.Tensor, salt: int) -> tf.Tensor:
+    return tf.random.stateless_uniform([], seed=seed_pair + salt, minval=0, maxval=2**31 - 1, dtype=tf.int64)
+
+
+def worker_counts(ds: Dataset, split: str, worker: WorkerShard) -> int:
+    """Fewest records any worker can get in any epoch (files are reassigned each epoch under FILE)."""
+    counts = sorted(ds.counts[split])
+    if worker.count == 1:
+        return sum(counts)
+    if worker.policy == "FILE":
+        return sum(counts[: len(counts) // worker.count])
+    return sum(counts) // worker.count
+
+
+def train_epoch(
+    ds: Dataset,
+    epoch: int | tf.Tensor,
+    batch_size: int,
+    seed: int = 0,
+    options: ReadOptions = ReadOptions(),
+    sampling: str = "epoch",
+    drop_remainder: bool = False,
+    worker: WorkerShard = WorkerShard(),
+    steps_per_epoch: int | None = None,
+) -> tf.data.Dataset:
+    """Serialized-record batches of one training epoch, a deterministic function of (seed, epoch).
+
+    Call it inside a dataset function (``train_dataset`` does, via ``flat_map``). Under several workers every worker yields exactly
+    ``steps_per_epoch`` full batches of its own records (FILE: whole shards, DATA: every n-th record).
+    """
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling must be one of {SAMPLING_MODES}, not {sampling!r}")
+    seed_pair = epoch_seed(seed, epoch)
+    paths, counts = _file_table(ds, "train")
+    n_files = len(ds.counts["train"])
+    order = _permutation(n_files, seed_pair)
+    paths, counts = tf.gather(paths, order), tf.gather(counts, order)
+    if worker.count > 1 and worker.policy == "FILE":
+        paths, counts = paths[worker.index :: worker.count], counts[worker.index :: worker.count]
+    buffer = shuffle_buffer_size(ds, options)
+    records = _records(paths, counts, ds, options)
+    if worker.count > 1 and worker.policy == "DATA":
+        records = records.shard(worker.count, worker.index)
+    records = records.shuffle(buffer, seed=_scalar_seed(seed_pair, 1), reshuffle_each_iteration=False)
+    if sampling != "epoch":
+        draws = ds.count("train") // worker.count
+        records = _resampled(records, ds, seed_pair, sampling, buffer).take(draws)
+    batches = records.batch(batch_size, drop_remainder=drop_remainder or worker.count > 1)
+    if steps_per_epoch is not None:
+        batches = batches.take(steps_per_epoch)
+    return batches
+
+
+def _resampled(records: tf.data.Dataset, ds: Dataset, seed_pair: tf.Tensor, mode: str, buffer: int) -> tf.data.Dataset:
+    """Endless draws from a (repeated) shuffled record stream, with stateless per-record randomness.
+
+    ``replacement``: Poisson bootstrap, each record appears Poisson(1) times per pass (the marginal of i.i.d.
+    draws with replacement), reshuffled. ``balanced``: each record kept with probability inversely
+    proportional to its class frequency (rejection sampling to equal class frequency).
+    """
+    indexed = records.repeat().enumerate()
+
+    def draw_seed(salt: int, index: tf.Tensor) -> tf.Tensor:
+        return seed_pair + tf.stack([tf.constant(salt, tf.int64), index])
+
+    if mode == "replacement":
+
+        def copies(index: tf.Tensor, record: tf.Tensor) -> tf.data.Dataset:
+            k = tf.random.stateless_poisson([], draw_seed(4, index), lam=1.0, dtype=tf.int64)
+            return tf.data.Dataset.from_tensors(record).repeat(k)
+
+        drawn = indexed.flat_map(copies)
+        return drawn.shuffle(buffer, seed=_scalar_seed(seed_pair, 5), reshuffle_each_iteration=False)
+    class_counts = np.asarray(ds.metadata.splits["train"].class_counts, np.float64)
+    ratio = np.where(class_counts > 0, 1.0 / np.maximum(class_counts, 1), 0.0)
+    accept = tf.constant((ratio / ratio.max()).astype(np.float32))
+    label_only = {spec.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+
+    def keep(index: tf.Tensor, record: tf.Tensor) -> tf.Tensor:
+        label = tf.io.parse_single_example(record, label_only)[spec.LABEL_KEY]
+        return tf.random.stateless_uniform([], draw_seed(3, index)) < tf.gather(accept, label)
+
+    return indexed.filter(keep).map(lambda _index, record: record)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Numbers that make epochs exact: steps per epoch, examples per epoch, and what a strategy drops."""
+
+    batch_size: int  # global batch
+    steps_per_epoch: int
+    examples_per_epoch: int
+    dropped_per_epoch: int
+    last_batch: int  # size of the final (possibly partial) global batch
+    validation_steps: int
+    workers: int = 1
+    policy: str = "FILE"
+
+
+def plan(ds: Dataset, batch_size: int, replicas: int = 1, worker_count: int = 1, policy: str = "FILE") -> TrainingPlan:
+    """Steps and per-epoch accounting for a global ``batch_size`` over ``replicas`` and ``worker_count`` workers.
+
+    One worker keeps the partial last batch unless it would leave a replica with no example (then those
+    few are dropped and reported); several workers must all run the same number of full steps.
+    """
+    n = ds.count("train")
+    val = ds.count("validation") if "validation" in ds.counts else 0
+    if worker_count > 1:
+        per_worker_batch = batch_size // worker_count
+        if per_worker_batch * worker_count != batch_size:
+            raise ValueError(f"global batch {batch_size} is not divisible by {worker_count} workers")
+        fewest = worker_counts(ds, "train", WorkerShard(0, worker_count, policy))
+        s = fewest // per_worker_batch
+        if s == 0:
+            raise DatasetError(f"{ds.path}: too few training records ({fewest} per worker) for batch {per_worker_batch}")
+        seen = s * batch_size
+        return TrainingPlan(batch_size, s, seen, n - seen, batch_size, steps(val, per_worker_batch), worker_count, policy)
+    remainder = n % batch_size
+    drop = replicas > 1 and 0 < remainder < replicas
+    s = steps(n, batch_size, drop_remainder=drop)
+    if s == 0:
+        raise DatasetError(f"{ds.path}: {n} training records are fewer than one batch of {batch_size}")
+    seen = n - (remainder if drop else 0)
+    last = batch_size if remainder == 0 or drop else remainder
+    return TrainingPlan(batch_size, s, seen, n - seen, last, steps(val, batch_size), 1, policy)
+
+
+def _finish(batches: tf.data.Dataset, ds: Dataset, options: ReadOptions, cardinality: int | None) -> tf.data.Dataset:
+    out = batches.map(decode_batch(ds, options), num_parallel_calls=options.num_parallel_calls, deterministic=options.deterministic)
+    if cardinality is not None:
+        out = out.apply(tf.data.experimental.assert_cardinality(cardinality))
+    tf_options = tf.data.Options()
+    tf_options.deterministic = options.deterministic
+    tf_options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return out.with_options(tf_options).prefetch(AUTOTUNE)
+
+
+def train_dataset(
+    ds: Dataset | str,
+    batch_size: int,
+    epochs: int,
+    seed: int = 0,
+    start_epoch: int = 0,
+    start_step: int = 0,
+    options: ReadOptions = ReadOptions(),
+    sampling: str = "epoch",
+    replicas: int = 1,
+    worker: WorkerShard = WorkerShard(),
+) -> tf.data.Dataset:
+    """Decoded training batches for epochs ``start_epoch..epochs-1`` back to back, the first one starting at
+    ``start_step``. Fit it with ``steps_per_epoch=plan(...).steps_per_epoch`` (``training_input`` does).
+
+    Under several workers ``batch_size`` is the global batch; each worker yields its per-worker batches.
+    """
+    ds = open_dataset(ds, options.skip_corrupt) if isinstance(ds, str) else ds
+    p = plan(ds, batch_size, replicas, worker.count, worker.policy)
+    local_batch = batch_size // worker.count
+    drop = p.dropped_per_epoch > 0
+    s = p.steps_per_epoch
+    if not 0 <= start_step <= s or not 0 <= start_epoch <= epochs:
+        raise ValueError(f"start position epoch {start_epoch} step {start_step} is outside {epochs} epochs of {s} steps")
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        _pin_graph_seed()
+        batches = train_epoch(ds, epoch, local_batch, seed, options, sampling, drop, worker, s)
+        return batches.skip(tf.where(epoch == start_epoch, tf.constant(start_step, tf.int64), 0))
+
+    stream = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
+    total = max(0, (epochs - start_epoch) * s - start_step)
+    return _finish(stream, ds, options, total)
+
+
+def eval_dataset(
+    ds: Dataset | str, split: str, batch_size: int, options: ReadOptions = ReadOptions()
+) -> tf.data.Dataset:
+    """The whole split once, in metadata order, unshuffled, partial last batch kept; cardinality known."""
+    ds = open_dataset(ds, options.skip_corrupt) if isinstance(ds, str) else ds
+    if split not in ds.counts:
+        raise DatasetError(f"{ds.path}: no split {split!r}; splits are {sorted(ds.counts)}")
+    paths, counts = _file_table(ds, split)
+    ordered = replace(options, deterministic=True)
+    records = _records(paths, counts, ds, ordered).batch(batch_size)
+    out = _finish(records, ds, ordered, steps(ds.count(split), batch_size))
+    if options.cache:
+        out = out.cache().apply(tf.data.experimental.assert_cardinality(steps(ds.count(split), batch_size)))
+    return out
+
+
+@dataclass
+class TrainingInput:
+    """Everything ``model.fit`` needs to run exact epochs: the stream, its steps and the validation split."""
+
+    dataset: Dataset
+    plan: TrainingPlan
+    train: tf.data.Dataset | Any
+    validation: tf.data.Dataset | Any | None
+    start_epoch: int = 0
+    start_step: int = 0
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "x": self.train,
+            "steps_per_epoch": self.plan.steps_per_epoch,
+            "initial_epoch": self.start_epoch,
+            "shuffle": False,
+        }
+        if self.validation is not None:
+            kwargs["validation_data"] = self.validation
+            kwargs["validation_steps"] = self.plan.validation_steps
+        return kwargs
+
+
+def training_input(
+    path: str,
+    batch_size: int,
+    epochs: int,
+    seed: int = 0,
+    options: ReadOptions = ReadOptions(),
+    sampling: str = "epoch",
+    start_epoch: int = 0,
+    start_step: int = 0,
+    strategy: tf.distribute.Strategy | None = None,
+    policy: str | None = None,
+) -> TrainingInput:
+    """Training stream and validation split for ``model.fit(epochs=epochs, **inp.fit_kwargs())``.
+
+    With a multi-worker ``strategy`` every worker builds its own shard of the input (``policy`` FILE when
+    there are at least as many shards as workers, else DATA) and evaluates the whole validation split.
+    """
+    ds = open_dataset(path, options.skip_corrupt)
+    strategy = strategy or tf.distribute.get_strategy()
+    workers = worker_of(strategy).count
+    policy = policy or shard_policy(len(ds.counts["train"]), workers)
+    p = plan(ds, batch_size, strategy.num_replicas_in_sync, workers, policy)
+    has_val = "validation" in ds.counts and ds.count("validation") > 0
+    if workers == 1:
+        train = train_dataset(ds, batch_size, epochs, seed, start_epoch, start_step, options, sampling, strategy.num_replicas_in_sync)
+        val = eval_dataset(ds, "validation", batch_size, options) if has_val else None
+        return TrainingInput(ds, p, train, val, start_epoch, start_step)
+
+    def per_worker_train(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        shard = WorkerShard(ctx.input_pipeline_id, ctx.num_input_pipelines, policy)
+        stream = train_dataset(ds, batch_size, epochs, seed, start_epoch, start_step, options, sampling, 1, shard)
+        per_replica = ctx.get_per_replica_batch_size(batch_size)
+        if per_replica == batch_size // workers:
+            return stream
+        return stream.unbatch().batch(per_replica, drop_remainder=True)
+
+    def per_worker_val(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return eval_dataset(ds, "validation", ctx.get_per_replica_batch_size(batch_size), options)
+
+    train = strategy.distribute_datasets_from_function(per_worker_train)
+    val = strategy.distribute_datasets_from_function(per_worker_val) if has_val else None
+    return TrainingInput(ds, p, train, val, start_epoch, start_step)
+
+
+def read_row_ids(ds: Dataset | str, split: str) -> np.ndarray:
+    """Row ids of a split in metadata order (for checks and tests)."""
+    ds = open_dataset(ds) if isinstance(ds, str) else ds
+    paths, counts = _file_table(ds, split)
+    records = _records(paths, counts, ds, ReadOptions()).batch(4096)
+    key = {spec.ROW_ID_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    parts = [tf.io.parse_example(b, key)[spec.ROW_ID_KEY].numpy() for b in records]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -1,0 +1,299 @@
+"""A training run: exact epochs from the shards, checkpoints, mid-epoch resume, test evaluation and reports.
+
+Outputs in the run directory: config.json, history.csv, best.weights.h5, model.weights.h5, model.keras,
+metrics.json, training_curves.png, confusion_test.png, logs/ (TensorBoard) and backup/ while running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from shardkit.spec import DatasetError
+from shardkit.train import dataset as reader
+from shardkit.train import models, report
+from shardkit.train.callbacks import ReaderPositionBackup, read_position
+from shardkit.train.strategy import Worker, make_strategy, set_precision, worker_of
+
+
+@dataclass
+class FitConfig:
+    """Everything ``shardkit-train fit`` takes; saved as config.json so ``evaluate`` can rebuild the model."""
+
+    dataset: str
+    model: str
+    epochs: int
+    batch_size: int
+    out: str
+    seed: int = 0
+    strategy: str = "auto"
+    sampling: str = "epoch"
+    learning_rate: float = 1e-3
+    patience: int = 5  # EarlyStopping on val_loss; 0 = off
+    backup_every: int = 0  # steps between mid-epoch backups; 0 = about four per epoch
+    precision: str = "float32"
+    xla: bool = False
+    sequence_encoding: str = "onehot"
+    skip_corrupt: bool = False
+    deterministic: bool = True
+    cycle_length: int | None = None
+    shuffle_buffer_mb: float = 64.0
+    cache_validation: bool = False
+    repeat: int = 1
+    verbose: Any = "auto"
+    tensorboard: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def read_options(self, with_row_id: bool = False) -> reader.ReadOptions:
+        return reader.ReadOptions(
+            cycle_length=self.cycle_length,
+            shuffle_buffer_mb=self.shuffle_buffer_mb,
+            deterministic=self.deterministic,
+            cache=self.cache_validation,
+            sequence_encoding=self.sequence_encoding,
+            with_row_id=with_row_id,
+            skip_corrupt=self.skip_corrupt,
+        )
+
+
+def log(message: str) -> None:
+    print(f"shardkit-train: {message}", file=sys.stderr, flush=True)
+
+
+def fit(config: FitConfig, strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
+    """Train ``config.repeat`` seeds; with several, also write summary.json with mean +- 95% CI of test metrics."""
+    strategy = strategy or make_strategy(config.strategy)
+    if config.repeat <= 1:
+        return run_once(config, strategy)
+    results = []
+    for i in range(config.repeat):
+        seed = config.seed + i
+        one = dataclasses.replace(config, seed=seed, repeat=1, out=os.path.join(config.out, f"seed-{seed}"))
+        results.append(run_once(one, strategy))
+    summary = summarise(results)
+    if worker_of(strategy).is_chief:
+        _write_json(os.path.join(config.out, "summary.json"), summary)
+    for name, s in summary["test"].items():
+        log(f"test {name}: {s['mean']:.4f} +- {s['ci95']:.4f} (95% CI over {s['n']} seeds)")
+    return summary
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and 95% CI half-width of each test metric over runs."""
+    names = sorted({k for r in results for k in r.get("test", {})})
+    test = {}
+    for name in names:
+        values = [r["test"][name] for r in results if name in r.get("test", {})]
+        mean, half = report.mean_ci95(values)
+        test[name] = {"mean": mean, "ci95": half, "n": len(values), "values": values}
+    return {"seeds": [r["seed"] for r in results], "test": test}
+
+
+def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, Any]:
+    """One seed: build, (resume and) train, evaluate on the test split, write the reports."""
+    worker = worker_of(strategy)
+    out = config.out if worker.is_chief else os.path.join(config.out, f"worker-{worker.index}")
+    os.makedirs(out, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    set_precision(config.precision)
+    ds = reader.open_dataset(config.dataset, config.skip_corrupt)
+    for path, n in ds.lost.items():
+        log(f"--skip-corrupt: {path}: {n} records lost (damaged shard; reading its intact prefix)")
+    with strategy.scope():
+        model = models.build_model(config.model, ds.metadata, config.read_options())
+        options = config.read_options(with_row_id="row_id" in models.input_names(model))
+        models.check_model(model, ds.metadata, options, config.dataset)
+        models.compile_model(model, ds.metadata, config.learning_rate, config.xla)
+    _write_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
+
+    backup_dir = os.path.join(out, "backup")
+    probe = reader.training_input(config.dataset, config.batch_size, config.epochs, config.seed, options, config.sampling, strategy=strategy)
+    plan = probe.plan
+    fingerprint = {
+        "dataset": os.path.abspath(config.dataset),
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "sampling": config.sampling,
+    }
+    position = read_position(backup_dir)
+    start_epoch, start_step = _resume_point(position, fingerprint, plan, backup_dir)
+    if position is None:
+        for stale in ("history.csv", "best.weights.h5"):
+            if os.path.exists(os.path.join(out, stale)):
+                os.remove(os.path.join(out, stale))
+    _describe(ds, plan, strategy, worker, start_epoch, start_step)
+
+    save_freq = config.backup_every or max(1, plan.steps_per_epoch // 4)
+    common = _callbacks(config, out, ds, plan)
+    try:
+        if start_step > 0:
+            first = reader.training_input(
+                config.dataset, config.batch_size, start_epoch + 1, config.seed, options, config.sampling,
+                start_epoch, start_step, strategy,
+            )
+            backup = ReaderPositionBackup(
+                backup_dir, plan.steps_per_epoch, save_freq, start_epoch, start_step, fingerprint, delete_checkpoint=False
+            )
+            kwargs = first.fit_kwargs()
+            kwargs["steps_per_epoch"] = plan.steps_per_epoch - start_step
+            model.fit(epochs=start_epoch + 1, callbacks=[*common, backup], verbose=config.verbose, **kwargs)
+            start_epoch, start_step = start_epoch + 1, 0
+        if start_epoch < config.epochs and not model.stop_training:
+            rest = reader.training_input(
+                config.dataset, config.batch_size, config.epochs, config.seed, options, config.sampling,
+                start_epoch, 0, strategy,
+            )
+            backup = ReaderPositionBackup(backup_dir, plan.steps_per_epoch, save_freq, start_epoch, 0, fingerprint)
+            model.fit(epochs=config.epochs, callbacks=[*common, backup], verbose=config.verbose, **rest.fit_kwargs())
+    except tf.errors.DataLossError as e:
+        problems = reader.find_corrupt_shards(ds)
+        detail = "; ".join(problems) or str(e).splitlines()[0]
+        raise DatasetError(f"training stopped on a damaged shard: {detail} (use --skip-corrupt to read around it)") from e
+    return _finish(config, model, ds, plan, options, strategy, worker, out, position)
+
+
+def _resume_point(position: dict | None, fingerprint: dict, plan: reader.TrainingPlan, backup_dir: str) -> tuple[int, int]:
+    if position is None:
+        return 0, 0
+    for key, value in fingerprint.items():
+        if key in position and position[key] != value:
+            raise ValueError(
+                f"{backup_dir}: backup was made with {key}={position[key]!r}, this run has {value!r}; "
+                "resume with the same settings or delete the backup directory"
+            )
+    if position.get("steps_per_epoch", plan.steps_per_epoch) != plan.steps_per_epoch:
+        raise ValueError(f"{backup_dir}: backup has {position['steps_per_epoch']} steps per epoch, this run {plan.steps_per_epoch}")
+    return int(position["epoch"]), int(position["step"])
+
+
+def _describe(ds, plan, strategy, worker: Worker, start_epoch: int, start_step: int) -> None:
+    log(
+        f"{ds.path}: train {ds.count('train')} examples -> {plan.steps_per_epoch} steps of global batch "
+        f"{plan.batch_size} (last batch {plan.last_batch}); {strategy.num_replicas_in_sync} replica(s), "
+        f"{plan.workers} worker(s)" + (f", input sharding {plan.policy}" if plan.workers > 1 else "")
+    )
+    if plan.dropped_per_epoch:
+        log(f"{plan.dropped_per_epoch} examples per epoch are not seen: the strategy needs equal, non-empty per-replica batches")
+    if start_epoch or start_step:
+        log(f"resuming from backup at epoch {start_epoch + 1}, step {start_step}/{plan.steps_per_epoch}")
+
+
+def _callbacks(config: FitConfig, out: str, ds: reader.Dataset, plan: reader.TrainingPlan) -> list[keras.callbacks.Callback]:
+    has_val = "validation" in ds.counts and ds.count("validation") > 0
+    monitor = "val_loss" if has_val else "loss"
+    history_path = os.path.join(out, "history.csv")
+    best_so_far = None
+    if os.path.exists(history_path):
+        values = report.read_history(history_path).get(monitor, [])
+        best_so_far = min(values) if values else None
+    cbs: list[keras.callbacks.Callback] = [
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out, "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True,
+            initial_value_threshold=best_so_far,
+        ),
+        keras.callbacks.CSVLogger(history_path, append=True),
+    ]
+    if config.patience > 0:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True))
+    if config.tensorboard:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(out, "logs"), update_freq="epoch", profile_batch=0))
+    return cbs
+
+
+def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str, position) -> dict[str, Any]:
+    best = os.path.join(out, "best.weights.h5")
+    if os.path.exists(best):
+        model.load_weights(best)
+    model.save_weights(os.path.join(out, "model.weights.h5"))
+    model.save(os.path.join(out, "model.keras"))
+    history_path = os.path.join(out, "history.csv")
+    history = report.read_history(history_path) if os.path.exists(history_path) else {}
+    result: dict[str, Any] = {
+        "seed": config.seed,
+        "model": config.model,
+        "dataset": os.path.abspath(config.dataset),
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": worker.count,
+        "plan": dataclasses.asdict(plan),
+        "epochs_run": len(history.get("epoch", [])),
+        "resumed_from": position,
+        "lost_records": ds.lost,
+    }
+    if history.get("val_loss"):
+        i = int(np.nanargmin(history["val_loss"]))
+        result["best_epoch"] = int(history["epoch"][i]) + 1
+        result["validation"] = {k[4:]: v[i] for k, v in history.items() if k.startswith("val_")}
+    if "test" in ds.counts and ds.count("test") > 0:
+        test = evaluate_split(model, ds, "test", config.batch_size, options, strategy, out if worker.is_chief else None)
+        result["test"] = test
+        log("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float)))
+    if history:
+        report.plot_history(history, os.path.join(out, "training_curves.png"))
+    _write_json(os.path.join(out, "metrics.json"), result)
+    return result
+
+
+def evaluate_split(
+    model: keras.Model,
+    ds: reader.Dataset,
+    split: str,
+    batch_size: int,
+    options: reader.ReadOptions,
+    strategy: tf.distribute.Strategy | None = None,
+    out: str | None = None,
+) -> dict[str, Any]:
+    """Loss/accuracy over the whole split; with ``out`` (one worker) also the confusion matrix PNG."""
+    strategy = strategy or tf.distribute.get_strategy()
+    if worker_of(strategy).count > 1:
+        data = strategy.distribute_datasets_from_function(
+            lambda ctx: reader.eval_dataset(ds, split, ctx.get_per_replica_batch_size(batch_size), options)
+        )
+        return {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
+    data = reader.eval_dataset(ds, split, batch_size, options)
+    metrics = {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
+    if out is not None:
+        labels = np.concatenate([y.numpy() for _, y in data])
+        scores = model.predict(data.map(lambda x, y: x), verbose=0)
+        predicted = (scores[:, 0] > 0.5).astype(np.int64) if scores.shape[-1] == 1 else scores.argmax(-1)
+        matrix = report.confusion_matrix(labels, predicted, ds.metadata.label.num_classes)
+        metrics["confusion_matrix"] = matrix.tolist()
+        metrics["examples"] = int(len(labels))
+        report.plot_confusion(matrix, ds.metadata.label.names, os.path.join(out, f"confusion_{split}.png"), split)
+    return metrics
+
+
+def evaluate_run(run_dir: str, dataset: str, split: str = "test", batch_size: int | None = None) -> dict[str, Any]:
+    """Rebuild a run's model from config.json + model.weights.h5 and evaluate it on a dataset split."""
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise DatasetError(f"{config_path}: missing; {run_dir} is not a shardkit-train run directory")
+    with open(config_path, encoding="utf-8") as f:
+        config = FitConfig(**json.load(f))
+    ds = reader.open_dataset(dataset, config.skip_corrupt)
+    model = models.build_model(config.model, ds.metadata, config.read_options())
+    options = config.read_options(with_row_id="row_id" in models.input_names(model))
+    models.check_model(model, ds.metadata, options, dataset)
+    models.compile_model(model, ds.metadata, config.learning_rate)
+    model.load_weights(os.path.join(run_dir, "model.weights.h5"))
+    result = evaluate_split(model, ds, split, batch_size or config.batch_size, options, None, run_dir)
+    result["dataset"] = os.path.abspath(dataset)
+    result["split"] = split
+    _write_json(os.path.join(run_dir, f"evaluation_{split}.json"), result)
+    return result
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+        f.write("\n")
+    os.replace(tmp, path)
