@@ -1,0 +1,128 @@
+"""``shardkit-convert``: command line for the conversion; Beam's own options go after ``--``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .encoders import InputError
+from .pipeline import ConvertConfig, ConvertError, convert
+from .plan import parse_fractions
+
+EPILOG = """\
+examples:
+  shardkit-convert knots.h5 --out knots-ds --kind image --data /train_data --label /train_label --image-shape 128,128,3
+  shardkit-convert proteins.parquet --out prot-ds --kind sequence --data Sequence --label ec_lvl_1 \\
+      --group-column cluster_id --max-length 660
+  shardkit-convert IN.h5 --out gs://bucket/ds ... -- --runner=DataflowRunner --project=P --region=R \\
+      --temp_location=gs://bucket/tmp
+  shardkit-convert IN.h5 --out ds ... -- --runner=apache_beam.runners.dask.dask_runner.DaskRunner \\
+      --dask_client_address=HOST:8786
+"""
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected H,W,C such as 128,128,3") from None
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected H,W or H,W,C with positive sizes")
+    return shape
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> object:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+        return v
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (options as in docs/convert.md)."""
+    p = argparse.ArgumentParser(
+        prog="shardkit-convert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Convert HDF5 / Parquet / Feather / CSV rows into shuffled, stratified, sharded TFRecords "
+                    "with precomputed encodings and a metadata.json (an Apache Beam job).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input file, or SPLIT=PATH items with --split-inputs")
+    p.add_argument("--out", required=True, help="output dataset directory (published atomically)")
+    p.add_argument("--kind", required=True, choices=["image", "sequence", "array"], help="what the data holds")
+    p.add_argument("--data", required=True, help="data node (HDF5, e.g. /train_data) or column (e.g. Sequence)")
+    p.add_argument("--label", required=True, help="label node or column: integers, strings or one-hot rows")
+    p.add_argument("--id", help="integer id column/node stored as row_id (default: the source row index)")
+    p.add_argument("--group-column", help="keep each value of this column/node in a single split")
+    p.add_argument("--name", help="feature name (default: the kind)")
+    g = p.add_argument_group("images")
+    g.add_argument("--image-shape", type=_shape, help="H,W,C of each image (needed when rows are flat)")
+    g.add_argument("--image-encoding", choices=["raw", "png"], default="raw")
+    g.add_argument("--image-scale", type=float, help="non-uint8 pixels become uint8(round(x * S)) (e.g. 255)")
+    g = p.add_argument_group("sequences")
+    g.add_argument("--max-length", type=_positive(int), help="pad/truncate 'post' to N (default: longest)")
+    g.add_argument("--vocabulary", type=int, choices=[20, 25], default=20, help="25 adds X B U O Z as codes")
+    g.add_argument("--unknown", choices=["zero", "reject"], default="zero", help="unknown letters -> 0, or fail")
+    g = p.add_argument_group("arrays")
+    g.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    g = p.add_argument_group("splits and shards")
+    g.add_argument("--split", default="0.8,0.1,0.1", help="train,validation,test fractions (default 0.8,0.1,0.1)")
+    g.add_argument("--split-inputs", action="store_true", help="inputs are train=PATH validation=PATH test=PATH")
+    g.add_argument("--seed", type=int, default=0, help="shuffle/split seed (same seed -> identical bytes)")
+    sz = g.add_mutually_exclusive_group()
+    sz.add_argument("--num-shards", type=_positive(int), help="train shards (others proportionally, at least 1)")
+    sz.add_argument("--shard-size-mb", type=_positive(float), default=128.0, help="target shard size (default 128)")
+    g.add_argument("--compression", choices=["none", "gzip"], default="none")
+    g = p.add_argument_group("running")
+    g.add_argument("--workers", type=int, default=0, help="local worker processes (default: CPU cores)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    g.add_argument("--quiet", action="store_true", help="no progress or summary")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ConvertConfig:
+    """Plain config from parsed arguments; raises InputError for inconsistent choices."""
+    try:
+        split = parse_fractions(args.split)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    return ConvertConfig(
+        inputs=tuple(args.inputs), out=args.out, kind=args.kind, data=args.data, label=args.label, id=args.id,
+        group_column=args.group_column, name=args.name, split_inputs=args.split_inputs,
+        image_shape=args.image_shape, image_encoding=args.image_encoding, image_scale=args.image_scale,
+        max_length=args.max_length, vocabulary=args.vocabulary, unknown=args.unknown, dtype=args.dtype,
+        split=split, seed=args.seed, num_shards=args.num_shards, shard_size_mb=args.shard_size_mb,
+        compression="GZIP" if args.compression == "gzip" else None, workers=args.workers,
+        overwrite=args.overwrite, progress=not args.quiet,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the converter; 0 on success, 2 on bad arguments, 1 on bad input or failure (nothing published)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, beam_args = argv[:at], argv[at + 1 :]
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        convert(config_from_args(args), beam_args)
+    except (InputError, ConvertError) as e:
+        print(f"shardkit-convert: error: {e}", file=sys.stderr)
+        print("shardkit-convert: nothing was published", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("shardkit-convert: interrupted; nothing was published", file=sys.stderr)
+        return 130
+    return 0

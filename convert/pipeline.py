@@ -1,0 +1,569 @@
+"""The conversion: validate and plan in the driver, write shards in a Beam job, publish atomically.
+
+``convert(ConvertConfig, beam_args)`` is the Python API; the CLI is a thin wrapper around it.
+The Beam job is Create(shard tasks) | Reshuffle | ParDo(write one shard); payloads are never grouped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, write_metadata
+
+from . import plan as planning
+from .encoders import ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, label_spec
+from .records import ShardWriter, example_pieces
+from .sources import Source, SourceSpec, open_source
+
+TMP_MARK = ".shardkit-tmp-"
+STATS_DIR = "_stats"
+RECORD_OVERHEAD = 64
+LOCAL_RUNNERS = {"fnapirunner", "directrunner", "daskrunner", "swallowingdirectrunner"}
+
+
+class ConvertError(RuntimeError):
+    """The conversion failed (bad input, unwritable output, failed pipeline); nothing was published."""
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Everything a conversion needs, as plain values (see the CLI for meanings and defaults)."""
+
+    inputs: tuple[str, ...]
+    out: str
+    kind: str
+    data: str
+    label: str
+    id: str | None = None
+    group_column: str | None = None
+    name: str | None = None
+    split_inputs: bool = False
+    image_shape: tuple[int, ...] | None = None
+    image_encoding: str = "raw"
+    image_scale: float | None = None
+    max_length: int | None = None
+    vocabulary: int = 20
+    unknown: str = "zero"
+    dtype: str = "float32"
+    split: tuple[float, ...] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    num_shards: int | None = None
+    shard_size_mb: float = 128.0
+    compression: str | None = None
+    workers: int = 0
+    overwrite: bool = False
+    progress: bool = True
+    source_splits: tuple[str, ...] = field(default=())
+
+    @property
+    def feature_name(self) -> str:
+        return self.name or self.kind
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """What a worker needs to encode rows: the encoder, the feature name and the output settings."""
+
+    encoder: Any
+    name: str
+    compression: str | None
+    tmp_dir: str
+    specs: tuple[SourceSpec, ...]
+
+
+# ---------------------------------------------------------------------------------------------- driver side
+
+
+def _source_specs(cfg: ConvertConfig) -> list[SourceSpec]:
+    return [SourceSpec(os.path.abspath(p) if "://" not in p else p, cfg.data, cfg.label, cfg.id, cfg.group_column)
+            for p in cfg.inputs]
+
+
+def _encoder(cfg: ConvertConfig, sources: list[Source], lengths: int | None) -> Any:
+    first = sources[0]
+    shape, dtype = first.data_info()
+    where = first.where(cfg.data)
+    if cfg.kind == "sequence":
+        if first.fmt == "hdf5":
+            raise InputError(f"{where}: --kind sequence reads a string column of a Parquet/Feather/CSV file")
+        return SequenceEncoder(cfg.max_length or int(lengths or 1), cfg.vocabulary, cfg.unknown)
+    if first.fmt != "hdf5":
+        raise InputError(f"{where}: --kind {cfg.kind} reads an HDF5 array node, not a DataFrame column")
+    if cfg.kind == "image":
+        if cfg.image_shape:
+            img = tuple(cfg.image_shape)
+        elif len(shape) in (2, 3):
+            img = shape
+        else:
+            raise InputError(f"{where}: rows are flat ({shape[0] if shape else 1} values); give --image-shape H,W,C")
+        if len(img) == 2:
+            img = img + (1,)
+        if len(img) != 3 or img[2] not in (1, 3, 4):
+            raise InputError(f"{where}: image shape {img} must be H,W or H,W,C with C in 1, 3, 4")
+        enc: Any = ImageEncoder(img, cfg.image_encoding, cfg.image_scale)
+    else:
+        if not shape:
+            raise InputError(f"{where}: rows are scalars; --kind array needs at least one dimension per row")
+        enc = ArrayEncoder(shape, cfg.dtype)
+    for src in sources:
+        s, d = src.data_info()
+        enc.check_source(src.where(cfg.data), s, d)
+        if cfg.kind == "array" and tuple(s) != tuple(shape):
+            raise InputError(f"{src.where(cfg.data)}: rows have shape {s}, other inputs have {shape}")
+    return enc
+
+
+def _sequence_lengths(cfg: ConvertConfig, sources: list[Source]) -> int:
+    """One bounded pass over the sequence column: checks every value and returns the longest length."""
+    longest = 0
+    for src in sources:
+        where = src.where(cfg.data)
+        for first, values in src.iter_data():
+            for i, v in enumerate(values):
+                if not isinstance(v, str):
+                    if v is None or (isinstance(v, float) and np.isnan(v)):
+                        raise InputError(f"{where}, row {first + i}: missing sequence")
+                    raise InputError(f"{where}, row {first + i}: expected a string, got {type(v).__name__}")
+                if not v:
+                    raise InputError(f"{where}, row {first + i}: empty sequence")
+                longest = max(longest, len(v))
+    return longest
+
+
+def _labels(cfg: ConvertConfig, sources: list[Source]) -> tuple[LabelSpec, list[np.ndarray]]:
+    raw = [src.column(cfg.label) for src in sources]
+    for src, r in zip(sources, raw):
+        label_spec(r, src.where(cfg.label))
+    spec, ids = label_spec(np.concatenate(raw) if len(raw) > 1 else raw[0], sources[0].where(cfg.label))
+    out, start = [], 0
+    for r in raw:
+        out.append(ids[start : start + len(r)])
+        start += len(r)
+    if len(sources) > 1:
+        train = set(np.unique(out[0]).tolist())
+        for src, ids_s in zip(sources[1:], out[1:]):
+            extra = np.flatnonzero(~np.isin(ids_s, list(train)))
+            if len(extra):
+                i = int(extra[0])
+                raise InputError(
+                    f"{src.where(cfg.label)}, row {i}: label {spec.names[int(ids_s[i])]!r} is out of range: "
+                    f"it does not occur in the train input {sources[0].spec.path}"
+                )
+    return spec, out
+
+
+def _row_ids(cfg: ConvertConfig, sources: list[Source]) -> list[np.ndarray]:
+    out, offset = [], 0
+    for src in sources:
+        if cfg.id:
+            v = src.column(cfg.id)
+            where = src.where(cfg.id)
+            if v.dtype.kind == "f":
+                bad = ~np.isfinite(v) | (v != np.rint(v))
+                if bad.any():
+                    raise InputError(f"{where}, row {int(np.argmax(bad))}: id {v[int(np.argmax(bad))]!r} is not an integer")
+                v = v.astype(np.int64)
+            if v.dtype.kind not in "iu":
+                raise InputError(f"{where}: ids must be integers, got {v.dtype}")
+            out.append(v.astype(np.int64))
+        else:
+            out.append(np.arange(src.num_rows, dtype=np.int64) + offset)
+        offset += src.num_rows
+    if cfg.id:
+        allv = np.concatenate(out)
+        uniq, counts = np.unique(allv, return_counts=True)
+        if (counts > 1).any():
+            raise InputError(f"{sources[0].where(cfg.id)}: id {int(uniq[np.argmax(counts > 1)])} appears more than once")
+    return out
+
+
+def _record_bytes(enc: Any, src: Source, cfg: ConvertConfig) -> float:
+    if isinstance(enc, SequenceEncoder):
+        return enc.max_length + RECORD_OVERHEAD
+    if isinstance(enc, ImageEncoder) and enc.encoding == "png":
+        rows = np.arange(min(32, src.num_rows))
+        blocks = [enc.encode(v, r, "") for r, v in src.read_rows(rows)]
+        return float(np.mean([len(b) for blk in blocks for b in blk])) + RECORD_OVERHEAD
+    return enc.feature("x").raw_nbytes + RECORD_OVERHEAD
+
+
+def _plan(cfg: ConvertConfig, sources: list[Source], labels: list[np.ndarray], row_ids: list[np.ndarray],
+          record_bytes: float) -> list[planning.ShardTask]:
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.split_inputs:
+        split_rows = []
+        for split in SPLITS:
+            if split in cfg.source_splits:
+                i = cfg.source_splits.index(split)
+                split_rows.append((i, rng.permutation(sources[i].num_rows)))
+            else:
+                split_rows.append((0, np.zeros(0, np.int64)))
+    else:
+        if cfg.group_column:
+            groups = sources[0].column(cfg.group_column)
+            if groups.dtype.kind == "f" and np.isnan(groups).any():
+                raise InputError(f"{sources[0].where(cfg.group_column)}, row {int(np.argmax(np.isnan(groups)))}: group missing")
+            if groups.dtype.kind == "O":
+                groups = groups.astype(str)
+            parts = planning.group_split(labels[0], groups, cfg.split, rng)
+        else:
+            parts = planning.stratified_split(labels[0], cfg.split, rng)
+        split_rows = [(0, p) for p in parts]
+    counts = [len(r) for _, r in split_rows]
+    per_split = planning.split_shard_counts(counts, cfg.num_shards, record_bytes, cfg.shard_size_mb * 1e6)
+    return planning.plan_shards(split_rows, labels, row_ids, per_split, cfg.compression)
+
+
+def _order_inputs(cfg: ConvertConfig) -> ConvertConfig:
+    """With --split-inputs, parse 'train=PATH' items and order the inputs train, validation, test."""
+    if not cfg.split_inputs:
+        if len(cfg.inputs) != 1:
+            raise InputError(f"{len(cfg.inputs)} inputs given: pass one input to split, or --split-inputs "
+                             "with train=PATH validation=PATH test=PATH")
+        return cfg
+    by_split: dict[str, str] = {}
+    for item in cfg.inputs:
+        split, sep, path = item.partition("=")
+        if not sep or split not in SPLITS:
+            raise InputError(f"{item!r}: with --split-inputs each input is SPLIT=PATH, SPLIT one of {SPLITS}")
+        if split in by_split:
+            raise InputError(f"{item!r}: split {split!r} given twice")
+        by_split[split] = path
+    if "train" not in by_split:
+        raise InputError("--split-inputs needs a train=PATH input")
+    if cfg.group_column:
+        raise InputError("--group-column splits one input; it cannot be combined with --split-inputs")
+    present = tuple(s for s in SPLITS if s in by_split)
+    return dataclass_replace(cfg, inputs=tuple(by_split[s] for s in present), source_splits=present)
+
+
+def dataclass_replace(obj: Any, **kw: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+
+
+def write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
+    """Read one shard's rows, encode them in planned order, write the TFRecord file; return its stats."""
+    if task.source not in sources:
+        sources[task.source] = open_source(enc.specs[task.source])
+    src = sources[task.source]
+    where = src.where(src.spec.data)
+    path = _join(enc.tmp_dir, task.path)
+    try:
+        writer = ShardWriter(path, enc.compression)
+    except OSError as e:
+        raise ConvertError(f"cannot write {path}: {e.strerror or e}") from e
+    k = int(task.labels.max()) + 1 if len(task.labels) else 0
+    stats = {"truncated_sequences": 0, "unknown_letters": 0}
+    done = 0
+    lut = enc.encoder.table() if isinstance(enc.encoder, SequenceEncoder) else None
+    try:
+        for rows, values in src.read_rows(task.rows):
+            n = len(rows)
+            labels, ids = task.labels[done : done + n], task.row_ids[done : done + n]
+            if lut is not None:
+                for i in range(n):
+                    payload, st = enc.encoder.encode_one(values[i], lut, int(rows[i]), where)
+                    stats["truncated_sequences"] += st.truncated
+                    stats["unknown_letters"] += st.unknown
+                    writer.write_pieces(*example_pieces(enc.name, payload, {
+                        "label": labels[i], "row_id": ids[i], enc.name + "_length": st.length}))
+            else:
+                for i, payload in enumerate(enc.encoder.encode(values, rows, where)):
+                    writer.write_pieces(*example_pieces(enc.name, payload, {"label": labels[i], "row_id": ids[i]}))
+            done += n
+        size = writer.close()
+    except OSError as e:
+        writer.abort()
+        raise ConvertError(f"cannot write {path}: {e.strerror or e}") from e
+    except BaseException:
+        writer.abort()
+        raise
+    info = {
+        "split": task.split, "index": task.index, "path": task.path, "count": done, "bytes": size,
+        "class_counts": np.bincount(task.labels, minlength=k).tolist(), **stats,
+    }
+    _write_text(_join(enc.tmp_dir, f"{STATS_DIR}/{task.split}-{task.index:05d}.json"), json.dumps(info))
+    return info
+
+
+def _join(root: str, rel: str) -> str:
+    return root.rstrip("/") + "/" + rel
+
+
+def _write_text(path: str, text: str) -> None:
+    if "://" in path and not path.startswith("file://"):
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.create(path) as f:
+            f.write(text.encode())
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _beam_write_fn(enc: EncodeConfig) -> Any:
+    import apache_beam as beam
+
+    class WriteShardFn(beam.DoFn):
+        """Writes one shard per task; keeps its sources open for the worker's lifetime."""
+
+        def __init__(self, enc: EncodeConfig) -> None:
+            self.enc = enc
+            self.sources: dict[int, Source] = {}
+
+        def process(self, task: planning.ShardTask) -> Iterator[dict[str, Any]]:
+            yield write_shard(task, self.enc, self.sources)
+
+        def teardown(self) -> None:
+            for s in self.sources.values():
+                s.close()
+
+    return WriteShardFn(enc)
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def pipeline_options(beam_args: list[str], workers: int) -> tuple[Any, Any, str]:
+    """PipelineOptions from the Beam args; the local FnApiRunner (multi-process over ``workers``) unless
+    ``--runner`` names another. Returns (options, runner or None, runner name)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
+        beam_args = list(beam_args) + ["--default_sdk_harness_log_level=WARNING"]
+    opts = PipelineOptions(list(beam_args))
+    runner = opts.view_as(StandardOptions).runner
+    if runner:
+        return opts, None, str(runner)
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    workers = workers or os.cpu_count() or 1
+    mode = "multi_processing" if workers > 1 else "in_memory"
+    opts = PipelineOptions(list(beam_args) + [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
+    return opts, FnApiRunner(), f"FnApiRunner ({mode}, {workers} workers)"
+
+
+def check_runner_paths(runner_name: str, beam_args: list[str], paths: list[str]) -> None:
+    """A local path cannot be read or written by a remote runner's workers: fail now instead of hanging."""
+    short = runner_name.split(".")[-1].split(" ")[0].lower()
+    if short in LOCAL_RUNNERS:
+        return
+    env = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--environment_type=")), "").upper()
+    if env in ("LOOPBACK", "PROCESS") and short in ("portablerunner", "flinkrunner", "sparkrunner", "prismrunner"):
+        return
+    local = [p for p in paths if "://" not in p or p.startswith("file://")]
+    if local:
+        raise InputError(
+            f"{local[0]}: is a local path, but runner {runner_name} runs workers elsewhere that cannot see it; "
+            "put inputs and --out on shared storage (e.g. gs://...) or run locally"
+        )
+
+
+def _tmp_dir_for(out: str) -> str:
+    parent, name = os.path.split(os.path.abspath(out).rstrip("/"))
+    return os.path.join(parent, f".{name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _clean_stale(out: str) -> None:
+    """Remove temp dirs left by killed runs for the same OUT (their owner pid is gone)."""
+    parent, name = os.path.split(os.path.abspath(out).rstrip("/"))
+    if not os.path.isdir(parent):
+        return
+    pat = re.compile(rf"^\.{re.escape(name)}{re.escape(TMP_MARK)}(\d+)-[0-9a-f]+$")
+    for entry in os.listdir(parent):
+        m = pat.match(entry)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+    if os.path.exists(out):
+        if not overwrite:
+            raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+        if not os.path.isdir(out) or (os.listdir(out) and not os.path.exists(os.path.join(out, "metadata.json"))):
+            raise InputError(f"{out}: exists and is not a shardkit dataset; refusing to replace it")
+    parent = os.path.dirname(os.path.abspath(out).rstrip("/"))
+    if not os.path.isdir(parent):
+        raise InputError(f"{out}: parent directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: cannot write into {parent}: permission denied")
+
+
+def _publish(tmp: str, out: str, overwrite: bool) -> None:
+    trash = None
+    if os.path.exists(out) and overwrite:
+        trash = _tmp_dir_for(out) + "-old"
+        os.rename(out, trash)
+    os.rename(tmp, out)
+    if trash:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _run_beam(tasks: list[planning.ShardTask], enc: EncodeConfig, opts: Any, runner: Any) -> None:
+    import apache_beam as beam
+
+    with beam.Pipeline(runner=runner, options=opts) as p:
+        (
+            p
+            | "Shards" >> beam.Create(tasks, reshuffle=False)
+            | "Spread" >> beam.Reshuffle()
+            | "Write" >> beam.ParDo(_beam_write_fn(enc))
+        )
+
+
+def _error_from(exc: BaseException) -> str | None:
+    """The shardkit error message inside a (remote) Beam failure, if there is one."""
+    text = str(exc)
+    found = re.findall(r"(?:InputError|ConvertError): ([^\n]+)", text)
+    return found[-1].strip() if found else None
+
+
+def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = None) -> Metadata:
+    """Convert ``cfg.inputs`` into the dataset ``cfg.out``; publishes nothing unless everything succeeded."""
+    from . import __version__
+    from .progress import Progress
+
+    beam_args = list(beam_args or [])
+    start = time.time()
+    cfg = _order_inputs(cfg)
+    opts, runner, runner_name = pipeline_options(beam_args, cfg.workers)
+    check_runner_paths(runner_name, beam_args, list(cfg.inputs) + [cfg.out])
+    _check_out(cfg.out, cfg.overwrite)
+    specs = _source_specs(cfg)
+    sources = [open_source(s) for s in specs]
+    try:
+        lengths = _sequence_lengths(cfg, sources) if cfg.kind == "sequence" else None
+        if cfg.kind == "sequence" and cfg.max_length is not None and cfg.max_length < 1:
+            raise InputError(f"--max-length {cfg.max_length}: must be at least 1")
+        enc = _encoder(cfg, sources, lengths)
+        label, labels = _labels(cfg, sources)
+        row_ids = _row_ids(cfg, sources)
+        rec = _record_bytes(enc, sources[0], cfg)
+        tasks = _plan(cfg, sources, labels, row_ids, rec)
+        src_row_bytes = [max(1, int(np.prod(s.data_info()[0] or (1,))) * s.data_info()[1].itemsize)
+                         if s.fmt == "hdf5" else None for s in sources]
+    finally:
+        for s in sources:
+            s.close()
+    if cfg.kind == "sequence":
+        src_row_bytes = [enc.max_length] * len(sources)
+    total_rows = sum(len(t.rows) for t in tasks)
+    total_in_bytes = sum(len(t.rows) * src_row_bytes[t.source] for t in tasks)
+
+    _clean_stale(cfg.out)
+    tmp = _tmp_dir_for(cfg.out)
+    try:
+        try:
+            os.makedirs(tmp)
+        except OSError as e:
+            raise ConvertError(f"cannot write {cfg.out}: {e.strerror or e}") from e
+        ecfg = EncodeConfig(enc, cfg.feature_name, cfg.compression, tmp, tuple(specs))
+        progress = Progress(tmp, total_rows, total_in_bytes, rec, enabled=cfg.progress, log=log)
+        with progress:
+            try:
+                _run_beam(tasks, ecfg, opts, runner)
+            except (InputError, ConvertError):
+                raise
+            except Exception as e:  # noqa: BLE001 - Beam wraps worker errors in runner-specific types
+                msg = _error_from(e)
+                if msg is None:
+                    raise ConvertError(f"Beam pipeline failed ({runner_name}): {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from e
+                raise ConvertError(msg) from e
+        meta = _metadata(cfg, enc, label, tasks, tmp, specs, start, runner_name)
+        try:
+            write_metadata(meta, tmp)
+        except OSError as e:
+            raise ConvertError(f"cannot write {cfg.out}: {e.strerror or e}") from e
+        shutil.rmtree(os.path.join(tmp, STATS_DIR), ignore_errors=True)
+        _publish(tmp, cfg.out, cfg.overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if cfg.progress:
+        progress.summary(meta, time.time() - start)
+    return meta
+
+
+def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planning.ShardTask], tmp: str,
+              specs: list[SourceSpec], start: float, runner_name: str) -> Metadata:
+    from . import __version__
+
+    stats: dict[tuple[str, int], dict[str, Any]] = {}
+    for t in tasks:
+        path = os.path.join(tmp, STATS_DIR, f"{t.split}-{t.index:05d}.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                stats[(t.split, t.index)] = json.load(f)
+        except FileNotFoundError:
+            raise ConvertError(f"shard {t.path} was not written (the runner finished without it)") from None
+    k = label.num_classes
+    splits = {}
+    for split in SPLITS:
+        st = [stats[(t.split, t.index)] for t in tasks if t.split == split]
+        if not st:
+            continue
+        shards = tuple(ShardInfo(s["path"], s["count"], s["bytes"], tuple((s["class_counts"] + [0] * k)[:k]))
+                       for s in st)
+        splits[split] = SplitInfo(
+            count=sum(s.count for s in shards),
+            class_counts=tuple(int(x) for x in np.sum([s.class_counts for s in shards], axis=0)),
+            shards=shards,
+        )
+    elapsed = time.time() - start
+    rows = sum(s.count for s in splits.values())
+    inputs = []
+    for i, spec in enumerate(specs):
+        st = os.stat(spec.path)
+        inputs.append({
+            "path": spec.path, "size": st.st_size,
+            "rows": sum(len(t.rows) for t in tasks if t.source == i) if cfg.split_inputs else rows,
+            "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc).isoformat(),
+            **({"split": cfg.source_splits[i]} if cfg.split_inputs else {}),
+        })
+    source = {
+        "inputs": inputs, "path": inputs[0]["path"] if len(inputs) == 1 else [x["path"] for x in inputs],
+        "size": sum(x["size"] for x in inputs), "rows": rows, "data": cfg.data, "label": cfg.label,
+        "id": cfg.id, "group_column": cfg.group_column,
+        "split_fractions": None if cfg.split_inputs else list(cfg.split),
+    }
+    all_stats = {
+        "truncated_sequences": sum(s["truncated_sequences"] for s in stats.values()),
+        "unknown_letters": sum(s["unknown_letters"] for s in stats.values()),
+        "seconds": round(elapsed, 3), "rows_per_second": round(rows / max(elapsed, 1e-9), 1),
+        "runner": runner_name,
+    }
+    if isinstance(enc, SequenceEncoder):
+        all_stats.update(max_length=enc.max_length, unknown=enc.unknown)
+    return Metadata(
+        features=(enc.feature(cfg.feature_name),), label=label, splits=splits,
+        compression=cfg.compression, seed=cfg.seed, source=source, stats=all_stats,
+        tool_version=f"shardkit {__version__}",
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )

@@ -1,0 +1,129 @@
+"""Split, shuffle and shard planning from the small columns only (labels, optional groups): pure functions.
+
+The plan fixes, for every shard, the ordered source rows it holds, so that the Beam job that executes it
+is deterministic whatever the runner or the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from shardkit.spec import SPLITS, shard_name
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to write: which input to read, which rows in which order, and their labels and row ids."""
+
+    split: str
+    index: int
+    num_shards: int
+    path: str
+    source: int
+    rows: np.ndarray
+    labels: np.ndarray
+    row_ids: np.ndarray
+
+
+def parse_fractions(text: str) -> tuple[float, ...]:
+    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1); 1 to 3 non-negative fractions summing to 1 (train, validation, test)."""
+    try:
+        fr = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--split {text!r}: expected comma-separated fractions such as 0.8,0.1,0.1") from None
+    if not 1 <= len(fr) <= 3 or any(f < 0 or not math.isfinite(f) for f in fr):
+        raise ValueError(f"--split {text!r}: expected 1 to 3 non-negative fractions (train,validation,test)")
+    if abs(sum(fr) - 1.0) > 1e-6:
+        raise ValueError(f"--split {text!r}: fractions sum to {sum(fr):g}, not 1")
+    return fr + (0.0,) * (3 - len(fr))
+
+
+def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices per split, shuffled; each class gets floor or ceil of its share in every split.
+
+    Leftover units of a class go to the splits furthest below their running total, so split sizes stay
+    within one or two rows of their overall share as well.
+    """
+    fr = np.asarray(fractions, dtype=np.float64)
+    parts: list[list[np.ndarray]] = [[] for _ in fr]
+    assigned = np.zeros(len(fr))
+    seen = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = len(idx)
+        base = np.floor(fr * n).astype(np.int64)
+        seen += n
+        deficit = fr * seen - (assigned + base)
+        for s in sorted(np.flatnonzero(fr > 0), key=lambda s: (-deficit[s], s))[: n - int(base.sum())]:
+            base[s] += 1
+        assigned += base
+        bounds = np.concatenate([[0], np.cumsum(base)])
+        for s in range(len(fr)):
+            parts[s].append(idx[bounds[s] : bounds[s + 1]])
+    return [rng.permutation(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+
+
+def group_split(
+    labels: np.ndarray, groups: np.ndarray, fractions: tuple[float, ...], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Row indices per split, shuffled; every group lies wholly in one split.
+
+    Groups are stratified by their majority class: within a class, shuffled groups are cut at the
+    fractions of that class's rows, so classes and split sizes stay close to their shares.
+    """
+    keys, gid = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(gid, minlength=len(keys))
+    k = int(labels.max()) + 1 if len(labels) else 1
+    counts = np.zeros((len(keys), k), dtype=np.int64)
+    np.add.at(counts, (gid, labels), 1)
+    major = np.argmax(counts, axis=1)
+    cum_fr = np.cumsum(fractions)
+    split_of_group = np.zeros(len(keys), dtype=np.int64)
+    for c in range(k):
+        g = rng.permutation(np.flatnonzero(major == c))
+        if not len(g):
+            continue
+        ends = np.cumsum(sizes[g])
+        mid = (ends - sizes[g] / 2) / ends[-1]
+        split_of_group[g] = np.minimum(np.searchsorted(cum_fr, mid, side="right"), len(fractions) - 1)
+    row_split = split_of_group[gid]
+    return [rng.permutation(np.flatnonzero(row_split == s)) for s in range(len(fractions))]
+
+
+def shard_count(num_rows: int, record_bytes: float, target_bytes: float) -> int:
+    """Shards needed for ``num_rows`` records of about ``record_bytes`` each to stay near ``target_bytes``."""
+    return max(1, min(num_rows, math.ceil(num_rows * record_bytes / target_bytes))) if num_rows else 0
+
+
+def split_shard_counts(counts: list[int], num_shards: int | None, record_bytes: float, target_bytes: float) -> list[int]:
+    """Shards per split: ``num_shards`` for train and proportionally (at least 1) for the others, or by size."""
+    if num_shards:
+        ref = max(counts[0], 1)
+        out = [num_shards if s == 0 else max(1, round(num_shards * n / ref)) for s, n in enumerate(counts)]
+        return [min(o, n) if n else 0 for o, n in zip(out, counts)]
+    return [shard_count(n, record_bytes, target_bytes) for n in counts]
+
+
+def plan_shards(
+    split_rows: list[tuple[int, np.ndarray]],
+    labels: list[np.ndarray],
+    row_ids: list[np.ndarray],
+    shards_per_split: list[int],
+    compression: str | None,
+) -> list[ShardTask]:
+    """Cut each split's shuffled (input, rows) into contiguous, nearly equal shards, in split order."""
+    tasks = []
+    for s, ((source, rows), k) in enumerate(zip(split_rows, shards_per_split)):
+        if not len(rows):
+            continue
+        split = SPLITS[s]
+        for i, part in enumerate(np.array_split(rows, k)):
+            tasks.append(ShardTask(
+                split=split, index=i, num_shards=k, path=shard_name(split, i, k, compression), source=source,
+                rows=part.astype(np.int64), labels=labels[source][part].astype(np.int64),
+                row_ids=row_ids[source][part].astype(np.int64),
+            ))
+    return tasks

@@ -1,0 +1,310 @@
+"""Input sources read in bounded chunks: HDF5 (PyTables or h5py layouts) and DataFrame files (Parquet/Feather/CSV).
+
+A source exposes its row count, whole small columns (labels, ids, groups) and ``read_rows``, which yields the
+data values of requested rows in the requested order, a bounded block at a time. Errors name file, node/column, row.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from .encoders import InputError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+BLOCK_BYTES = 16 << 20
+CSV_CHUNK_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where one input's rows live: the file and the names of its data and small columns (plain, picklable)."""
+
+    path: str
+    data: str
+    label: str
+    id: str | None = None
+    group: str | None = None
+
+
+def detect_format(path: str) -> str:
+    """'hdf5', 'parquet', 'feather' or 'csv' by file content (suffix for CSV); clear error otherwise."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, expected an HDF5, Parquet, Feather or CSV file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == HDF5_SIGNATURE:
+        return "hdf5"
+    import tables
+
+    if tables.is_hdf5_file(path):
+        return "hdf5"
+    if head[:4] == b"PAR1":
+        return "parquet"
+    if head[:6] == b"ARROW1" or head[:4] == b"FEA1":
+        return "feather"
+    if path.lower().endswith((".csv", ".csv.gz", ".tsv")):
+        return "csv"
+    raise InputError(f"{path}: not an HDF5, Parquet, Feather or CSV file (no known signature or suffix)")
+
+
+def open_source(spec: SourceSpec) -> "Source":
+    """Open one input for reading (driver and workers alike)."""
+    fmt = detect_format(spec.path)
+    if fmt == "hdf5":
+        return HDF5Source(spec)
+    return DataFrameSource(spec, fmt)
+
+
+class Source:
+    """Common interface of all inputs."""
+
+    spec: SourceSpec
+    fmt: str
+    num_rows: int
+
+    def where(self, name: str) -> str:
+        raise NotImplementedError
+
+    def column(self, name: str) -> np.ndarray:
+        """A whole small column (labels, ids, groups) as a numpy array of ``num_rows``."""
+        raise NotImplementedError
+
+    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
+        """Per-row shape and dtype of the data node/column."""
+        raise NotImplementedError
+
+    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
+        """Yield (row numbers, values) blocks covering ``rows`` in the given order."""
+        raise NotImplementedError
+
+    def iter_data(self) -> Iterator[tuple[int, Any]]:
+        """Yield (first row, values) blocks of the data column in file order."""
+        yield from self.read_rows(np.arange(self.num_rows))
+
+    def close(self) -> None:
+        pass
+
+
+class HDF5Source(Source):
+    """An HDF5 file opened with PyTables (reads PyTables EArrays/CArrays and plain h5py datasets alike)."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        import tables
+
+        self.spec, self.fmt = spec, "hdf5"
+        try:
+            self._file = tables.open_file(spec.path, mode="r")
+        except Exception as e:  # noqa: BLE001 - PyTables raises several types for damaged files
+            raise InputError(f"{spec.path}: cannot open as HDF5: {e}") from e
+        self._data = self._node(spec.data)
+        self.num_rows = int(self._data.shape[0])
+        if self.num_rows == 0:
+            raise InputError(f"{self.where(spec.data)}: zero rows")
+        for name in (spec.label, spec.id, spec.group):
+            if name:
+                n = int(self._node(name).shape[0])
+                if n != self.num_rows:
+                    raise InputError(
+                        f"{spec.path}: row counts differ: {self._path(spec.data)} has {self.num_rows} rows, "
+                        f"{self._path(name)} has {n}"
+                    )
+        row_bytes = max(1, int(np.prod(self._data.shape[1:])) * self._data.dtype.itemsize)
+        self._block = max(1, BLOCK_BYTES // row_bytes)
+
+    @staticmethod
+    def _path(name: str) -> str:
+        return name if name.startswith("/") else "/" + name
+
+    def where(self, name: str) -> str:
+        return f"{self.spec.path}: node {self._path(name)}"
+
+    def _node(self, name: str) -> Any:
+        import tables
+
+        try:
+            node = self._file.get_node(self._path(name))
+        except tables.NoSuchNodeError:
+            leaves = sorted(n._v_pathname for n in self._file.walk_nodes("/", classname="Leaf"))
+            raise InputError(f"{self.spec.path}: no node {self._path(name)}; nodes are {leaves}") from None
+        if isinstance(node, tables.Table) or not isinstance(node, tables.Leaf) or not node.shape:
+            raise InputError(f"{self.where(name)}: not an array with one row per example")
+        if isinstance(node, tables.VLArray) or node.dtype.kind in "OSU":
+            raise InputError(f"{self.where(name)}: holds {node.dtype} values; HDF5 data must be numeric arrays")
+        return node
+
+    def column(self, name: str) -> np.ndarray:
+        return np.asarray(self._node(name)[:])
+
+    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
+        return tuple(int(d) for d in self._data.shape[1:]), np.dtype(self._data.dtype)
+
+    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Blocks in the given order; each block is read in sorted order (contiguous runs as one slice)."""
+        node = self._data
+        for start in range(0, len(rows), self._block):
+            block = np.asarray(rows[start : start + self._block], dtype=np.int64)
+            order = np.argsort(block, kind="stable")
+            srt = block[order]
+            out = np.empty((len(block),) + tuple(node.shape[1:]), dtype=node.dtype)
+            i = 0
+            while i < len(srt):
+                j = i + 1
+                while j < len(srt) and srt[j] == srt[j - 1] + 1:
+                    j += 1
+                out[order[i:j]] = node[int(srt[i]) : int(srt[j - 1]) + 1]
+                i = j
+            yield block, out
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class DataFrameSource(Source):
+    """A Parquet, Feather or CSV file; only the named columns are read, in row groups / batches / chunks."""
+
+    def __init__(self, spec: SourceSpec, fmt: str) -> None:
+        self.spec, self.fmt = spec, fmt
+        try:
+            self._open()
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - pyarrow/pandas raise many types for damaged files
+            raise InputError(f"{spec.path}: cannot read as {fmt}: {e}") from e
+        for name in (spec.data, spec.label, spec.id, spec.group):
+            if name and name not in self.columns:
+                raise InputError(f"{spec.path}: no column {name!r}; columns are {self.columns}")
+        if self.num_rows == 0:
+            raise InputError(f"{self.where(spec.data)}: zero rows")
+
+    def _open(self) -> None:
+        import pyarrow as pa
+
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            self._pq = pq.ParquetFile(self.spec.path)
+            self.columns = list(self._pq.schema_arrow.names)
+            self.num_rows = int(self._pq.metadata.num_rows)
+            sizes = [self._pq.metadata.row_group(i).num_rows for i in range(self._pq.num_row_groups)]
+        elif self.fmt == "feather":
+            try:
+                self._ipc = pa.ipc.open_file(pa.memory_map(self.spec.path, "r"))
+            except pa.ArrowInvalid:
+                import pyarrow.feather as feather
+
+                table = feather.read_table(self.spec.path, memory_map=True)
+                self._ipc = None
+                self._table = table
+                self.columns = list(table.schema.names)
+                self.num_rows = table.num_rows
+                self._offsets = np.array([0, self.num_rows])
+                return
+            self.columns = list(self._ipc.schema.names)
+            sizes = [self._ipc.get_batch(i).num_rows for i in range(self._ipc.num_record_batches)]
+            self.num_rows = int(sum(sizes))
+        else:
+            import pandas as pd
+
+            self._sep = "\t" if self.spec.path.lower().endswith(".tsv") else ","
+            self.columns = list(pd.read_csv(self.spec.path, nrows=0, sep=self._sep).columns)
+            self.num_rows = -1
+            name = self.spec.label if self.spec.label in self.columns else self.columns[0]
+            self._cache = {name: self._csv_column(name)}
+            self.num_rows = len(self._cache[name])
+            return
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def where(self, name: str) -> str:
+        return f"{self.spec.path}: column {name!r}"
+
+    def _csv_column(self, name: str) -> np.ndarray:
+        import pandas as pd
+
+        parts = [c[name].to_numpy() for c in pd.read_csv(self.spec.path, usecols=[name], sep=self._sep,
+                                                            chunksize=CSV_CHUNK_ROWS)]
+        return np.concatenate(parts) if parts else np.array([])
+
+    def column(self, name: str) -> np.ndarray:
+        if self.fmt == "csv":
+            return self._cache.pop(name) if name in self._cache else self._csv_column(name)
+        if self.fmt == "parquet":
+            col = self._pq.read(columns=[name]).column(0)
+        elif self._ipc is None:
+            col = self._table.column(name)
+        else:
+            col = _concat([self._ipc.get_batch(i).column(name) for i in range(self._ipc.num_record_batches)])
+        return _to_numpy(col)
+
+    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
+        return (), np.dtype(object)
+
+    def _part(self, i: int) -> list[Any]:
+        name = self.spec.data
+        if self.fmt == "parquet":
+            return self._pq.read_row_group(i, columns=[name]).column(0).to_pylist()
+        if self._ipc is None:
+            return self._table.column(name).to_pylist()
+        return self._ipc.get_batch(i).column(name).to_pylist()
+
+    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, list[Any]]]:
+        """One sweep over the file (row groups / batches / CSV chunks with skips), then the values in order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        values: list[Any] = [None] * len(rows)
+        for first, part in self._sweep(srt):
+            lo, hi = np.searchsorted(srt, [first, first + len(part)])
+            for k in range(lo, hi):
+                values[order[k]] = part[srt[k] - first]
+        yield rows, values
+
+    def _sweep(self, srt: np.ndarray) -> Iterator[tuple[int, list[Any]]]:
+        if self.fmt == "csv":
+            import pandas as pd
+
+            first = 0
+            for chunk in pd.read_csv(self.spec.path, usecols=[self.spec.data], sep=self._sep, dtype=str,
+                                     keep_default_na=False, chunksize=CSV_CHUNK_ROWS):
+                part = chunk[self.spec.data].tolist()
+                lo, hi = np.searchsorted(srt, [first, first + len(part)])
+                if hi > lo:
+                    yield first, part
+                first += len(part)
+            return
+        for i in range(len(self._offsets) - 1):
+            lo, hi = np.searchsorted(srt, [self._offsets[i], self._offsets[i + 1]])
+            if hi > lo:
+                yield int(self._offsets[i]), self._part(i)
+
+    def iter_data(self) -> Iterator[tuple[int, list[Any]]]:
+        yield from self._sweep(np.arange(self.num_rows))
+
+
+def _concat(chunks: list[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.chunked_array(chunks)
+
+
+def _to_numpy(col: Any) -> np.ndarray:
+    import pyarrow as pa
+
+    t = col.type
+    if pa.types.is_integer(t) and col.null_count == 0:
+        return col.to_numpy()
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        return col.to_numpy(zero_copy_only=False) if col.null_count == 0 else np.array(
+            [np.nan if v is None else v for v in col.to_pylist()], dtype=np.float64)
+    if pa.types.is_list(t) or pa.types.is_fixed_size_list(t):
+        vals = col.to_pylist()
+        try:
+            return np.array(vals, dtype=np.float64)
+        except (ValueError, TypeError):
+            return np.array(vals, dtype=object)
+    return np.array(col.to_pylist(), dtype=object)
