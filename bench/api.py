@@ -15,9 +15,17 @@ def train_reader(dataset_dir: str, batch_size: int, epochs: int = 1, seed: int =
     return train_dataset(dataset_dir, batch_size, epochs, seed, options=ReadOptions(**read_options))
 
 
-def build_compiled_model(name: str, dataset_dir: str):
-    """The trainer's preset ``name`` built for this dataset's spec and compiled as ``shardkit-train fit`` does."""
-    raise NotImplementedError("waiting for shardkit.train models")
+def build_compiled_model(name: str, dataset_dir: str, jit: bool = False, **read_options: Any):
+    """The trainer's preset ``name`` built for this dataset's spec and compiled as ``shardkit-train fit`` does
+    (``jit``: XLA, like ``fit --xla``)."""
+    from shardkit.spec import read_metadata
+    from shardkit.train.dataset import ReadOptions
+    from shardkit.train.models import build_model, compile_model
+
+    meta = read_metadata(dataset_dir)
+    model = build_model(name, meta, ReadOptions(**read_options))
+    compile_model(model, meta, jit=jit)
+    return model
 
 
 def load_h5_arrays(h5_path: str, dataset_dir: str) -> tuple[np.ndarray, np.ndarray]:

@@ -13,13 +13,15 @@ from .measure import REPO
 DEFAULT_CACHE = os.environ.get("SHARDKIT_BENCH_CACHE", "/tmp/shardkit-bench-cache")
 
 
-def knots_h5(cache: str, n: int, size: int = 128, seed: int = 0) -> str:
-    """A class-sorted PyTables knot file (seed-000 layout) with about ``n`` rows, written once per cache."""
-    from shardkit.convert.examples import write_knots
+def knots_h5(cache: str, n: int) -> str:
+    """A class-sorted PyTables knot file (seed-000 layout, 128x128x3) of ``n`` rows, written once per cache.
 
-    per_class = max(1, n // 3)
-    path = os.path.join(cache, f"knots-{3 * per_class}-{size}-s{seed}.h5")
-    return _once(path, lambda tmp: write_knots(tmp, per_class, size=size, seed=seed))
+    Rows repeat a bank of up to 1,500 real renders (convert_bench.make_knots), so multi-GB inputs take
+    minutes, not hours, to generate."""
+    from .convert_bench import make_knots
+
+    path = os.path.join(cache, f"knots-{n}.h5")
+    return _once(path, lambda tmp: make_knots(tmp, n, bank=max(3, min(1500, n))))
 
 
 def proteins_parquet(cache: str, n: int, seed: int = 0, max_length: int = 1000) -> str:
@@ -56,11 +58,10 @@ def convert(inputs: Sequence[str], out: str, args: Sequence[str], workers: int =
     return out
 
 
-def knots_dataset(cache: str, n: int, size: int = 128, extra: Sequence[str] = (), tag: str = "") -> str:
+def knots_dataset(cache: str, n: int, extra: Sequence[str] = (), tag: str = "") -> str:
     """``n`` knot images converted to a shardkit dataset (``extra`` CLI flags, e.g. PNG or GZIP)."""
-    src = knots_h5(cache, n, size)
-    name = f"ds-knots-{n}-{size}{tag}"
-    return convert([src], os.path.join(cache, name), [*KNOT_ARGS, "--image-shape", f"{size},{size},3", *extra])
+    src = knots_h5(cache, n)
+    return convert([src], os.path.join(cache, f"ds-knots-{n}{tag}"), [*KNOT_ARGS, "--image-shape", "128,128,3", *extra])
 
 
 def proteins_dataset(cache: str, n: int, max_length: int = 660, extra: Sequence[str] = (), tag: str = "") -> str:

@@ -53,7 +53,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from shardkit.train import inspect, verify
+    from shardkit.train import diagnose, inspect, verify
 
     p = argparse.ArgumentParser(prog="shardkit-train", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -93,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
 
     inspect.register(sub)
     verify.register(sub)
+    diagnose.register(sub)
     return p
 
 

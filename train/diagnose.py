@@ -1,0 +1,144 @@
+"""``shardkit-train bench DATASET``: is training this model on this dataset input-bound?
+
+Measures, in one process, (a) the reader alone (examples/s of the shuffling training stream with nothing
+consuming it), (b) the model's training rate on one batch held in memory (compute only) and (c) training
+fed by the reader, then prints a one-line verdict with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+DEFAULT_MODELS = {"image": "knot-cnn", "sequence": "protein-cnn", "array": "sequence-lstm"}
+FED_OK = 0.9  # reader-fed training at >= 90% of compute-only speed counts as not input-bound
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The three rates (examples/s) and what they mean."""
+
+    dataset: str
+    model: str
+    batch_size: int
+    steps: int
+    reader_examples_per_s: float
+    compute_examples_per_s: float
+    fed_examples_per_s: float
+
+    @property
+    def fed_fraction(self) -> float:
+        """Reader-fed training speed as a fraction of compute-only speed."""
+        return self.fed_examples_per_s / self.compute_examples_per_s
+
+    @property
+    def input_bound(self) -> bool:
+        return self.reader_examples_per_s < self.compute_examples_per_s or self.fed_fraction < FED_OK
+
+    def verdict(self) -> str:
+        """One line: input-bound or not, and the numbers that say so."""
+        r, c, f = self.reader_examples_per_s, self.compute_examples_per_s, self.fed_examples_per_s
+        fed = f"reader-fed training runs at {f:,.0f} ex/s ({self.fed_fraction:.0%} of compute-only)"
+        if r < c:
+            return (f"input-bound: the reader delivers {r:,.0f} ex/s but {self.model} could train at {c:,.0f} ex/s; "
+                    f"{fed}")
+        if self.fed_fraction < FED_OK:
+            return (f"input-bound: the reader alone delivers {r:,.0f} ex/s (>= the model's {c:,.0f} ex/s), but "
+                    f"{fed}: reading and training compete for the CPU")
+        return f"not input-bound: the reader delivers {r:,.0f} ex/s, {r / c:.1f}x what {self.model} consumes " \
+               f"({c:,.0f} ex/s); {fed}"
+
+
+def _full_batches(ds: Any, batch_size: int) -> Iterator[Any]:
+    """Endless full batches (a partial last batch would change the step's shapes and force a retrace)."""
+    while True:
+        for x, y in ds:
+            if int(y.shape[0]) == batch_size:
+                yield x, y
+
+
+def _rate(batch_size: int, steps: int, step: Any) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, steps: int = 20, warmup: int = 3,
+             seed: int = 0, sequence_encoding: str = "onehot", cycle_length: int | None = None,
+             precision: str = "float32", xla: bool = False) -> Diagnosis:
+    """Measure reader-only, compute-only and reader-fed rates of ``model_name`` on ``dataset``'s train split."""
+    import keras
+
+    from shardkit.spec import DatasetError
+    from shardkit.train import models, strategy
+    from shardkit.train import dataset as reader
+
+    ds = reader.open_dataset(dataset)
+    if ds.count("train") < batch_size:
+        raise DatasetError(f"{dataset}: {ds.count('train')} training records are fewer than one batch of {batch_size}")
+    name = model_name or DEFAULT_MODELS[ds.feature.kind]
+    keras.utils.set_random_seed(seed)
+    strategy.set_precision(precision)
+    options = reader.ReadOptions(sequence_encoding=sequence_encoding, cycle_length=cycle_length)
+    model = models.build_model(name, ds.metadata, options)
+    models.check_model(model, ds.metadata, options, dataset)
+    models.compile_model(model, ds.metadata, jit=xla)
+    per_epoch = reader.plan(ds, batch_size).steps_per_epoch
+    epochs = math.ceil(2 * (warmup + steps) / max(1, per_epoch - 1)) + 1
+    stream = reader.train_dataset(ds, batch_size, epochs, seed, options=options)
+
+    batches = _full_batches(stream, batch_size)
+    for _ in range(warmup):
+        next(batches)
+    reader_rate = _rate(batch_size, steps, lambda: next(batches))
+
+    x, y = next(batches)
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    compute_rate = _rate(batch_size, steps, lambda: model.train_on_batch(x, y))
+
+    fed = _full_batches(stream, batch_size)
+
+    def fed_step() -> None:
+        xb, yb = next(fed)
+        model.train_on_batch(xb, yb)
+
+    for _ in range(warmup):
+        fed_step()
+    fed_rate = _rate(batch_size, steps, fed_step)
+    return Diagnosis(dataset, name, batch_size, steps, reader_rate, compute_rate, fed_rate)
+
+
+def run(args: argparse.Namespace) -> int:
+    d = diagnose(args.dataset, args.model, args.batch_size, args.steps, args.warmup, args.seed,
+                 args.sequence_encoding, args.cycle_length, args.precision, args.xla)
+    if args.json:
+        print(json.dumps({**asdict(d), "input_bound": d.input_bound, "verdict": d.verdict()}, sort_keys=True))
+    else:
+        print(d.verdict())
+    return 0
+
+
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add ``bench DATASET [--model M] [--batch-size B]`` to a ``shardkit-train`` argument parser."""
+    p = subparsers.add_parser("bench", help="is training input-bound? reader vs model throughput on this dataset",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("dataset", metavar="DATASET", help="dataset directory written by shardkit-convert")
+    p.add_argument("--model", default=None,
+                   help="knot-cnn | protein-cnn | sequence-lstm | pkg.module:build (default: the preset for the kind)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing, buffers)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sequence-encoding", default="onehot", choices=("onehot", "codes"))
+    p.add_argument("--cycle-length", type=int, default=None, help="shards read in parallel (default AUTOTUNE)")
+    p.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    p.add_argument("--xla", action="store_true", help="compile the train step with XLA")
+    p.add_argument("--json", action="store_true", help="print all numbers and the verdict as JSON")
+    p.set_defaults(func=run)
+    return p
