@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from shardkit import spec
+from shardkit.train.verify import ordered_splits
 
 SUMMARY_FILE = "inspect.json"
 EXAMPLES_PNG = "examples.png"
@@ -26,8 +27,7 @@ def inspect_dataset(dataset_dir: str, out_dir: str | None = None, num_examples: 
     """Summarise ``dataset_dir``; with ``out_dir``, also write inspect.json and (images) examples.png there."""
     meta = spec.read_metadata(dataset_dir)
     names = list(meta.label.names)
-    order = [s for s in spec.SPLITS if s in meta.splits] + sorted(set(meta.splits) - set(spec.SPLITS))
-    splits = {name: split_summary(dataset_dir, meta.splits[name]) for name in order}
+    splits = {name: split_summary(dataset_dir, meta.splits[name]) for name in ordered_splits(meta)}
     summary: dict[str, Any] = {
         "dataset": os.path.abspath(dataset_dir),
         "format_version": meta.format_version,

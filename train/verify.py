@@ -56,7 +56,8 @@ def verify_dataset(dataset_dir: str) -> list[Problem]:
         return [Problem("metadata", spec.METADATA_FILE, str(e))]
     problems = stray_files(dataset_dir, meta)
     scans: dict[str, list[tuple[str, ShardScan]]] = {}
-    for split, info in meta.splits.items():
+    for split in ordered_splits(meta):
+        info = meta.splits[split]
         scans[split] = []
         totals = np.zeros(meta.label.num_classes, np.int64)
         for shard in info.shards:
@@ -66,6 +67,11 @@ def verify_dataset(dataset_dir: str) -> list[Problem]:
             totals += scan.class_counts
         problems += split_problems(split, info, totals)
     return problems + overlap_problems(scans)
+
+
+def ordered_splits(meta: spec.Metadata) -> list[str]:
+    """train, validation, test first (so a leak is reported in the later split), then any others."""
+    return [s for s in spec.SPLITS if s in meta.splits] + sorted(set(meta.splits) - set(spec.SPLITS))
 
 
 def stray_files(dataset_dir: str, meta: spec.Metadata) -> list[Problem]:
