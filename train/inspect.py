@@ -194,7 +194,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"first examples of {summary['examples_split']}:")
         for e in summary["examples"]:
             rest = {k: v for k, v in e.items() if k not in ("row_id", "label", "label_name")}
-            lines.append(f"  row {e['row_id']} class {e['label']} ({e['label_name']}): {json.dumps(rest)}")
+            lines.append(f"  row {e['row_id']} label {e['label']} ({e['label_name']!r}): {json.dumps(rest)}")
     if summary.get("examples_png"):
         lines.append(f"image grid: {summary['examples_png']}")
     return "\n".join(lines)
