@@ -457,8 +457,10 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     check_runner_paths(runner_name, beam_args, list(cfg.inputs) + [cfg.out])
     _check_out(cfg.out, cfg.overwrite)
     specs = _source_specs(cfg)
-    sources = [open_source(s) for s in specs]
+    sources: list[Source] = []
     try:
+        for s in specs:
+            sources.append(open_source(s))
         lengths = _sequence_lengths(cfg, sources) if cfg.kind == "sequence" else None
         if cfg.kind == "sequence" and cfg.max_length is not None and cfg.max_length < 1:
             raise InputError(f"--max-length {cfg.max_length}: must be at least 1")

@@ -102,7 +102,15 @@ class HDF5Source(Source):
             self._file = tables.open_file(spec.path, mode="r")
         except Exception as e:  # noqa: BLE001 - PyTables raises several types for damaged files
             raise InputError(f"{spec.path}: cannot open as HDF5: {e}") from e
-        self._data = self._node(spec.data)
+        try:
+            self._init()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _init(self) -> None:
+        spec = self.spec
+        self._data = self._node(spec.data, numeric=True)
         self.num_rows = int(self._data.shape[0])
         if self.num_rows == 0:
             raise InputError(f"{self.where(spec.data)}: zero rows")
@@ -124,7 +132,7 @@ class HDF5Source(Source):
     def where(self, name: str) -> str:
         return f"{self.spec.path}: node {self._path(name)}"
 
-    def _node(self, name: str) -> Any:
+    def _node(self, name: str, numeric: bool = False) -> Any:
         import tables
 
         try:
@@ -134,7 +142,7 @@ class HDF5Source(Source):
             raise InputError(f"{self.spec.path}: no node {self._path(name)}; nodes are {leaves}") from None
         if isinstance(node, tables.Table) or not isinstance(node, tables.Leaf) or not node.shape:
             raise InputError(f"{self.where(name)}: not an array with one row per example")
-        if isinstance(node, tables.VLArray) or node.dtype.kind in "OSU":
+        if numeric and (isinstance(node, tables.VLArray) or node.dtype.kind in "OSU"):
             raise InputError(f"{self.where(name)}: holds {node.dtype} values; HDF5 data must be numeric arrays")
         return node
 

@@ -1,0 +1,84 @@
+"""Shared fixtures: small source files written by shardkit.convert.examples and converter helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import os
+import sys
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+@pytest.fixture(scope="session")
+def knots_h5(tmp_path_factory: Any) -> str:
+    """Class-sorted 24x24x3 knot images, 40 per class, in seed 000's PyTables layout."""
+    from shardkit.convert.examples import write_knots
+
+    return write_knots(str(tmp_path_factory.mktemp("src") / "knots.h5"), 40, size=24, seed=1)
+
+
+@pytest.fixture(scope="session")
+def proteins_parquet(tmp_path_factory: Any) -> str:
+    from shardkit.convert.examples import write_proteins
+
+    return write_proteins(str(tmp_path_factory.mktemp("src") / "proteins.parquet"), 300, seed=2, max_length=120)
+
+
+@pytest.fixture(scope="session")
+def features_h5(tmp_path_factory: Any) -> str:
+    from shardkit.convert.examples import write_feature_sequences
+
+    return write_feature_sequences(str(tmp_path_factory.mktemp("src") / "features.h5"), 60, seed=3, timesteps=5, dim=8)
+
+
+def run_convert(argv: list[str]) -> tuple[int, str]:
+    """Run ``shardkit.convert.cli.main`` in-process; (return code, captured stderr)."""
+    from shardkit.convert.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main([*argv, "--quiet"] if "--" not in argv else argv)
+    return rc, err.getvalue()
+
+
+@pytest.fixture
+def convert() -> Callable[[list[str]], tuple[int, str]]:
+    return run_convert
+
+
+def shard_bytes(out: str) -> dict[str, bytes]:
+    """Every shard file of a dataset, relative path -> bytes."""
+    files = sorted(glob.glob(os.path.join(out, "*", "*.tfrecord*")))
+    return {os.path.relpath(f, out): open(f, "rb").read() for f in files}
+
+
+def read_split(out: str, split: str) -> dict[str, np.ndarray]:
+    """All records of a split via tf.data, parsed with the spec; feature -> stacked numpy values."""
+    import tensorflow as tf
+
+    from shardkit.spec import parse_spec, read_metadata
+
+    meta = read_metadata(out)
+    ds = tf.data.TFRecordDataset(meta.shard_paths(out, split), compression_type=meta.compression or "")
+    spec = parse_spec(meta.features)
+    cols: dict[str, list[Any]] = {k: [] for k in spec}
+    for rec in ds:
+        ex = tf.io.parse_single_example(rec, spec)
+        for k, v in ex.items():
+            cols[k].append(v.numpy())
+    return {k: np.array(v, dtype=object if v and isinstance(v[0], bytes) else None) for k, v in cols.items()}
+
+
+def no_leftovers(out: str) -> bool:
+    """Nothing published at ``out`` and no temp dir of ours left beside it."""
+    parent, name = os.path.split(os.path.abspath(out))
+    return not os.path.exists(out) and not [e for e in os.listdir(parent) if e.startswith(f".{name}.shardkit-tmp-")]
+
+
+IMAGE_ARGS = ["--kind", "image", "--data", "/train_data", "--label", "/train_label", "--image-shape", "24,24,3"]
