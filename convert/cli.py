@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 from .encoders import InputError
@@ -114,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         convert(config_from_args(args), beam_args)
     except (InputError, ConvertError) as e:
-        print(f"shardkit-convert: error: {e}", file=sys.stderr)
+        msg = re.sub(r"\s*\[while running '[^']*'\]", "", str(e))
+        print(f"shardkit-convert: error: {msg}", file=sys.stderr)
         print("shardkit-convert: nothing was published", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

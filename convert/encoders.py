@@ -179,7 +179,7 @@ def label_spec(values: np.ndarray, where: str, onehot: bool = False) -> tuple[La
         frac = values != np.rint(values)
         if frac.any():
             i = int(np.argmax(frac))
-            raise InputError(f"{where}, row {i}: label {values[i]!r} is not an integer")
+            raise InputError(f"{where}, row {i}: label {values[i].item()!r} is not an integer")
         values = values.astype(np.int64)
     elif values.dtype.kind == "b":
         values = values.astype(np.int64)

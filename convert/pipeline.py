@@ -27,6 +27,7 @@ from .sources import Source, SourceSpec, open_source
 
 TMP_MARK = ".shardkit-tmp-"
 STATS_DIR = "_stats"
+ERRORS_DIR = "_errors"
 RECORD_OVERHEAD = 64
 LOCAL_RUNNERS = {"fnapirunner", "directrunner", "daskrunner", "swallowingdirectrunner"}
 
@@ -256,8 +257,49 @@ def dataclass_replace(obj: Any, **kw: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- worker side
 
 
+class _Aborted(Exception):
+    """Another shard already failed; this one stops early."""
+
+
 def write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
+    """Write one shard and return its stats; bad input is recorded for the driver instead of crashing workers.
+
+    Recording (rather than raising) keeps worker tracebacks out of the user's terminal and lets the driver
+    report one clear message; the other shards notice the error file and stop early.
+    """
+    try:
+        return _write_shard(task, enc, sources)
+    except _Aborted:
+        return {"split": task.split, "index": task.index, "aborted": True}
+    except (InputError, ConvertError) as e:
+        try:
+            _write_text(_join(enc.tmp_dir, f"{ERRORS_DIR}/{task.split}-{task.index:05d}.txt"), str(e))
+        except OSError:
+            raise e from None
+        return {"split": task.split, "index": task.index, "error": str(e)}
+
+
+def _failed(tmp_dir: str) -> bool:
+    return "://" not in tmp_dir and os.path.isdir(os.path.join(tmp_dir, ERRORS_DIR))
+
+
+def worker_errors(tmp_dir: str) -> list[str]:
+    """Messages of shards that failed on bad input or unwritable output, in shard order."""
+    d = os.path.join(tmp_dir, ERRORS_DIR)
+    if not os.path.isdir(d):
+        return []
+    out = []
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".txt"):
+            with open(os.path.join(d, name), encoding="utf-8") as f:
+                out.append(f.read().strip())
+    return out
+
+
+def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
     """Read one shard's rows, encode them in planned order, write the TFRecord file; return its stats."""
+    if _failed(enc.tmp_dir):
+        raise _Aborted()
     if task.source not in sources:
         sources[task.source] = open_source(enc.specs[task.source])
     src = sources[task.source]
@@ -273,6 +315,8 @@ def write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, 
     lut = enc.encoder.table() if isinstance(enc.encoder, SequenceEncoder) else None
     try:
         for rows, values in src.read_rows(task.rows):
+            if _failed(enc.tmp_dir):
+                raise _Aborted()
             n = len(rows)
             labels, ids = task.labels[done : done + n], task.row_ids[done : done + n]
             if lut is not None:
@@ -347,7 +391,7 @@ def pipeline_options(beam_args: list[str], workers: int) -> tuple[Any, Any, str]
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
-        beam_args = list(beam_args) + ["--default_sdk_harness_log_level=WARNING"]
+        beam_args = list(beam_args) + ["--default_sdk_harness_log_level=CRITICAL"]
     opts = PipelineOptions(list(beam_args))
     runner = opts.view_as(StandardOptions).runner
     if runner:
@@ -461,6 +505,11 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     try:
         for s in specs:
             sources.append(open_source(s))
+        for src in sources:
+            if (cfg.kind == "sequence") == (src.fmt == "hdf5"):
+                what = ("a string column of a Parquet/Feather/CSV file" if cfg.kind == "sequence"
+                        else "an HDF5 array node, not a DataFrame column")
+                raise InputError(f"{src.where(cfg.data)}: --kind {cfg.kind} reads {what}")
         lengths = _sequence_lengths(cfg, sources) if cfg.kind == "sequence" else None
         if cfg.kind == "sequence" and cfg.max_length is not None and cfg.max_length < 1:
             raise InputError(f"--max-length {cfg.max_length}: must be at least 1")
@@ -498,6 +547,9 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
                 if msg is None:
                     raise ConvertError(f"Beam pipeline failed ({runner_name}): {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from e
                 raise ConvertError(msg) from e
+            errors = worker_errors(tmp)
+            if errors:
+                raise ConvertError(errors[0])
         meta = _metadata(cfg, enc, label, tasks, tmp, specs, start, runner_name)
         try:
             write_metadata(meta, tmp)
