@@ -388,7 +388,8 @@ def train_dataset(
     worker: WorkerShard = WorkerShard(),
 ) -> tf.data.Dataset:
     """Decoded training batches for epochs ``start_epoch..epochs-1`` back to back, the first one starting at
-    ``start_step``. Fit it with ``steps_per_epoch=plan(...).steps_per_epoch`` (``training_input`` does).
+    ``start_step``. Fit it with ``steps_per_epoch=plan(...).steps_per_epoch`` (``training_input`` does); the
+    stream's own cardinality is left unknown so Keras never re-opens it after the last epoch.
 
     Under several workers ``batch_size`` is the global batch; each worker yields its per-worker batches.
     """
@@ -406,8 +407,7 @@ def train_dataset(
         return batches.skip(tf.where(epoch == start_epoch, tf.constant(start_step, tf.int64), 0))
 
     stream = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
-    total = max(0, (epochs - start_epoch) * s - start_step)
-    return _finish(stream, ds, options, total)
+    return _finish(stream, ds, options, None)
 
 
 def eval_dataset(
@@ -445,8 +445,7 @@ class TrainingInput:
             "shuffle": False,
         }
         if self.validation is not None:
-            kwargs["validation_data"] = self.validation
-            kwargs["validation_steps"] = self.plan.validation_steps
+            kwargs["validation_data"] = self.validation  # known cardinality: whole split, re-read every epoch
         return kwargs
 
 

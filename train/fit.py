@@ -131,6 +131,8 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, A
                 os.remove(os.path.join(out, stale))
     _describe(ds, plan, strategy, worker, start_epoch, start_step)
 
+    if worker.count > 1:
+        _prebuild(model, ds, options, strategy)
     save_freq = config.backup_every or max(1, plan.steps_per_epoch // 4)
     common = _callbacks(config, out, ds, plan)
     try:
@@ -144,9 +146,10 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, A
             )
             kwargs = first.fit_kwargs()
             kwargs["steps_per_epoch"] = plan.steps_per_epoch - start_step
-            model.fit(epochs=start_epoch + 1, callbacks=[*common, backup], verbose=config.verbose, **kwargs)
+            only_this_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
+            model.fit(epochs=config.epochs, callbacks=[*common, backup, only_this_epoch], verbose=config.verbose, **kwargs)
             start_epoch, start_step = start_epoch + 1, 0
-        if start_epoch < config.epochs and not model.stop_training:
+        if start_epoch < config.epochs and not _stopped_early(common):
             rest = reader.training_input(
                 config.dataset, config.batch_size, config.epochs, config.seed, options, config.sampling,
                 start_epoch, 0, strategy,
@@ -158,6 +161,23 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, A
         detail = "; ".join(problems) or str(e).splitlines()[0]
         raise DatasetError(f"training stopped on a damaged shard: {detail} (use --skip-corrupt to read around it)") from e
     return _finish(config, model, ds, plan, options, strategy, worker, out, position)
+
+
+def _prebuild(model: keras.Model, ds: reader.Dataset, options: reader.ReadOptions, strategy) -> None:
+    """Build model, optimizer and metric state from one local batch, then skip Keras' own symbolic build:
+    under MultiWorkerMirroredStrategy it all-reduces the first (x, y) batch and fails on any nested input
+    (keras-team/keras#20329)."""
+    split = "validation" if "validation" in ds.counts and ds.count("validation") else "train"
+    sample = next(iter(reader.eval_dataset(ds, split, 2, options)))
+    with strategy.scope():
+        model._symbolic_build(data_batch=sample)
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def _stopped_early(callbacks: list[keras.callbacks.Callback]) -> bool:
+    return any(isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0 for c in callbacks)
 
 
 def _resume_point(position: dict | None, fingerprint: dict, plan: reader.TrainingPlan, backup_dir: str) -> tuple[int, int]:

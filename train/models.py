@@ -34,12 +34,13 @@ def _input(metadata: Metadata, options: ReadOptions) -> keras.KerasTensor:
 def knot_cnn(metadata: Metadata, options: ReadOptions = ReadOptions()) -> keras.Model:
     """Seed 000's stack: Conv2D 64/BN/relu/pool, Conv2D 96 same/pool, Conv2D 128/pool, Dense 128, Dropout .5.
 
-    Takes uint8 images and rescales on the device (the reader never materialises float images)."""
+    Takes uint8 images and rescales on the device (the reader never materialises float images). BN momentum
+    0.9 so the moving statistics settle within tens of steps (the validation numbers use them)."""
     f = _require(metadata, "knot-cnn", "image", rank=3)
     inputs = _input(metadata, options)
     x = inputs if options.rescale_images else keras.layers.Rescaling(1 / 255.0)(inputs)
     x = keras.layers.Conv2D(64, 3)(x)
-    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
     x = keras.layers.Activation("relu")(x)
     x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Conv2D(96, 3, padding="same", activation="relu")(x)
