@@ -54,9 +54,12 @@ class Diagnosis:
 
 
 def _full_batches(ds: Any, batch_size: int) -> Iterator[Any]:
-    """Endless full batches (a partial last batch would change the step's shapes and force a retrace)."""
+    """Endless full batches (a partial last batch would change the step's shapes and force a retrace);
+    numpy batches unless Keras runs on TensorFlow, as ``model.fit`` hands them to other backends."""
+    import keras
+
     while True:
-        for x, y in ds:
+        for x, y in (ds if keras.backend.backend() == "tensorflow" else ds.as_numpy_iterator()):
             if int(y.shape[0]) == batch_size:
                 yield x, y
 
