@@ -1,0 +1,81 @@
+"""Beam's Dask runner on a real loopback dask.distributed cluster gives the local runner's bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import IMAGE_ARGS, run_convert, shard_bytes
+from shardkit.spec import read_metadata
+
+DASK_RUNNER = "--runner=apache_beam.runners.dask.dask_runner.DaskRunner"
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A scheduler and two single-threaded worker processes on 127.0.0.1; yields the scheduler address."""
+    sched_file = str(tmp_path_factory.mktemp("dask") / "scheduler.json")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", sched_file],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while not os.path.exists(sched_file) and time.time() < deadline:
+            time.sleep(0.1)
+        with open(sched_file) as f:
+            address = json.load(f)["address"]
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2", "--nthreads", "1",
+             "--no-dashboard", "--host", "127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.slow
+def test_dask_runner_matches_local_runner(knots_h5: str, dask_cluster: str, tmp_path) -> None:
+    local = str(tmp_path / "local")
+    rc, err = run_convert([knots_h5, "--out", local, *IMAGE_ARGS, "--num-shards", "4", "--workers", "1", "--quiet"])
+    assert rc == 0, err
+    dask_out = str(tmp_path / "dask")
+    rc, err = run_convert([knots_h5, "--out", dask_out, *IMAGE_ARGS, "--num-shards", "4", "--quiet", "--",
+                           DASK_RUNNER, f"--dask_client_address={dask_cluster}"])
+    assert rc == 0, err
+    assert shard_bytes(dask_out) == shard_bytes(local) and len(shard_bytes(local)) == 6
+    meta = read_metadata(dask_out)
+    assert "DaskRunner" in meta.stats["runner"]
+    assert meta.splits == read_metadata(local).splits
+
+
+@pytest.mark.slow
+def test_dask_runner_reports_bad_input(dask_cluster: str, tmp_path) -> None:
+    import numpy as np
+    import tables
+
+    x = np.ones((30, 4), np.float32)
+    x[17, 2] = np.inf
+    src = str(tmp_path / "inf.h5")
+    with tables.open_file(src, "w") as f:
+        f.create_array("/", "x", x)
+        f.create_array("/", "y", np.arange(30) % 3)
+    out = str(tmp_path / "o")
+    rc, err = run_convert([src, "--out", out, "--kind", "array", "--data", "/x", "--label", "/y", "--quiet", "--",
+                           DASK_RUNNER, f"--dask_client_address={dask_cluster}"])
+    assert rc == 1 and "inf.h5" in err and "row 17" in err and not os.path.exists(out)
