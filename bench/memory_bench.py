@@ -49,12 +49,35 @@ def measure(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batc
         points.append(point)
     return {
         "points": points,
+        "projection": project(points, modes),
         "model": model_name,
         "description": (f"Peak RSS (process tree, sampled every 50 ms) of one `model.fit` of {model_name} for "
                         f"{steps} steps of batch {batch_size} on N knot images (128x128x3 uint8): fed by the "
                         "shardkit reader, by the uint8 arrays loaded whole from the HDF5 file, and by those "
                         "arrays as float32 /255 (the usual in-memory recipe). Each point is a fresh process."),
     }
+
+
+SEED000_IMAGES = 300_000
+
+
+def project(points: list[dict[str, Any]], modes: Sequence[str] = MODES) -> dict[str, Any]:
+    """Least-squares line RSS = a + b*N per mode; for in-memory modes, the RSS at seed 000's 300,000 images and
+    the N from which shardkit's (flat, at most its largest measured) peak is <= 1/10 of theirs."""
+    import numpy as np
+
+    if len(points) < 2 or "shardkit" not in modes:
+        return {}
+    n = np.array([p["n"] for p in points], float)
+    ours = max(p["shardkit"] for p in points)
+    out: dict[str, Any] = {"shardkit_peak_bytes": ours, "seed000_images": SEED000_IMAGES}
+    for mode in modes:
+        b, a = np.polyfit(n, np.array([p[mode] for p in points], float), 1)
+        entry = {"intercept_bytes": a, "bytes_per_example": b, "at_seed000_bytes": a + b * SEED000_IMAGES}
+        if mode != "shardkit" and b > 0:
+            entry["n_for_one_tenth"] = max(0.0, (10 * ours - a) / b)
+        out[mode] = entry
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,6 +241,21 @@ def render_memory(results: dict, img_dir: str) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     out.append(_save(fig, img_dir, "memory.png"))
+    proj = sec.get("projection") or {}
+    if proj:
+        rows = []
+        for m in modes:
+            e = proj.get(m)
+            if not e:
+                continue
+            rows.append((m, f"{e['intercept_bytes'] / GB:.2f}", f"{e['bytes_per_example'] / 1e3:,.1f}",
+                         f"{e['at_seed000_bytes'] / GB:.1f}",
+                         f"{e['n_for_one_tenth']:,.0f}" if "n_for_one_tenth" in e else "-"))
+        out.append(f"Straight-line fit RSS = a + b*N, extrapolated to seed 000's {proj['seed000_images']:,} images; "
+                   "last column: the N from which shardkit's measured peak "
+                   f"({proj['shardkit_peak_bytes'] / GB:.2f} GB) is at most 1/10 of that mode's:")
+        out.append(md_table(("Mode", "a (GB)", "b (KB/example)", f"Projected at {proj['seed000_images']:,} (GB)",
+                             "N where shardkit <= 1/10"), rows))
     if sec.get("notes"):
         out.append(sec["notes"])
     return "\n\n".join(out)

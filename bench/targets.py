@@ -79,8 +79,11 @@ def memory_scaling(results: dict) -> Verdict:
     if not ours or not mem:
         return Verdict(target, "<= 0.10x in-memory", "-", "not measured")
     r = ours / mem
-    return Verdict(target, "<= 0.10x in-memory", f"{r:.2f}x ({ours / GB:.2f} GB vs {mem / GB:.2f} GB at "
-                   f"N={last['n']:,})", _judge(r <= 0.1))
+    measured = f"{r:.2f}x ({ours / GB:.2f} GB vs {mem / GB:.2f} GB at N={last['n']:,})"
+    cross = _get(results, "memory", "projection", "in-memory", "n_for_one_tenth")
+    if cross:
+        measured += f"; 1/10 reached from N~{cross:,.0f} (linear fit)"
+    return Verdict(target, "<= 0.10x in-memory", measured, _judge(r <= 0.1))
 
 
 def storage(results: dict) -> Verdict:
