@@ -303,6 +303,7 @@ def evaluate_run(run_dir: str, dataset: str, split: str = "test", batch_size: in
     options = config.read_options(with_row_id="row_id" in models.input_names(model))
     models.check_model(model, ds.metadata, options, dataset)
     models.compile_model(model, ds.metadata, config.learning_rate)
+    model.optimizer.build(model.trainable_variables)
     model.load_weights(os.path.join(run_dir, "model.weights.h5"))
     result = evaluate_split(model, ds, split, batch_size or config.batch_size, options, None, run_dir)
     result["dataset"] = os.path.abspath(dataset)
