@@ -22,8 +22,8 @@ from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, wri
 
 from . import plan as planning
 from .encoders import ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, label_spec
-from .records import ShardWriter, example_pieces
-from .sources import Source, SourceSpec, open_source
+from .records import ExampleLayout, ShardWriter
+from .sources import Source, SourceSpec, file_stat, open_source
 
 TMP_MARK = ".shardkit-tmp-"
 STATS_DIR = "_stats"
@@ -300,6 +300,7 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
     """Read one shard's rows, encode them in planned order, write the TFRecord file; return its stats."""
     if _failed(enc.tmp_dir):
         raise _Aborted()
+    started = time.time()
     if task.source not in sources:
         sources[task.source] = open_source(enc.specs[task.source])
     src = sources[task.source]
@@ -313,22 +314,23 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
     stats = {"truncated_sequences": 0, "unknown_letters": 0}
     done = 0
     lut = enc.encoder.table() if isinstance(enc.encoder, SequenceEncoder) else None
+    layout = ExampleLayout(enc.name, ("label", "row_id") + ((enc.name + "_length",) if lut is not None else ()))
+    all_labels, all_ids = task.labels.tolist(), task.row_ids.tolist()
     try:
         for rows, values in src.read_rows(task.rows):
             if _failed(enc.tmp_dir):
                 raise _Aborted()
             n = len(rows)
-            labels, ids = task.labels[done : done + n], task.row_ids[done : done + n]
+            labels, ids = all_labels[done : done + n], all_ids[done : done + n]
             if lut is not None:
                 for i in range(n):
                     payload, st = enc.encoder.encode_one(values[i], lut, int(rows[i]), where)
                     stats["truncated_sequences"] += st.truncated
                     stats["unknown_letters"] += st.unknown
-                    writer.write_pieces(*example_pieces(enc.name, payload, {
-                        "label": labels[i], "row_id": ids[i], enc.name + "_length": st.length}))
+                    writer.write_pieces(*layout.pieces(payload, (labels[i], ids[i], st.length)))
             else:
                 for i, payload in enumerate(enc.encoder.encode(values, rows, where)):
-                    writer.write_pieces(*example_pieces(enc.name, payload, {"label": labels[i], "row_id": ids[i]}))
+                    writer.write_pieces(*layout.pieces(payload, (labels[i], ids[i])))
             done += n
         size = writer.close()
     except OSError as e:
@@ -340,6 +342,7 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
     info = {
         "split": task.split, "index": task.index, "path": task.path, "count": done, "bytes": size,
         "class_counts": np.bincount(task.labels, minlength=k).tolist(), **stats,
+        "started": started, "finished": time.time(),
     }
     _write_text(_join(enc.tmp_dir, f"{STATS_DIR}/{task.split}-{task.index:05d}.json"), json.dumps(info))
     return info
@@ -594,11 +597,11 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
     rows = sum(s.count for s in splits.values())
     inputs = []
     for i, spec in enumerate(specs):
-        st = os.stat(spec.path)
+        size, mtime = file_stat(spec.path)
         inputs.append({
-            "path": spec.path, "size": st.st_size,
+            "path": spec.path, "size": size,
             "rows": sum(len(t.rows) for t in tasks if t.source == i) if cfg.split_inputs else rows,
-            "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc).isoformat(),
+            "mtime": dt.datetime.fromtimestamp(mtime, dt.timezone.utc).isoformat(),
             **({"split": cfg.source_splits[i]} if cfg.split_inputs else {}),
         })
     source = {
@@ -611,6 +614,8 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
         "truncated_sequences": sum(s["truncated_sequences"] for s in stats.values()),
         "unknown_letters": sum(s["unknown_letters"] for s in stats.values()),
         "seconds": round(elapsed, 3), "rows_per_second": round(rows / max(elapsed, 1e-9), 1),
+        "write_phase_seconds": round(max(s["finished"] for s in stats.values())
+                                     - min(s["started"] for s in stats.values()), 3),
         "runner": runner_name,
     }
     if isinstance(enc, SequenceEncoder):

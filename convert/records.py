@@ -19,6 +19,8 @@ Buffer = Union[bytes, memoryview]
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _BYTES[value]
     value &= (1 << 64) - 1
     out = bytearray()
     while value > 0x7F:
@@ -61,22 +63,55 @@ def _masked_crc(data: bytes) -> int:
     return _mask(crc32c.crc32c(data))
 
 
+class ExampleLayout:
+    """Serialises examples with one bytes payload ``name`` and int64 features ``int_keys`` as
+    (head, payload, tail) pieces, so the payload is never copied; key order and prefixes are computed once."""
+
+    def __init__(self, name: str, int_keys: tuple[str, ...]) -> None:
+        self.int_keys = tuple(int_keys)
+        order = sorted([name, *self.int_keys], key=functools.cmp_to_key(_key_order))
+        at = order.index(name)
+        pos = {k: i for i, k in enumerate(self.int_keys)}
+        self._before = [pos[k] for k in order[:at]]
+        self._after = [pos[k] for k in order[at + 1 :]]
+        self._keys = [_field(1, k.encode()) for k in self.int_keys]
+        self._name_key = _field(1, name.encode())
+        self._prefix: dict[int, bytes] = {}
+
+    def _payload_prefix(self, n: int) -> bytes:
+        prefix = self._prefix.get(n)
+        if prefix is None:
+            bytes_list_len = 1 + len(_varint(n)) + n
+            feature_len = 1 + len(_varint(bytes_list_len)) + bytes_list_len
+            content_len = len(self._name_key) + 1 + len(_varint(feature_len)) + feature_len
+            prefix = (b"\n" + _varint(content_len) + self._name_key + b"\x12" + _varint(feature_len) + b"\n"
+                      + _varint(bytes_list_len) + b"\n" + _varint(n))
+            self._prefix[n] = prefix
+        return prefix
+
+    def _int_entry(self, i: int, value: int) -> bytes:
+        vb = _varint(value)
+        il = b"\n" + _BYTES[len(vb)] + vb
+        ft = b"\x1a" + _BYTES[len(il)] + il
+        content = self._keys[i] + b"\x12" + _BYTES[len(ft)] + ft
+        return b"\n" + _varint(len(content)) + content
+
+    def pieces(self, payload: Buffer, values: tuple[int, ...]) -> tuple[bytes, Buffer, bytes]:
+        """(head, payload, tail) of one example; ``values`` follow ``int_keys``."""
+        before = b"".join([self._int_entry(i, values[i]) for i in self._before])
+        after = b"".join([self._int_entry(i, values[i]) for i in self._after])
+        prefix = self._payload_prefix(len(payload))
+        total = len(before) + len(prefix) + len(payload) + len(after)
+        return b"\n" + _varint(total) + before + prefix, payload, after
+
+
+_BYTES = [bytes((i,)) for i in range(256)]
+
+
 def example_pieces(name: str, payload: Buffer, ints: Mapping[str, int]) -> tuple[bytes, Buffer, bytes]:
     """``example_bytes({name: payload}, ints)`` as (head, payload, tail), so the payload is never copied."""
-    n = len(payload)
-    bytes_list_len = 1 + len(_varint(n)) + n
-    feature_len = 1 + len(_varint(bytes_list_len)) + bytes_list_len
-    key = _field(1, name.encode())
-    content_len = len(key) + 1 + len(_varint(feature_len)) + feature_len
-    prefix = (b"\n" + _varint(content_len) + key + b"\x12" + _varint(feature_len) + b"\n" + _varint(bytes_list_len)
-              + b"\n" + _varint(n))
-    small = {k: _entry(k, _field(3, _field(1, _varint(int(v))))) for k, v in ints.items()}
-    order = sorted([name, *small], key=functools.cmp_to_key(_key_order))
-    at = order.index(name)
-    before = b"".join(small[k] for k in order[:at])
-    after = b"".join(small[k] for k in order[at + 1 :])
-    features_len = len(before) + len(prefix) + n + len(after)
-    return b"\n" + _varint(features_len) + before + prefix, payload, after
+    layout = ExampleLayout(name, tuple(ints))
+    return layout.pieces(payload, tuple(int(v) for v in ints.values()))
 
 
 def frame_pieces(head: bytes, payload: Buffer, tail: bytes) -> tuple[bytes, Buffer, bytes]:

@@ -30,25 +30,57 @@ class SourceSpec:
     group: str | None = None
 
 
+def is_remote(path: str) -> bool:
+    """True for URLs such as gs://... that are read through Beam's FileSystems."""
+    return "://" in path and not path.startswith("file://")
+
+
+def open_binary(path: str) -> Any:
+    """A readable binary file object for a local path or a Beam FileSystems URL (gs://, s3://, ...)."""
+    if not is_remote(path):
+        return open(path.removeprefix("file://"), "rb")
+    from apache_beam.io.filesystems import CompressionTypes, FileSystems
+
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def file_stat(path: str) -> tuple[int, float]:
+    """(size in bytes, modification time as a POSIX timestamp) of a local or remote file."""
+    if not is_remote(path):
+        st = os.stat(path)
+        return st.st_size, st.st_mtime
+    from apache_beam.io.filesystems import FileSystems
+
+    meta = FileSystems.match([path])[0].metadata_list[0]
+    return meta.size_in_bytes, float(meta.last_updated_in_seconds or 0)
+
+
 def detect_format(path: str) -> str:
     """'hdf5', 'parquet', 'feather' or 'csv' by file content (suffix for CSV); clear error otherwise."""
-    if not os.path.exists(path):
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        if not FileSystems.exists(path):
+            raise InputError(f"{path}: no such file")
+    elif not os.path.exists(path):
         raise InputError(f"{path}: no such file")
-    if os.path.isdir(path):
+    elif os.path.isdir(path):
         raise InputError(f"{path}: is a directory, expected an HDF5, Parquet, Feather or CSV file")
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         head = f.read(8)
     if head == HDF5_SIGNATURE:
+        if is_remote(path):
+            raise InputError(f"{path}: HDF5 inputs are opened with PyTables and must be local or mounted paths")
         return "hdf5"
     import tables
 
-    if tables.is_hdf5_file(path):
+    if not is_remote(path) and tables.is_hdf5_file(path):
         return "hdf5"
     if head[:4] == b"PAR1":
         return "parquet"
     if head[:6] == b"ARROW1" or head[:4] == b"FEA1":
         return "feather"
-    if path.lower().endswith((".csv", ".csv.gz", ".tsv")):
+    if path.lower().endswith((".csv", ".tsv")):
         return "csv"
     raise InputError(f"{path}: not an HDF5, Parquet, Feather or CSV file (no known signature or suffix)")
 
@@ -152,14 +184,25 @@ class HDF5Source(Source):
     def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
         return tuple(int(d) for d in self._data.shape[1:]), np.dtype(self._data.dtype)
 
+    def _raw_rows(self) -> "RawRows | None":
+        """Direct reads for uncompressed data (contiguous, or chunks holding whole rows), else None."""
+        if not hasattr(self, "_raw"):
+            self._raw = RawRows.open(self.spec.path, self._path(self.spec.data))
+        return self._raw
+
     def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Blocks in the given order; each block is read in sorted order (contiguous runs as one slice)."""
         node = self._data
+        raw = self._raw_rows()
         for start in range(0, len(rows), self._block):
             block = np.asarray(rows[start : start + self._block], dtype=np.int64)
+            out = np.empty((len(block),) + tuple(node.shape[1:]), dtype=node.dtype)
+            if raw is not None:
+                raw.read(block, out)
+                yield block, out
+                continue
             order = np.argsort(block, kind="stable")
             srt = block[order]
-            out = np.empty((len(block),) + tuple(node.shape[1:]), dtype=node.dtype)
             i = 0
             while i < len(srt):
                 j = i + 1
@@ -170,7 +213,67 @@ class HDF5Source(Source):
             yield block, out
 
     def close(self) -> None:
+        if getattr(self, "_raw", None) is not None:
+            self._raw.close()
         self._file.close()
+
+
+class RawRows:
+    """Reads rows of an uncompressed HDF5 dataset straight from the file with ``os.preadv`` into the
+    caller's buffer: HDF5's per-read overhead dominated row-at-a-time random access (~3x slower)."""
+
+    def __init__(self, path: str, row_bytes: int, chunk_rows: int, starts: np.ndarray) -> None:
+        self.path, self.row_bytes, self.chunk_rows, self.starts = path, row_bytes, chunk_rows, starts
+        self.fd = os.open(path, os.O_RDONLY)
+
+    @classmethod
+    def open(cls, path: str, name: str) -> "RawRows | None":
+        """Byte layout of dataset ``name`` via h5py, or None if rows are not stored as plain bytes."""
+        if not hasattr(os, "preadv"):
+            return None
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            d = f[name]
+            if d.compression or d.shuffle or d.fletcher32 or d.scaleoffset or d.dtype.kind not in "biuf":
+                return None
+            if d.id.get_create_plist().get_nfilters() or d.external:
+                return None
+            row_bytes = int(np.prod(d.shape[1:], dtype=np.int64)) * d.dtype.itemsize
+            if d.chunks is None:
+                offset = d.id.get_offset()
+                if offset is None:
+                    return None
+                return cls(path, row_bytes, max(1, d.shape[0]), np.array([offset], np.int64))
+            if tuple(d.chunks[1:]) != tuple(d.shape[1:]):
+                return None
+            chunk_rows = int(d.chunks[0])
+            starts = np.full(-(-d.shape[0] // chunk_rows), -1, np.int64)
+
+            def note(info: Any) -> None:
+                starts[info.chunk_offset[0] // chunk_rows] = info.byte_offset
+
+            try:
+                d.id.chunk_iter(note)
+            except AttributeError:
+                for i in range(d.id.get_num_chunks()):
+                    note(d.id.get_chunk_info(i))
+            if (starts < 0).any():
+                return None
+            return cls(path, row_bytes, chunk_rows, starts)
+
+    def read(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Fill ``out[i]`` with row ``rows[i]`` (reads in file order)."""
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        offsets = self.starts[rows // self.chunk_rows] + (rows % self.chunk_rows) * self.row_bytes
+        for i in np.argsort(offsets, kind="stable"):
+            buf = memoryview(flat[i])
+            got = os.preadv(self.fd, [buf], int(offsets[i]))
+            if got != self.row_bytes:
+                raise InputError(f"{self.path}: row {int(rows[i])}: short read at byte {int(offsets[i])}: {got} of {self.row_bytes} bytes")
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class DataFrameSource(Source):
@@ -196,17 +299,18 @@ class DataFrameSource(Source):
         if self.fmt == "parquet":
             import pyarrow.parquet as pq
 
-            self._pq = pq.ParquetFile(self.spec.path)
+            self._pq = pq.ParquetFile(open_binary(self.spec.path) if is_remote(self.spec.path) else self.spec.path)
             self.columns = list(self._pq.schema_arrow.names)
             self.num_rows = int(self._pq.metadata.num_rows)
             sizes = [self._pq.metadata.row_group(i).num_rows for i in range(self._pq.num_row_groups)]
         elif self.fmt == "feather":
             try:
-                self._ipc = pa.ipc.open_file(pa.memory_map(self.spec.path, "r"))
+                src = open_binary(self.spec.path) if is_remote(self.spec.path) else pa.memory_map(self.spec.path, "r")
+                self._ipc = pa.ipc.open_file(src)
             except pa.ArrowInvalid:
                 import pyarrow.feather as feather
 
-                table = feather.read_table(self.spec.path, memory_map=True)
+                table = feather.read_table(open_binary(self.spec.path))
                 self._ipc = None
                 self._table = table
                 self.columns = list(table.schema.names)
@@ -220,7 +324,8 @@ class DataFrameSource(Source):
             import pandas as pd
 
             self._sep = "\t" if self.spec.path.lower().endswith(".tsv") else ","
-            self.columns = list(pd.read_csv(self.spec.path, nrows=0, sep=self._sep).columns)
+            with open_binary(self.spec.path) as f:
+                self.columns = list(pd.read_csv(f, nrows=0, sep=self._sep).columns)
             self.num_rows = -1
             name = self.spec.label if self.spec.label in self.columns else self.columns[0]
             self._cache = {name: self._csv_column(name)}
@@ -234,8 +339,9 @@ class DataFrameSource(Source):
     def _csv_column(self, name: str) -> np.ndarray:
         import pandas as pd
 
-        parts = [c[name].to_numpy() for c in pd.read_csv(self.spec.path, usecols=[name], sep=self._sep,
-                                                            chunksize=CSV_CHUNK_ROWS)]
+        with open_binary(self.spec.path) as f:
+            parts = [c[name].to_numpy() for c in pd.read_csv(f, usecols=[name], sep=self._sep,
+                                                                chunksize=CSV_CHUNK_ROWS)]
         return np.concatenate(parts) if parts else np.array([])
 
     def column(self, name: str) -> np.ndarray:
@@ -277,13 +383,14 @@ class DataFrameSource(Source):
             import pandas as pd
 
             first = 0
-            for chunk in pd.read_csv(self.spec.path, usecols=[self.spec.data], sep=self._sep, dtype=str,
-                                     keep_default_na=False, chunksize=CSV_CHUNK_ROWS):
-                part = chunk[self.spec.data].tolist()
-                lo, hi = np.searchsorted(srt, [first, first + len(part)])
-                if hi > lo:
-                    yield first, part
-                first += len(part)
+            with open_binary(self.spec.path) as f:
+                for chunk in pd.read_csv(f, usecols=[self.spec.data], sep=self._sep, dtype=str,
+                                         keep_default_na=False, chunksize=CSV_CHUNK_ROWS):
+                    part = chunk[self.spec.data].tolist()
+                    lo, hi = np.searchsorted(srt, [first, first + len(part)])
+                    if hi > lo:
+                        yield first, part
+                    first += len(part)
             return
         for i in range(len(self._offsets) - 1):
             lo, hi = np.searchsorted(srt, [self._offsets[i], self._offsets[i + 1]])

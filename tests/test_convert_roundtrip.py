@@ -235,3 +235,23 @@ def test_metadata_json_is_plain_json(knots_out: str) -> None:
         d = json.load(f)
     assert d["splits"]["train"]["shards"][0]["path"] == "train/train-00000-of-00003.tfrecord"
     assert d["stats"]["rows_per_second"] > 0
+
+
+def test_compressed_and_shaped_hdf5(tmp_path) -> None:
+    """zlib-compressed PyTables EArray with rows already shaped (H, W, C): read through PyTables, bytes equal."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
+    src = str(tmp_path / "z.h5")
+    with tables.open_file(src, "w") as f:
+        arr = f.create_earray("/", "imgs", tables.UInt8Atom(), shape=(0, 8, 8, 3), filters=tables.Filters(complevel=1))
+        arr.append(data)
+        f.create_array("/", "lab", np.arange(50) % 2)
+    out = str(tmp_path / "out")
+    rc, err = run_convert([src, "--out", out, "--kind", "image", "--data", "imgs", "--label", "lab", "--split", "1",
+                           "--workers", "1"])
+    assert rc == 0, err
+    assert read_metadata(out).feature("image").shape == (8, 8, 3)
+    recs = read_split(out, "train")
+    assert sorted(recs["row_id"].tolist()) == list(range(50))
+    for rid, img in zip(recs["row_id"], recs["image"]):
+        assert img == data[rid].tobytes()
