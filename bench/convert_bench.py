@@ -111,7 +111,7 @@ def shardkit(src: str, out: str, workers: int, extra: list[str] | None = None) -
         raise SystemExit(f"shardkit-convert failed:\n{err.decode()[-3000:]}")
     from shardkit.spec import read_metadata
 
-    return wall, peak[0], float(read_metadata(out).stats["write_phase_seconds"])
+    return wall, peak[0], float(read_metadata(out).stats["write_phase_seconds"])  # caller removes out
 
 
 def throughput(a: argparse.Namespace) -> None:
@@ -128,10 +128,12 @@ def throughput(a: argparse.Namespace) -> None:
     rss: dict[str, list[int]] = {"w1": [], "w2": []}
     for _ in range(a.runs):
         t = hand_loop(src, os.path.join(work, "hand.tfrecord"))
+        os.remove(os.path.join(work, "hand.tfrecord"))
         times["hand"].append(t)
         phase["hand"].append(t)
         for w in (1, 2):
             t, r, ph = shardkit(src, os.path.join(work, f"out-w{w}"), w)
+            shutil.rmtree(os.path.join(work, f"out-w{w}"))
             times[f"w{w}"].append(t)
             phase[f"w{w}"].append(ph)
             rss[f"w{w}"].append(r)
@@ -152,10 +154,6 @@ def throughput(a: argparse.Namespace) -> None:
     print("\nwall = whole process for shardkit (Python start, Beam import, worker start-up/teardown, planning, "
           "metadata); write phase = first shard started to last shard finished (metadata stats). The hand loop has "
           "no start-up in either column (TensorFlow imported beforehand).")
-    for w in (1, 2):
-        shutil.rmtree(os.path.join(work, f"out-w{w}"), ignore_errors=True)
-    if os.path.exists(os.path.join(work, "hand.tfrecord")):
-        os.remove(os.path.join(work, "hand.tfrecord"))
 
 
 def main() -> None:

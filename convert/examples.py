@@ -95,7 +95,7 @@ def write_knots(path: str, n_per_class: int, size: int = 128, seed: int = 0) -> 
 def _protein(rng: np.random.Generator, ec: int, length: int) -> str:
     seq = rng.choice(np.frombuffer(AMINO.encode(), np.uint8), length)
     motif = EC_MOTIFS[ec - 1].replace("X", "A").encode()
-    for _ in range(max(1, length // 60)):
+    for _ in range(max(2, length // 40)):
         at = int(rng.integers(0, max(1, length - len(motif))))
         seq[at : at + len(motif)] = np.frombuffer(motif, np.uint8)[: length - at]
     return seq.tobytes().decode()
