@@ -195,3 +195,13 @@ def test_same_content_under_another_row_id_is_a_leak(knots_gz: str, tmp_path: Pa
     assert [p.kind for p in problems] == ["leak"], problems
     assert problems[0].path == shard and "same content" in problems[0].message and str(new_id) in problems[0].message
 
+
+
+def test_row_written_twice_in_one_split_is_a_duplicate(knots: str, tmp_path: Path) -> None:
+    dataset = copy_of(knots, tmp_path)
+    record, example = a_train_record(dataset)
+    row_id = example.features.feature["row_id"].int64_list.value[0]
+    shard = append_record(dataset, "train", record, example.features.feature["label"].int64_list.value[0])
+    problems = verify_dataset(dataset)
+    assert [(p.kind, p.path) for p in problems] == [("duplicate", shard)], problems
+    assert f"row_id {row_id} also in {shard} record 0" in problems[0].message

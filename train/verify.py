@@ -39,13 +39,22 @@ class Problem:
 
 @dataclass
 class ShardScan:
-    """What reading one shard found: counts, and each record's row id and payload hash."""
+    """What reading one shard found: counts, and each record's index, row id and payload digest.
+
+    Ids and digests are kept as compact per-batch arrays (24 bytes a record) for the cross-split checks.
+    """
 
     count: int = 0
     class_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    row_ids: list[int] = field(default_factory=list)
-    hashes: list[bytes] = field(default_factory=list)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (records, ids, digests)
     problems: list[Problem] = field(default_factory=list)
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(record index, row id, 2 x uint64 digest) of every parsed record, in file order."""
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2), np.uint64)
+        records, ids, digests = zip(*self.parts)
+        return np.concatenate(records), np.concatenate(ids), np.concatenate(digests)
 
 
 def verify_dataset(dataset_dir: str) -> list[Problem]:
@@ -194,6 +203,7 @@ def check_batch(serialized: np.ndarray, start: int, meta: spec.Metadata, rel_pat
                 scan.problems.append(
                     Problem("record", rel_path, f"does not parse as this dataset's example: {e.message}", start + i)
                 )
+    records, ids, digests = [], [], []
     for i, row in enumerate(rows):
         scan.count += 1
         if row is None:
@@ -206,8 +216,16 @@ def check_batch(serialized: np.ndarray, start: int, meta: spec.Metadata, rel_pat
             scan.class_counts[label] += 1
         for message in errors:
             scan.problems.append(Problem("record", rel_path, message, start + i))
-        scan.row_ids.append(int(row[spec.ROW_ID_KEY]))
-        scan.hashes.append(payload_hash(row, meta.features))
+        records.append(start + i)
+        ids.append(int(row[spec.ROW_ID_KEY]))
+        digests.append(payload_hash(row, meta.features))
+    scan.parts.append(
+        (
+            np.asarray(records, np.int64),
+            np.asarray(ids, np.int64),
+            np.frombuffer(b"".join(digests), np.uint64).reshape(-1, 2),
+        )
+    )
 
 
 def record_errors(row: Mapping[str, object], meta: spec.Metadata) -> list[str]:
@@ -244,30 +262,44 @@ def payload_hash(row: Mapping[str, object], features: tuple[spec.Feature, ...]) 
 
 
 def overlap_problems(scans: Mapping[str, list[tuple[str, ShardScan]]]) -> list[Problem]:
-    """Row ids seen twice, and identical payloads under different row ids in two splits (a leak)."""
+    """Row ids seen twice, and identical payloads under different row ids in two splits (a leak).
+
+    Each repeat is reported against its first occurrence in train, validation, test order.
+    """
+    shards = [(split_no, path, scan.columns()) for split_no, items in enumerate(scans.values()) for path, scan in items]
+    if not shards:
+        return []
+    paths = [path for _, path, _ in shards]
+    shard = np.concatenate([np.full(len(cols[0]), k, np.int64) for k, (_, _, cols) in enumerate(shards)])
+    split = np.array([split_no for split_no, _, _ in shards], np.int64)[shard]
+    record, ids, digests = (np.concatenate([cols[c] for _, _, cols in shards]) for c in range(3))
     problems = []
-    first_id: dict[int, tuple[str, str, int]] = {}
-    first_hash: dict[bytes, tuple[str, str, int, int]] = {}
-    for split, shards in scans.items():
-        for path, scan in shards:
-            for i, (row_id, digest) in enumerate(zip(scan.row_ids, scan.hashes)):
-                seen = first_id.setdefault(row_id, (split, path, i))
-                if seen != (split, path, i):
-                    kind = "duplicate" if seen[0] == split else "leak"
-                    problems.append(
-                        Problem(kind, path, f"row_id {row_id} also in {seen[1]} record {seen[2]}", record=i)
-                    )
-                other = first_hash.setdefault(digest, (split, path, i, row_id))
-                if other[0] != split and other[3] != row_id:
-                    problems.append(
-                        Problem(
-                            "leak",
-                            path,
-                            f"same content as {other[1]} record {other[2]} (row_id {row_id} vs {other[3]})",
-                            record=i,
-                        )
-                    )
-    return problems
+    for j, i in repeats(ids[:, None]):
+        kind = "duplicate" if split[i] == split[j] else "leak"
+        problems.append(
+            Problem(kind, paths[shard[j]], f"row_id {ids[j]} also in {paths[shard[i]]} record {record[i]}", int(record[j]))
+        )
+    for j, i in repeats(digests):
+        if split[i] != split[j] and ids[i] != ids[j]:
+            problems.append(
+                Problem(
+                    "leak",
+                    paths[shard[j]],
+                    f"same content as {paths[shard[i]]} record {record[i]} (row_id {ids[j]} vs {ids[i]})",
+                    int(record[j]),
+                )
+            )
+    return sorted(problems, key=lambda p: (p.path, p.record or 0, p.kind))
+
+
+def repeats(keys: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(index, index of its first occurrence) for every row of the 2-D ``keys`` equal to an earlier row."""
+    order = np.lexsort(keys.T[::-1])  # stable: equal rows stay in original order
+    ordered = keys[order]
+    repeat = np.concatenate([[False], np.all(ordered[1:] == ordered[:-1], axis=1)])
+    group_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(order))))
+    for pos in np.flatnonzero(repeat):
+        yield int(order[pos]), int(order[group_start[pos]])
 
 
 def format_report(dataset_dir: str, problems: list[Problem], limit: int = 50) -> str:
