@@ -23,9 +23,10 @@ COPY convert/ convert/
 COPY train/ train/
 
 # Everything the base image already has is frozen as a constraint, so pip can add matplotlib but never
-# replace TensorFlow, Keras, numpy or protobuf.
+# replace TensorFlow, Keras, numpy or protobuf. PIP_BREAK_SYSTEM_PACKAGES: TensorFlow lives in the image's
+# system Python, which newer Ubuntu bases mark as externally managed (PEP 668).
 RUN python3 -m pip list --format=freeze > /tmp/base-constraints.txt \
-    && python3 -m pip install --no-cache-dir --constraint /tmp/base-constraints.txt ".[train]" \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --constraint /tmp/base-constraints.txt ".[train]" \
     && python3 -m pip check \
     && python3 -c "import tensorflow as tf, shardkit.train; assert tf.__version__ == '${TF_VERSION}', tf.__version__" \
     && rm /tmp/base-constraints.txt \
