@@ -131,8 +131,8 @@ def describe_example(row: dict[str, Any], meta: spec.Metadata) -> dict[str, Any]
             out[f.name] = {
                 "shape": list(value.shape),
                 "dtype": str(value.dtype),
-                "min": float(v.min()),
-                "max": float(v.max()),
+                "min": round(float(v.min()), 4),
+                "max": round(float(v.max()), 4),
                 "mean": round(float(v.mean()), 4),
             }
     return out
