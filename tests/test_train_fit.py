@@ -213,3 +213,17 @@ def test_no_metadata_and_damaged_shard_stop_training_naming_the_file(knots: str,
     assert rc == 0 and f"--skip-corrupt: {shard}: 1 records lost" in capsys.readouterr().err
     metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert metrics["lost_records"] == {str(shard): 1} and metrics["plan"]["examples_per_epoch"] == 479
+
+
+def test_protein_and_sequence_presets_train(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    from datasets import features_dataset
+
+    proteins = proteins_dataset(tmp_path_factory, n=400, max_length=80, num_shards=2)
+    features = features_dataset(tmp_path_factory, n=100, timesteps=10, dim=16)
+    common = ["--epochs", "2", "--batch-size", "32", "--verbose", "0", "--no-tensorboard"]
+    assert cli.main(["fit", proteins, "--model", "protein-cnn", "--sequence-encoding", "codes", "--out", str(tmp_path / "p"), *common]) == 0
+    assert cli.main(["fit", features, "--model", "sequence-lstm", "--out", str(tmp_path / "f"), *common]) == 0
+    p = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    f = json.loads((tmp_path / "f" / "metrics.json").read_text())
+    assert np.isfinite(p["test"]["loss"]) and len(p["test"]["confusion_matrix"]) == 7
+    assert np.isfinite(f["test"]["loss"]) and len(f["test"]["confusion_matrix"]) == 2  # one sigmoid unit, 2 classes

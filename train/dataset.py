@@ -36,7 +36,7 @@ class ReadOptions:
 
     cycle_length: int | None = None  # files read at once; None = AUTOTUNE
     num_parallel_calls: int = AUTOTUNE
-    shuffle_buffer_mb: float = 64.0  # training shuffle buffer, in decoded-example megabytes
+    shuffle_buffer_mb: float = 32.0  # training shuffle buffer, in decoded-example megabytes
     deterministic: bool = True  # required for exact resume; False lets tf.data reorder for speed
     cache: bool = False  # cache the decoded split in memory (small validation/test splits)
     sequence_encoding: str = "onehot"  # "onehot" (float32 L x codes) or "codes" (int32 L, for an Embedding)
@@ -239,7 +239,8 @@ def _permutation(n: int, seed_pair: tf.Tensor) -> tf.Tensor:
 
 
 def _scalar_seed(seed_pair: tf.Tensor, salt: int) -> tf.Tensor:
-    return tf.random.stateless_uniform([], seed=seed_pair + salt, minval=0, maxval=2**31 - 1, dtype=tf.int64)
+    salted = tf.random.experimental.stateless_fold_in(seed_pair, salt)
+    return tf.random.stateless_uniform([], seed=salted, minval=0, maxval=2**31 - 1, dtype=tf.int64)
 
 
 def worker_counts(ds: Dataset, split: str, worker: WorkerShard) -> int:
@@ -301,7 +302,7 @@ def _resampled(records: tf.data.Dataset, ds: Dataset, seed_pair: tf.Tensor, mode
     indexed = records.repeat().enumerate()
 
     def draw_seed(salt: int, index: tf.Tensor) -> tf.Tensor:
-        return seed_pair + tf.stack([tf.constant(salt, tf.int64), index])
+        return tf.random.experimental.stateless_fold_in(tf.random.experimental.stateless_fold_in(seed_pair, salt), index)
 
     if mode == "replacement":
 

@@ -45,7 +45,7 @@ class FitConfig:
     skip_corrupt: bool = False
     deterministic: bool = True
     cycle_length: int | None = None
-    shuffle_buffer_mb: float = 64.0
+    shuffle_buffer_mb: float = 32.0
     cache_validation: bool = False
     repeat: int = 1
     verbose: Any = "auto"
