@@ -10,22 +10,21 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
 
-from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, write_metadata
+from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo
 
 from . import plan as planning
+from . import publish
 from .encoders import ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, label_spec
 from .records import ExampleLayout, ShardWriter
+from .publish import join
 from .sources import Source, SourceSpec, file_stat, open_source
 
-TMP_MARK = ".shardkit-tmp-"
 STATS_DIR = "_stats"
 ERRORS_DIR = "_errors"
 RECORD_OVERHEAD = 64
@@ -273,7 +272,7 @@ def write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, 
         return {"split": task.split, "index": task.index, "aborted": True}
     except (InputError, ConvertError) as e:
         try:
-            _write_text(_join(enc.tmp_dir, f"{ERRORS_DIR}/{task.split}-{task.index:05d}.txt"), str(e))
+            publish.write_text(join(enc.tmp_dir, f"{ERRORS_DIR}/{task.split}-{task.index:05d}.txt"), str(e))
         except OSError:
             raise e from None
         return {"split": task.split, "index": task.index, "error": str(e)}
@@ -285,15 +284,7 @@ def _failed(tmp_dir: str) -> bool:
 
 def worker_errors(tmp_dir: str) -> list[str]:
     """Messages of shards that failed on bad input or unwritable output, in shard order."""
-    d = os.path.join(tmp_dir, ERRORS_DIR)
-    if not os.path.isdir(d):
-        return []
-    out = []
-    for name in sorted(os.listdir(d)):
-        if name.endswith(".txt"):
-            with open(os.path.join(d, name), encoding="utf-8") as f:
-                out.append(f.read().strip())
-    return out
+    return [(publish.read_text(p) or "").strip() for p in publish.list_files(join(tmp_dir, ERRORS_DIR), ".txt")]
 
 
 def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
@@ -305,7 +296,7 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
         sources[task.source] = open_source(enc.specs[task.source])
     src = sources[task.source]
     where = src.where(src.spec.data)
-    path = _join(enc.tmp_dir, task.path)
+    path = join(enc.tmp_dir, task.path)
     try:
         writer = ShardWriter(path, enc.compression)
     except OSError as e:
@@ -344,25 +335,8 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
         "class_counts": np.bincount(task.labels, minlength=k).tolist(), **stats,
         "started": started, "finished": time.time(),
     }
-    _write_text(_join(enc.tmp_dir, f"{STATS_DIR}/{task.split}-{task.index:05d}.json"), json.dumps(info))
+    publish.write_text(join(enc.tmp_dir, f"{STATS_DIR}/{task.split}-{task.index:05d}.json"), json.dumps(info))
     return info
-
-
-def _join(root: str, rel: str) -> str:
-    return root.rstrip("/") + "/" + rel
-
-
-def _write_text(path: str, text: str) -> None:
-    if "://" in path and not path.startswith("file://"):
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(path) as f:
-            f.write(text.encode())
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def _beam_write_fn(enc: EncodeConfig) -> Any:
@@ -423,56 +397,6 @@ def check_runner_paths(runner_name: str, beam_args: list[str], paths: list[str])
         )
 
 
-def _tmp_dir_for(out: str) -> str:
-    parent, name = os.path.split(os.path.abspath(out).rstrip("/"))
-    return os.path.join(parent, f".{name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _clean_stale(out: str) -> None:
-    """Remove temp dirs left by killed runs for the same OUT (their owner pid is gone)."""
-    parent, name = os.path.split(os.path.abspath(out).rstrip("/"))
-    if not os.path.isdir(parent):
-        return
-    pat = re.compile(rf"^\.{re.escape(name)}{re.escape(TMP_MARK)}(\d+)-[0-9a-f]+$")
-    for entry in os.listdir(parent):
-        m = pat.match(entry)
-        if m and not _alive(int(m.group(1))):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _check_out(out: str, overwrite: bool) -> None:
-    if os.path.exists(out):
-        if not overwrite:
-            raise InputError(f"{out}: already exists; pass --overwrite to replace it")
-        if not os.path.isdir(out) or (os.listdir(out) and not os.path.exists(os.path.join(out, "metadata.json"))):
-            raise InputError(f"{out}: exists and is not a shardkit dataset; refusing to replace it")
-    parent = os.path.dirname(os.path.abspath(out).rstrip("/"))
-    if not os.path.isdir(parent):
-        raise InputError(f"{out}: parent directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{out}: cannot write into {parent}: permission denied")
-
-
-def _publish(tmp: str, out: str, overwrite: bool) -> None:
-    trash = None
-    if os.path.exists(out) and overwrite:
-        trash = _tmp_dir_for(out) + "-old"
-        os.rename(out, trash)
-    os.rename(tmp, out)
-    if trash:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
 def _run_beam(tasks: list[planning.ShardTask], enc: EncodeConfig, opts: Any, runner: Any) -> None:
     import apache_beam as beam
 
@@ -502,7 +426,7 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     cfg = _order_inputs(cfg)
     opts, runner, runner_name = pipeline_options(beam_args, cfg.workers)
     check_runner_paths(runner_name, beam_args, list(cfg.inputs) + [cfg.out])
-    _check_out(cfg.out, cfg.overwrite)
+    publish.check_out(cfg.out, cfg.overwrite)
     specs = _source_specs(cfg)
     sources: list[Source] = []
     try:
@@ -531,13 +455,10 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     total_rows = sum(len(t.rows) for t in tasks)
     total_in_bytes = sum(len(t.rows) * src_row_bytes[t.source] for t in tasks)
 
-    _clean_stale(cfg.out)
-    tmp = _tmp_dir_for(cfg.out)
+    publish.clean_stale(cfg.out)
+    tmp = publish.tmp_dir_for(cfg.out)
     try:
-        try:
-            os.makedirs(tmp)
-        except OSError as e:
-            raise ConvertError(f"cannot write {cfg.out}: {e.strerror or e}") from e
+        publish.make_dir(tmp, cfg.out)
         ecfg = EncodeConfig(enc, cfg.feature_name, cfg.compression, tmp, tuple(specs))
         progress = Progress(tmp, total_rows, total_in_bytes, rec, enabled=cfg.progress, log=log)
         with progress:
@@ -554,14 +475,12 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
             if errors:
                 raise ConvertError(errors[0])
         meta = _metadata(cfg, enc, label, tasks, tmp, specs, start, runner_name)
-        try:
-            write_metadata(meta, tmp)
-        except OSError as e:
-            raise ConvertError(f"cannot write {cfg.out}: {e.strerror or e}") from e
-        shutil.rmtree(os.path.join(tmp, STATS_DIR), ignore_errors=True)
-        _publish(tmp, cfg.out, cfg.overwrite)
+        publish.publish(tmp, cfg.out, meta, cfg.overwrite, skip=(STATS_DIR,))
+    except publish.PublishError as e:
+        publish.remove(tmp)
+        raise ConvertError(str(e)) from e
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        publish.remove(tmp)
         raise
     if cfg.progress:
         progress.summary(meta, time.time() - start)
@@ -574,12 +493,10 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
 
     stats: dict[tuple[str, int], dict[str, Any]] = {}
     for t in tasks:
-        path = os.path.join(tmp, STATS_DIR, f"{t.split}-{t.index:05d}.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                stats[(t.split, t.index)] = json.load(f)
-        except FileNotFoundError:
-            raise ConvertError(f"shard {t.path} was not written (the runner finished without it)") from None
+        text = publish.read_text(join(tmp, f"{STATS_DIR}/{t.split}-{t.index:05d}.json"))
+        if text is None:
+            raise ConvertError(f"shard {t.path} was not written (the runner finished without it)")
+        stats[(t.split, t.index)] = json.loads(text)
     k = label.num_classes
     splits = {}
     for split in SPLITS:
