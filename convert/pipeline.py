@@ -400,13 +400,20 @@ def check_runner_paths(runner_name: str, beam_args: list[str], paths: list[str])
 def _run_beam(tasks: list[planning.ShardTask], enc: EncodeConfig, opts: Any, runner: Any) -> None:
     import apache_beam as beam
 
-    with beam.Pipeline(runner=runner, options=opts) as p:
-        (
-            p
-            | "Shards" >> beam.Create(tasks, reshuffle=False)
-            | "Spread" >> beam.Reshuffle()
-            | "Write" >> beam.ParDo(_beam_write_fn(enc))
-        )
+    p = beam.Pipeline(runner=runner, options=opts)
+    (
+        p
+        | "Shards" >> beam.Create(tasks, reshuffle=False)
+        | "Spread" >> beam.Reshuffle()
+        | "Write" >> beam.ParDo(_beam_write_fn(enc))
+    )
+    result = p.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # the Dask runner leaves its distributed.Client open
+        if client is not None:
+            client.close()
 
 
 def _error_from(exc: BaseException) -> str | None:
