@@ -216,10 +216,12 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def _ensure_shardkit_importable() -> None:
     """Where shardkit is not pip-installed (a bare GPU image), map shardkit.convert/train onto the checkout."""
-    sys.path.insert(0, REPO)
-    import shardkit
+    try:
+        import shardkit.train  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, REPO)
+        import shardkit
 
-    if REPO not in list(shardkit.__path__):
         shardkit.__path__.append(REPO)
 
 

@@ -32,21 +32,26 @@ def _train(mode: str, h5: str, dataset: str, model_name: str, batch_size: int, s
 
 
 def measure(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batch_size: int = 32,
-            steps: int = 10, modes: Sequence[str] = MODES) -> dict[str, Any]:
-    """Peak RSS of each mode at each N (knot images), each run in a fresh subprocess sampled with psutil."""
+            steps: int = 10, modes: Sequence[str] = MODES, parallel: int = 1) -> dict[str, Any]:
+    """Peak RSS of each mode at each N (knot images), each run in a fresh subprocess sampled with psutil
+    (``parallel`` runs at once: each samples only its own process tree)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import datasets
 
-    points = []
+    jobs = []
     for n in sizes:
         h5 = datasets.knots_h5(cache, n)
         ds = datasets.knots_dataset(cache, n)
-        point: dict[str, Any] = {"n": n, "data_bytes": n * 128 * 128 * 3}
         for mode in modes:
-            r = run_measured(python_module("bench.memory_bench", "--worker", mode, "--h5", h5, "--dataset", ds,
-                                           "--model", model_name, "--batch-size", str(batch_size),
-                                           "--steps", str(steps)))
-            point[mode] = r.peak_rss_bytes
-        points.append(point)
+            jobs.append((n, mode, python_module("bench.memory_bench", "--worker", mode, "--h5", h5, "--dataset", ds,
+                                                "--model", model_name, "--batch-size", str(batch_size),
+                                                "--steps", str(steps))))
+    with ThreadPoolExecutor(parallel) as pool:
+        peaks = list(pool.map(lambda job: run_measured(job[2]).peak_rss_bytes, jobs))
+    points = [{"n": n, "data_bytes": n * 128 * 128 * 3} for n in sizes]
+    for (n, mode, _), peak in zip(jobs, peaks):
+        points[list(sizes).index(n)][mode] = peak
     return {
         "points": points,
         "projection": project(points, modes),

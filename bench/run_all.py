@@ -41,16 +41,18 @@ class Sizes:
     storage: dict[str, int]
     memory_sizes: tuple[int, ...]
     memory_steps: int
-    epoch_n: int
     batch_size: int = 64
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> "Sizes":
-        return cls(repeats=1, conversion={"small": 150, "medium": 300}, reading_n=300, reading_proteins=300,
+        return cls(repeats=1, conversion={"small": 120, "medium": 240}, reading_n=240, reading_proteins=200,
                    cycle_lengths=(1, 4), shard_counts=(1, 4), shards=4,
-                   storage={"images": 60, "sequences": 200, "arrays": 20},
-                   memory_sizes=(150, 600), memory_steps=2, epoch_n=150, batch_size=32)
+                   storage={"images": 240, "sequences": 200, "arrays": 20},
+                   memory_sizes=(120, 240), memory_steps=1, batch_size=32,
+                   extra={"memory_modes": ("shardkit", "in-memory"), "memory_parallel": 2,
+                          "training": {"knots_per_class": 16, "knot_size": 32, "n_proteins": 100, "max_length": 64,
+                                       "epochs": 2, "repeats": 1, "models": ("knot-cnn",)}})
 
     @classmethod
     def default(cls, big_gb: float) -> "Sizes":
@@ -58,8 +60,10 @@ class Sizes:
         return cls(repeats=3, conversion={"small": 3_000, "medium": 12_000, f"multi-GB ({big_gb:g} GB)": big},
                    reading_n=6_000, reading_proteins=20_000, cycle_lengths=(1, 2, 4, 8, 16),
                    shard_counts=(1, 2, 4, 8, 16, 32), shards=16,
-                   storage={"images": 1_500, "sequences": 10_000, "arrays": 300},
-                   memory_sizes=(1_500, 6_000, 24_000), memory_steps=8, epoch_n=3_000)
+                   memory_sizes=(1_500, 6_000, 24_000), memory_steps=8,
+                   storage={"images": 6_000, "sequences": 20_000, "arrays": 300},
+                   extra={"training": {"knots_per_class": 1_000, "knot_size": 64, "n_proteins": 6_000,
+                                       "max_length": 660, "epochs": 3, "repeats": 2}})
 
 
 def section_conversion(s: Sizes, cache: str) -> dict[str, Any]:
@@ -83,7 +87,9 @@ def section_storage(s: Sizes, cache: str) -> dict[str, Any]:
 def section_memory(s: Sizes, cache: str) -> dict[str, Any]:
     from bench import memory_bench
 
-    return memory_bench.measure(cache, s.memory_sizes, steps=s.memory_steps)
+    return memory_bench.measure(cache, s.memory_sizes, steps=s.memory_steps,
+                                modes=s.extra.get("memory_modes", memory_bench.MODES),
+                                parallel=s.extra.get("memory_parallel", 1))
 
 
 SECTIONS: dict[str, Callable[[Sizes, str], dict[str, Any]]] = {

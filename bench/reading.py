@@ -1,0 +1,78 @@
+"""Reading section: shardkit's reader vs the seed-000 generator, a shuffled PyDataset over h5py and in-memory
+numpy, and whole-epoch CPU training (both measured by train_bench), plus the cycle-length / shard-count / GZIP
+sweeps (reading_bench)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import datasets, reading_bench, train_bench
+
+CANONICAL = (("steady", "shardkit"), ("first epoch", "shardkit, first epoch (incl. pipeline start)"),
+             ("seed-000", "seed-000 generator"), ("PyDataset", "PyDataset over h5py"),
+             ("adapter", "in-memory numpy"), ("fancy-index", "in-memory numpy gather (1 thread)"))
+
+
+def _canonical(name: str) -> str:
+    return next((short for key, short in CANONICAL if key in name), name)
+
+
+def compare_readers(knots_per_class: int, batch_size: int, repeats: int) -> dict[str, Any]:
+    """train_bench's reader table on 3 x ``knots_per_class`` knot images 128x128x3, rows renamed for the report
+    (``description`` keeps train_bench's own wording)."""
+    _, rows = train_bench.reader_table(knots_per_class, 128, batch_size, repeats)
+    return {_canonical(name): {**r, "description": name, "shuffles": "no shuffle" not in name}
+            for name, r in rows.items()}
+
+
+def training_epochs(knots_per_class: int, knot_size: int, n_proteins: int, max_length: int, batch_size: int,
+                    epochs: int, repeats: int, models: tuple[str, ...] = ("knot-cnn", "protein-cnn")) -> dict[str, Any]:
+    """Whole-epoch CPU training time and peak RSS, shardkit vs in-memory arrays (train_bench.training_table)."""
+    jobs = []
+    if "knot-cnn" in models:
+        _, knot_ds = train_bench.knots(knots_per_class, knot_size)
+        jobs.append((f"knot-cnn ({3 * knots_per_class:,} knots {knot_size}x{knot_size})", "knot-cnn", knot_ds))
+    if "protein-cnn" in models:
+        jobs.append((f"protein-cnn ({n_proteins:,} proteins, {max_length}x21 one-hot)", "protein-cnn",
+                     train_bench.proteins(n_proteins, max_length)))
+    _, rows = train_bench.training_table(jobs, batch_size, epochs, repeats)
+    out: dict[str, Any] = {}
+    for label, _, _ in jobs:
+        out[label] = {}
+        for feed in ("shardkit", "in-memory"):
+            r = rows[f"{label} / {feed}"]
+            out[label][feed] = {"seconds": r["epoch_s"], "peak_rss_bytes": r["peak_rss_mb"] * 2**20,
+                                "epochs_timed": r["epochs_timed"]}
+    return out
+
+
+def measure(cache: str, s: Any) -> dict[str, Any]:
+    """Everything in the reading section at the sizes of ``s`` (run_all.Sizes)."""
+    train_bench.CACHE = os.path.join(cache, "train")  # train_bench's inputs live in the same cache
+    sweep_path = datasets.knots_dataset(cache, s.reading_n, extra=["--num-shards", str(max(s.cycle_lengths))],
+                                        tag=f"-shards{max(s.cycle_lengths)}")
+    return {
+        "dataset": f"{s.reading_n // 3 * 3:,} knot images 128x128x3 uint8 (shardkit: 8 train shards)",
+        "batch_size": s.batch_size,
+        "repeats": s.repeats,
+        "readers": compare_readers(s.reading_n // 3, s.batch_size, s.repeats),
+        "cycle_length": reading_bench.sweep_cycle_length(sweep_path, s.cycle_lengths, s.batch_size, s.repeats),
+        "shard_count": reading_bench.sweep_shard_count(cache, s.reading_n, s.shard_counts, s.batch_size, s.repeats),
+        "compression": reading_bench.compression(cache, s.reading_n, s.reading_proteins, s.batch_size, s.repeats),
+        "epoch": training_epochs(**s.extra.get("training", {}), batch_size=s.batch_size),
+        "notes": ("Throughput = examples delivered per second by each reader over whole epochs with nothing "
+                  "consuming them (train_bench.reader_table: median of the repeats after a warm-up epoch; page cache "
+                  "warm; shardkit's row is epochs 2.. of one continuous stream as `fit` reads it, its first epoch "
+                  "shown separately). shardkit = `shardkit.train.dataset.train_dataset` (shard order permuted per "
+                  "epoch, parallel interleave, shuffle buffer over globally pre-shuffled shards, vectorised parse, "
+                  "uint8 images). The sweeps below read one epoch per pass from a fresh iterator (start-up "
+                  "included). "
+                  "seed-000 generator = the user's `imageLoader` verbatim (sequential PyTables slices, X/255 in "
+                  "numpy: float64, no shuffle). PyDataset = a Keras PyDataset reading a fresh global permutation "
+                  "from h5py each epoch (/255 float32). in-memory numpy = all images in RAM (uint8) read the way "
+                  "`model.fit(x, y, shuffle=True)` does (Keras' array adapter, tf.data); the bare 1-thread numpy "
+                  "gather (no framework at all) is shown for reference. Training epochs: train_bench, each feed "
+                  "in a fresh process, first epoch (tracing) excluded, `model.fit` on the shardkit stream vs on the "
+                  "decoded train split held as numpy arrays; peak RSS of that process."),
+    }
