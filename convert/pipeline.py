@@ -431,7 +431,7 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     beam_args = list(beam_args or [])
     start = time.time()
     cfg = _order_inputs(cfg)
-    opts, runner, runner_name = pipeline_options(beam_args, cfg.workers)
+    _, _, runner_name = pipeline_options(beam_args, 1)
     check_runner_paths(runner_name, beam_args, list(cfg.inputs) + [cfg.out])
     publish.check_out(cfg.out, cfg.overwrite)
     specs = _source_specs(cfg)
@@ -452,6 +452,7 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
         row_ids = _row_ids(cfg, sources)
         rec = _record_bytes(enc, sources[0], cfg)
         tasks = _plan(cfg, sources, labels, row_ids, rec)
+        opts, runner, runner_name = pipeline_options(beam_args, min(cfg.workers or os.cpu_count() or 1, len(tasks)))
         src_row_bytes = [max(1, int(np.prod(s.data_info()[0] or (1,))) * s.data_info()[1].itemsize)
                          if s.fmt == "hdf5" else None for s in sources]
     finally:
