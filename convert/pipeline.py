@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -21,18 +20,14 @@ from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo
 from . import plan as planning
 from . import publish
 from .encoders import ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, label_spec
-from .records import ExampleLayout, ShardWriter
 from .publish import join
+from .runner import check_runner_paths, error_from, pipeline_options, run_job
+from .shards import STATS_DIR, ConvertError, EncodeConfig, worker_errors
 from .sources import Source, SourceSpec, file_stat, open_source
 
-STATS_DIR = "_stats"
-ERRORS_DIR = "_errors"
+__all__ = ["ConvertConfig", "ConvertError", "convert"]
+
 RECORD_OVERHEAD = 64
-LOCAL_RUNNERS = {"fnapirunner", "directrunner", "daskrunner", "swallowingdirectrunner"}
-
-
-class ConvertError(RuntimeError):
-    """The conversion failed (bad input, unwritable output, failed pipeline); nothing was published."""
 
 
 @dataclass(frozen=True)
@@ -68,20 +63,6 @@ class ConvertConfig:
     @property
     def feature_name(self) -> str:
         return self.name or self.kind
-
-
-@dataclass(frozen=True)
-class EncodeConfig:
-    """What a worker needs to encode rows: the encoder, the feature name and the output settings."""
-
-    encoder: Any
-    name: str
-    compression: str | None
-    tmp_dir: str
-    specs: tuple[SourceSpec, ...]
-
-
-# ---------------------------------------------------------------------------------------------- driver side
 
 
 def _source_specs(cfg: ConvertConfig) -> list[SourceSpec]:
@@ -253,179 +234,8 @@ def dataclass_replace(obj: Any, **kw: Any) -> Any:
     return dataclasses.replace(obj, **kw)
 
 
-# ---------------------------------------------------------------------------------------------- worker side
-
-
-class _Aborted(Exception):
-    """Another shard already failed; this one stops early."""
-
-
-def write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
-    """Write one shard and return its stats; bad input is recorded for the driver instead of crashing workers.
-
-    Recording (rather than raising) keeps worker tracebacks out of the user's terminal and lets the driver
-    report one clear message; the other shards notice the error file and stop early.
-    """
-    try:
-        return _write_shard(task, enc, sources)
-    except _Aborted:
-        return {"split": task.split, "index": task.index, "aborted": True}
-    except (InputError, ConvertError) as e:
-        try:
-            publish.write_text(join(enc.tmp_dir, f"{ERRORS_DIR}/{task.split}-{task.index:05d}.txt"), str(e))
-        except OSError:
-            raise e from None
-        return {"split": task.split, "index": task.index, "error": str(e)}
-
-
-def _failed(tmp_dir: str) -> bool:
-    return "://" not in tmp_dir and os.path.isdir(os.path.join(tmp_dir, ERRORS_DIR))
-
-
-def worker_errors(tmp_dir: str) -> list[str]:
-    """Messages of shards that failed on bad input or unwritable output, in shard order."""
-    return [(publish.read_text(p) or "").strip() for p in publish.list_files(join(tmp_dir, ERRORS_DIR), ".txt")]
-
-
-def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
-    """Read one shard's rows, encode them in planned order, write the TFRecord file; return its stats."""
-    if _failed(enc.tmp_dir):
-        raise _Aborted()
-    started = time.time()
-    if task.source not in sources:
-        sources[task.source] = open_source(enc.specs[task.source])
-    src = sources[task.source]
-    where = src.where(src.spec.data)
-    path = join(enc.tmp_dir, task.path)
-    try:
-        writer = ShardWriter(path, enc.compression)
-    except OSError as e:
-        raise ConvertError(f"cannot write {path}: {e.strerror or e}") from e
-    k = int(task.labels.max()) + 1 if len(task.labels) else 0
-    stats = {"truncated_sequences": 0, "unknown_letters": 0}
-    done = 0
-    lut = enc.encoder.table() if isinstance(enc.encoder, SequenceEncoder) else None
-    layout = ExampleLayout(enc.name, ("label", "row_id") + ((enc.name + "_length",) if lut is not None else ()))
-    all_labels, all_ids = task.labels.tolist(), task.row_ids.tolist()
-    try:
-        for rows, values in src.read_rows(task.rows):
-            if _failed(enc.tmp_dir):
-                raise _Aborted()
-            n = len(rows)
-            labels, ids = all_labels[done : done + n], all_ids[done : done + n]
-            if lut is not None:
-                for i in range(n):
-                    payload, st = enc.encoder.encode_one(values[i], lut, int(rows[i]), where)
-                    stats["truncated_sequences"] += st.truncated
-                    stats["unknown_letters"] += st.unknown
-                    writer.write_pieces(*layout.pieces(payload, (labels[i], ids[i], st.length)))
-            else:
-                for i, payload in enumerate(enc.encoder.encode(values, rows, where)):
-                    writer.write_pieces(*layout.pieces(payload, (labels[i], ids[i])))
-            done += n
-        size = writer.close()
-    except OSError as e:
-        writer.abort()
-        raise ConvertError(f"cannot write {path}: {e.strerror or e}") from e
-    except BaseException:
-        writer.abort()
-        raise
-    info = {
-        "split": task.split, "index": task.index, "path": task.path, "count": done, "bytes": size,
-        "class_counts": np.bincount(task.labels, minlength=k).tolist(), **stats,
-        "started": started, "finished": time.time(),
-    }
-    publish.write_text(join(enc.tmp_dir, f"{STATS_DIR}/{task.split}-{task.index:05d}.json"), json.dumps(info))
-    return info
-
-
-def _beam_write_fn(enc: EncodeConfig) -> Any:
-    import apache_beam as beam
-
-    class WriteShardFn(beam.DoFn):
-        """Writes one shard per task; keeps its sources open for the worker's lifetime."""
-
-        def __init__(self, enc: EncodeConfig) -> None:
-            self.enc = enc
-            self.sources: dict[int, Source] = {}
-
-        def process(self, task: planning.ShardTask) -> Iterator[dict[str, Any]]:
-            yield write_shard(task, self.enc, self.sources)
-
-        def teardown(self) -> None:
-            for s in self.sources.values():
-                s.close()
-
-    return WriteShardFn(enc)
-
-
-# ---------------------------------------------------------------------------------------------- running
-
-
-def pipeline_options(beam_args: list[str], workers: int) -> tuple[Any, Any, str]:
-    """PipelineOptions from the Beam args; the local FnApiRunner (multi-process over ``workers``) unless
-    ``--runner`` names another. Returns (options, runner or None, runner name)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
-        beam_args = list(beam_args) + ["--default_sdk_harness_log_level=CRITICAL"]
-    opts = PipelineOptions(list(beam_args))
-    runner = opts.view_as(StandardOptions).runner
-    if runner:
-        return opts, None, str(runner)
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    workers = workers or os.cpu_count() or 1
-    mode = "multi_processing" if workers > 1 else "in_memory"
-    opts = PipelineOptions(list(beam_args) + [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
-    return opts, FnApiRunner(), f"FnApiRunner ({mode}, {workers} workers)"
-
-
-def check_runner_paths(runner_name: str, beam_args: list[str], paths: list[str]) -> None:
-    """A local path cannot be read or written by a remote runner's workers: fail now instead of hanging."""
-    short = runner_name.split(".")[-1].split(" ")[0].lower()
-    if short in LOCAL_RUNNERS:
-        return
-    env = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--environment_type=")), "").upper()
-    if env in ("LOOPBACK", "PROCESS") and short in ("portablerunner", "flinkrunner", "sparkrunner", "prismrunner"):
-        return
-    local = [p for p in paths if "://" not in p or p.startswith("file://")]
-    if local:
-        raise InputError(
-            f"{local[0]}: is a local path, but runner {runner_name} runs workers elsewhere that cannot see it; "
-            "put inputs and --out on shared storage (e.g. gs://...) or run locally"
-        )
-
-
-def _run_beam(tasks: list[planning.ShardTask], enc: EncodeConfig, opts: Any, runner: Any) -> None:
-    import apache_beam as beam
-
-    p = beam.Pipeline(runner=runner, options=opts)
-    (
-        p
-        | "Shards" >> beam.Create(tasks, reshuffle=False)
-        | "Spread" >> beam.Reshuffle()
-        | "Write" >> beam.ParDo(_beam_write_fn(enc))
-    )
-    result = p.run()
-    try:
-        result.wait_until_finish()
-    finally:
-        client = getattr(result, "client", None)  # the Dask runner leaves its distributed.Client open
-        if client is not None:
-            client.close()
-
-
-def _error_from(exc: BaseException) -> str | None:
-    """The shardkit error message inside a (remote) Beam failure, if there is one."""
-    text = str(exc)
-    found = re.findall(r"(?:InputError|ConvertError): ([^\n]+)", text)
-    return found[-1].strip() if found else None
-
-
 def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = None) -> Metadata:
     """Convert ``cfg.inputs`` into the dataset ``cfg.out``; publishes nothing unless everything succeeded."""
-    from . import __version__
     from .progress import Progress
 
     beam_args = list(beam_args or [])
@@ -471,11 +281,11 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
         progress = Progress(tmp, total_rows, total_in_bytes, rec, enabled=cfg.progress, log=log)
         with progress:
             try:
-                _run_beam(tasks, ecfg, opts, runner)
+                run_job(tasks, ecfg, opts, runner)
             except (InputError, ConvertError):
                 raise
             except Exception as e:  # noqa: BLE001 - Beam wraps worker errors in runner-specific types
-                msg = _error_from(e)
+                msg = error_from(e)
                 if msg is None:
                     raise ConvertError(f"Beam pipeline failed ({runner_name}): {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from e
                 raise ConvertError(msg) from e

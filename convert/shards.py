@@ -1,0 +1,123 @@
+"""Writing one shard: read its planned rows, encode them, write the TFRecord file and a small stats file.
+
+Runs inside Beam workers (any runner): plain values in, plain values out, no TensorFlow. Bad input is
+recorded in an error file for the driver to report once, rather than raised through the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import plan as planning
+from . import publish
+from .encoders import InputError, SequenceEncoder
+from .publish import join
+from .records import ExampleLayout, ShardWriter
+from .sources import Source, SourceSpec, open_source
+
+STATS_DIR = "_stats"
+ERRORS_DIR = "_errors"
+
+
+class ConvertError(RuntimeError):
+    """The conversion failed (bad input, unwritable output, failed pipeline); nothing was published."""
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """What a worker needs to encode rows: the encoder, the feature name and the output settings."""
+
+    encoder: Any
+    name: str
+    compression: str | None
+    tmp_dir: str
+    specs: tuple[SourceSpec, ...]
+
+
+class _Aborted(Exception):
+    """Another shard already failed; this one stops early."""
+
+
+def write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
+    """Write one shard and return its stats; bad input is recorded for the driver instead of crashing workers.
+
+    Recording (rather than raising) keeps worker tracebacks out of the user's terminal and lets the driver
+    report one clear message; the other shards notice the error file and stop early.
+    """
+    try:
+        return _write_shard(task, enc, sources)
+    except _Aborted:
+        return {"split": task.split, "index": task.index, "aborted": True}
+    except (InputError, ConvertError) as e:
+        try:
+            publish.write_text(join(enc.tmp_dir, f"{ERRORS_DIR}/{task.split}-{task.index:05d}.txt"), str(e))
+        except OSError:
+            raise e from None
+        return {"split": task.split, "index": task.index, "error": str(e)}
+
+
+def _failed(tmp_dir: str) -> bool:
+    return "://" not in tmp_dir and os.path.isdir(os.path.join(tmp_dir, ERRORS_DIR))
+
+
+def worker_errors(tmp_dir: str) -> list[str]:
+    """Messages of shards that failed on bad input or unwritable output, in shard order."""
+    return [(publish.read_text(p) or "").strip() for p in publish.list_files(join(tmp_dir, ERRORS_DIR), ".txt")]
+
+
+def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
+    """Read one shard's rows, encode them in planned order, write the TFRecord file; return its stats."""
+    if _failed(enc.tmp_dir):
+        raise _Aborted()
+    started = time.time()
+    if task.source not in sources:
+        sources[task.source] = open_source(enc.specs[task.source])
+    src = sources[task.source]
+    where = src.where(src.spec.data)
+    path = join(enc.tmp_dir, task.path)
+    try:
+        writer = ShardWriter(path, enc.compression)
+    except OSError as e:
+        raise ConvertError(f"cannot write {path}: {e.strerror or e}") from e
+    k = int(task.labels.max()) + 1 if len(task.labels) else 0
+    stats = {"truncated_sequences": 0, "unknown_letters": 0}
+    done = 0
+    lut = enc.encoder.table() if isinstance(enc.encoder, SequenceEncoder) else None
+    layout = ExampleLayout(enc.name, ("label", "row_id") + ((enc.name + "_length",) if lut is not None else ()))
+    all_labels, all_ids = task.labels.tolist(), task.row_ids.tolist()
+    try:
+        for rows, values in src.read_rows(task.rows):
+            if _failed(enc.tmp_dir):
+                raise _Aborted()
+            n = len(rows)
+            labels, ids = all_labels[done : done + n], all_ids[done : done + n]
+            if lut is not None:
+                for i in range(n):
+                    payload, st = enc.encoder.encode_one(values[i], lut, int(rows[i]), where)
+                    stats["truncated_sequences"] += st.truncated
+                    stats["unknown_letters"] += st.unknown
+                    writer.write_pieces(*layout.pieces(payload, (labels[i], ids[i], st.length)))
+            else:
+                for i, payload in enumerate(enc.encoder.encode(values, rows, where)):
+                    writer.write_pieces(*layout.pieces(payload, (labels[i], ids[i])))
+            done += n
+        size = writer.close()
+    except OSError as e:
+        writer.abort()
+        raise ConvertError(f"cannot write {path}: {e.strerror or e}") from e
+    except BaseException:
+        writer.abort()
+        raise
+    info = {
+        "split": task.split, "index": task.index, "path": task.path, "count": done, "bytes": size,
+        "class_counts": np.bincount(task.labels, minlength=k).tolist(), **stats,
+        "started": started, "finished": time.time(),
+    }
+    publish.write_text(join(enc.tmp_dir, f"{STATS_DIR}/{task.split}-{task.index:05d}.json"), json.dumps(info))
+    return info
