@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 
 from .encoders import InputError
 from .pipeline import ConvertConfig, ConvertError, convert
@@ -115,12 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    previous = _exit_on_sigterm()
     logging.getLogger().setLevel(logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         convert(config_from_args(args), beam_args)
     except (InputError, ConvertError) as e:
+        if _TERMINATED:
+            print("shardkit-convert: terminated; nothing was published", file=sys.stderr)
+            return 128 + _TERMINATED[0]
         msg = re.sub(r"\s*\[while running '[^']*'\]", "", str(e))
         print(f"shardkit-convert: error: {msg}", file=sys.stderr)
         print("shardkit-convert: nothing was published", file=sys.stderr)
@@ -128,4 +134,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shardkit-convert: interrupted; nothing was published", file=sys.stderr)
         return 130
+    except SystemExit as e:
+        print("shardkit-convert: terminated; nothing was published", file=sys.stderr)
+        return int(e.code or 1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+_TERMINATED: list[int] = []
+
+
+def _exit_on_sigterm() -> object:
+    """Turn SIGTERM into SystemExit so the temp dir is removed; returns the previous handler (None off the
+    main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: object) -> None:
+        _TERMINATED.append(signum)
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, stop)

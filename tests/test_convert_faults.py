@@ -59,6 +59,22 @@ def test_sigkill_mid_run_publishes_nothing_and_rerun_is_identical(tmp_path) -> N
     assert shard_bytes(out) == shard_bytes(clean) and len(shard_bytes(out)) == 60 + 8 + 8
 
 
+def test_sigterm_mid_run_cleans_up(tmp_path) -> None:
+    src = _random_images(str(tmp_path / "r.h5"), 12000)
+    out = str(tmp_path / "ds")
+    proc = subprocess.Popen(_cli(src, "--out", out, *RANDOM_ARGS, "--num-shards", "60", "--workers", "1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pattern = str(tmp_path / ".ds.shardkit-tmp-*" / "_stats" / "*.json")
+    deadline = time.time() + 120
+    while not glob.glob(pattern) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "conversion finished before it could be terminated"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "nothing was published" in err
+    assert no_leftovers(out)
+
+
 def test_unwritable_output(knots_h5: str, tmp_path) -> None:
     rc, err = run_convert([knots_h5, "--out", "/proc/shardkit-ds", *IMAGE_ARGS, "--workers", "1"])
     assert rc == 1 and "/proc/shardkit-ds" in err and "nothing was published" in err
