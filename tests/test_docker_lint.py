@@ -146,3 +146,19 @@ def test_k8s_job_builds_valid_tf_config(tmp_path: Path) -> None:
         name = job["metadata"]["name"]
         assert config["cluster"]["worker"] == [f"{name}-{i}.{name}:12345" for i in range(workers)]
         assert config["task"] == {"type": "worker", "index": index}
+
+
+def test_example_commands_parse_with_the_real_cli() -> None:
+    """The compose and Kubernetes examples pass arguments shardkit-train actually accepts."""
+    import shlex
+
+    from shardkit.train import cli
+
+    compose = yaml.safe_load((DOCKER / "compose.multiworker.yaml").read_text())
+    commands = [s["command"] for s in compose["services"].values()]
+    job = next(d for d in yaml.safe_load_all((DOCKER / "k8s.multiworker.yaml").read_text()) if d["kind"] == "Job")
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0].replace("\\\n", " ")
+    commands.append(shlex.split(script.split("exec shardkit-train", 1)[1]))
+    for argv in commands:
+        args = cli.parser().parse_args(argv)
+        assert args.command == "fit" and args.strategy == "multiworker", argv
