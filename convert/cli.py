@@ -83,7 +83,9 @@ def parser() -> argparse.ArgumentParser:
     sz.add_argument("--shard-size-mb", type=_positive(float), default=128.0, help="target shard size (default 128)")
     g.add_argument("--compression", choices=["none", "gzip"], default="none")
     g = p.add_argument_group("running")
-    g.add_argument("--workers", type=int, default=0, help="local worker processes (default: CPU cores)")
+    g.add_argument("--workers", type=int, default=0, help="local workers (default: CPU cores)")
+    g.add_argument("--worker-mode", choices=["process", "thread"], default="process",
+                   help="local workers as processes (default) or threads (no start-up cost; GIL-bound)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     g.add_argument("--quiet", action="store_true", help="no progress or summary")
     return p
@@ -102,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
         max_length=args.max_length, vocabulary=args.vocabulary, unknown=args.unknown, dtype=args.dtype,
         split=split, seed=args.seed, num_shards=args.num_shards, shard_size_mb=args.shard_size_mb,
         compression="GZIP" if args.compression == "gzip" else None, workers=args.workers,
+        worker_mode=args.worker_mode,
         overwrite=args.overwrite, progress=not args.quiet,
     )
 

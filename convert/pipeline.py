@@ -56,6 +56,7 @@ class ConvertConfig:
     shard_size_mb: float = 128.0
     compression: str | None = None
     workers: int = 0
+    worker_mode: str = "process"
     overwrite: bool = False
     progress: bool = True
     source_splits: tuple[str, ...] = field(default=())
@@ -262,7 +263,8 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
         row_ids = _row_ids(cfg, sources)
         rec = _record_bytes(enc, sources[0], cfg)
         tasks = _plan(cfg, sources, labels, row_ids, rec)
-        opts, runner, runner_name = pipeline_options(beam_args, min(cfg.workers or os.cpu_count() or 1, len(tasks)))
+        workers = min(cfg.workers or os.cpu_count() or 1, len(tasks))
+        opts, runner, runner_name = pipeline_options(beam_args, workers, cfg.worker_mode)
         src_row_bytes = [max(1, int(np.prod(s.data_info()[0] or (1,))) * s.data_info()[1].itemsize)
                          if s.fmt == "hdf5" else None for s in sources]
     finally:

@@ -38,9 +38,10 @@ def _write_fn(enc: EncodeConfig) -> Any:
     return WriteShardFn(enc)
 
 
-def pipeline_options(beam_args: list[str], workers: int) -> tuple[Any, Any, str]:
-    """PipelineOptions from the Beam args; the local FnApiRunner (multi-process over ``workers``) unless
-    ``--runner`` names another. Returns (options, runner or None, runner name)."""
+def pipeline_options(beam_args: list[str], workers: int, worker_mode: str = "process") -> tuple[Any, Any, str]:
+    """PipelineOptions from the Beam args; the local FnApiRunner over ``workers`` worker processes (or
+    threads, ``worker_mode="thread"``) unless ``--runner`` names another. Returns (options, runner or None,
+    runner name)."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
@@ -52,7 +53,7 @@ def pipeline_options(beam_args: list[str], workers: int) -> tuple[Any, Any, str]
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     workers = workers or os.cpu_count() or 1
-    mode = "multi_processing" if workers > 1 else "in_memory"
+    mode = ("multi_threading" if worker_mode == "thread" else "multi_processing") if workers > 1 else "in_memory"
     opts = PipelineOptions(list(beam_args) + [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
     return opts, FnApiRunner(), f"FnApiRunner ({mode}, {workers} workers)"
 

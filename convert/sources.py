@@ -7,6 +7,7 @@ data values of requested rows in the requested order, a bounded block at a time.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -15,6 +16,7 @@ import numpy as np
 from .encoders import InputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+HDF5_LOCK = threading.RLock()  # the HDF5 library is not thread-safe; thread workers take turns
 BLOCK_BYTES = 16 << 20
 CSV_CHUNK_ROWS = 50_000
 
@@ -130,15 +132,16 @@ class HDF5Source(Source):
         import tables
 
         self.spec, self.fmt = spec, "hdf5"
-        try:
-            self._file = tables.open_file(spec.path, mode="r")
-        except Exception as e:  # noqa: BLE001 - PyTables raises several types for damaged files
-            raise InputError(f"{spec.path}: cannot open as HDF5: {e}") from e
-        try:
-            self._init()
-        except BaseException:
-            self._file.close()
-            raise
+        with HDF5_LOCK:
+            try:
+                self._file = tables.open_file(spec.path, mode="r")
+            except Exception as e:  # noqa: BLE001 - PyTables raises several types for damaged files
+                raise InputError(f"{spec.path}: cannot open as HDF5: {e}") from e
+            try:
+                self._init()
+            except BaseException:
+                self._file.close()
+                raise
 
     def _init(self) -> None:
         spec = self.spec
@@ -179,7 +182,8 @@ class HDF5Source(Source):
         return node
 
     def column(self, name: str) -> np.ndarray:
-        return np.asarray(self._node(name)[:])
+        with HDF5_LOCK:
+            return np.asarray(self._node(name)[:])
 
     def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
         return tuple(int(d) for d in self._data.shape[1:]), np.dtype(self._data.dtype)
@@ -187,7 +191,8 @@ class HDF5Source(Source):
     def _raw_rows(self) -> "RawRows | None":
         """Direct reads for uncompressed data (contiguous, or chunks holding whole rows), else None."""
         if not hasattr(self, "_raw"):
-            self._raw = RawRows.open(self.spec.path, self._path(self.spec.data))
+            with HDF5_LOCK:
+                self._raw = RawRows.open(self.spec.path, self._path(self.spec.data))
         return self._raw
 
     def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -204,18 +209,20 @@ class HDF5Source(Source):
             order = np.argsort(block, kind="stable")
             srt = block[order]
             i = 0
-            while i < len(srt):
-                j = i + 1
-                while j < len(srt) and srt[j] == srt[j - 1] + 1:
-                    j += 1
-                out[order[i:j]] = node[int(srt[i]) : int(srt[j - 1]) + 1]
-                i = j
+            with HDF5_LOCK:
+                while i < len(srt):
+                    j = i + 1
+                    while j < len(srt) and srt[j] == srt[j - 1] + 1:
+                        j += 1
+                    out[order[i:j]] = node[int(srt[i]) : int(srt[j - 1]) + 1]
+                    i = j
             yield block, out
 
     def close(self) -> None:
         if getattr(self, "_raw", None) is not None:
             self._raw.close()
-        self._file.close()
+        with HDF5_LOCK:
+            self._file.close()
 
 
 class RawRows:

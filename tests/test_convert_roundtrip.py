@@ -107,6 +107,12 @@ def test_deterministic_across_worker_counts_and_reruns(knots_h5: str, knots_out:
     rc, err = run_convert([knots_h5, "--out", out2, *IMAGE_ARGS, "--num-shards", "3", "--workers", "2"])
     assert rc == 0, err
     assert shard_bytes(out2) == shard_bytes(knots_out)
+    threads = str(tmp_path / "threads")
+    rc, err = run_convert([knots_h5, "--out", threads, *IMAGE_ARGS, "--num-shards", "3", "--workers", "2",
+                           "--worker-mode", "thread"])
+    assert rc == 0, err
+    assert shard_bytes(threads) == shard_bytes(knots_out)
+    assert "multi_threading" in read_metadata(threads).stats["runner"]
     rc, _ = run_convert([knots_h5, "--out", out2, *IMAGE_ARGS, "--num-shards", "3", "--workers", "2"])
     assert rc == 1  # existing dataset is refused without --overwrite
     rc, err = run_convert([knots_h5, "--out", out2, *IMAGE_ARGS, "--num-shards", "3", "--seed", "7", "--overwrite"])
@@ -248,7 +254,7 @@ def test_compressed_and_shaped_hdf5(tmp_path) -> None:
         f.create_array("/", "lab", np.arange(50) % 2)
     out = str(tmp_path / "out")
     rc, err = run_convert([src, "--out", out, "--kind", "image", "--data", "imgs", "--label", "lab", "--split", "1",
-                           "--workers", "1"])
+                           "--num-shards", "4", "--workers", "2", "--worker-mode", "thread"])
     assert rc == 0, err
     assert read_metadata(out).feature("image").shape == (8, 8, 3)
     recs = read_split(out, "train")
