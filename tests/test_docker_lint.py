@@ -162,3 +162,37 @@ def test_example_commands_parse_with_the_real_cli() -> None:
     for argv in commands:
         args = cli.parser().parse_args(argv)
         assert args.command == "fit" and args.strategy == "multiworker", argv
+
+
+def documented_commands(program: str) -> list[list[str]]:
+    """Arguments of every `program` invocation in docs/operations.md's shell blocks (after the image name
+    when run through `docker run`)."""
+    import shlex
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    out = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            tokens = shlex.split(line, comments=True)
+            if tokens[:2] == ["docker", "run"] and f"--entrypoint {program}" in " ".join(tokens):
+                image = next(i for i, t in enumerate(tokens) if re.search(r"(^|/)shardkit-\w+:", t))
+                out.append(tokens[image + 1 :])
+            elif tokens[:2] == ["docker", "run"] and any(re.search(rf"(^|/){program}:", t) for t in tokens):
+                out.append(tokens[next(i for i, t in enumerate(tokens) if re.search(rf"(^|/){program}:", t)) + 1 :])
+            elif program in tokens:
+                out.append(tokens[tokens.index(program) + 1 :])
+    return out
+
+
+def test_documented_commands_parse_with_the_real_clis() -> None:
+    from shardkit.convert import cli as convert_cli
+    from shardkit.train import cli as train_cli
+
+    converts = documented_commands("shardkit-convert")
+    trains = documented_commands("shardkit-train")
+    assert len(converts) >= 4 and len(trains) >= 3, (converts, trains)
+    for argv in converts:
+        ours = argv[: argv.index("--")] if "--" in argv else argv
+        convert_cli.parser().parse_args(ours)
+    for argv in trains:
+        train_cli.parser().parse_args(argv)
