@@ -132,9 +132,10 @@ def throughput(a: argparse.Namespace) -> None:
     subprocess.run(["cat", src], stdout=subprocess.DEVNULL, check=True)  # warm the page cache for everyone
     import tensorflow  # noqa: F401  (imported once, outside the timed loop)
 
-    times: dict[str, list[float]] = {"hand": [], "script": [], "w1": [], "w2": []}
-    phase: dict[str, list[float]] = {"hand": [], "script": [], "w1": [], "w2": []}
-    rss: dict[str, list[int]] = {"w1": [], "w2": []}
+    modes = {"w1": (1, []), "w2": (2, []), "w2t": (2, ["--worker-mode", "thread"])}
+    times: dict[str, list[float]] = {k: [] for k in ("hand", "script", *modes)}
+    phase: dict[str, list[float]] = {k: [] for k in ("hand", "script", *modes)}
+    rss: dict[str, list[int]] = {k: [] for k in modes}
     for _ in range(a.runs):
         t = hand_loop(src, os.path.join(work, "hand.tfrecord"))
         os.remove(os.path.join(work, "hand.tfrecord"))
@@ -144,12 +145,12 @@ def throughput(a: argparse.Namespace) -> None:
         os.remove(os.path.join(work, "hand.tfrecord"))
         times["script"].append(t)
         phase["script"].append(t)
-        for w in (1, 2):
-            t, r, ph = shardkit(src, os.path.join(work, f"out-w{w}"), w)
-            shutil.rmtree(os.path.join(work, f"out-w{w}"))
-            times[f"w{w}"].append(t)
-            phase[f"w{w}"].append(ph)
-            rss[f"w{w}"].append(r)
+        for key, (w, extra) in modes.items():
+            t, r, ph = shardkit(src, os.path.join(work, f"out-{key}"), w, extra)
+            shutil.rmtree(os.path.join(work, f"out-{key}"))
+            times[key].append(t)
+            phase[key].append(ph)
+            rss[key].append(r)
     med = {k: statistics.median(v) for k, v in times.items()}
     mph = {k: statistics.median(v) for k, v in phase.items()}
     print(f"\nLoad average before: {os.getloadavg()[0]:.1f}. Throughput: {a.rows} knot images 128x128x3 ({mb:,.0f} MB) from one PyTables file, "
@@ -160,8 +161,9 @@ def throughput(a: argparse.Namespace) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     label = {"hand": "hand-written tf.io.TFRecordWriter loop (loop only)",
              "script": "same hand loop as a script (python + import tensorflow + loop)",
-             "w1": "shardkit-convert --workers 1", "w2": "shardkit-convert --workers 2"}
-    for k in ("hand", "script", "w1", "w2"):
+             "w1": "shardkit-convert --workers 1", "w2": "shardkit-convert --workers 2 (processes, default)",
+             "w2t": "shardkit-convert --workers 2 --worker-mode thread"}
+    for k in ("hand", "script", *modes):
         r = f"{max(rss[k]) / 1e6:,.0f} MB" if k in rss else "-"
         print(f"| {label[k]} | {med[k]:.2f} | {a.rows / med[k]:,.0f} | {mb / med[k]:,.1f} | "
               f"{med['hand'] / med[k]:.2f}x | {med['script'] / med[k]:.2f}x | {mph[k]:.2f} | {mb / mph[k]:,.1f} | "
