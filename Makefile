@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= cpu,convert,train,dask,test
 
-.PHONY: install demo test bench docker lint clean
+.PHONY: install demo test bench bench-quick docker clean
+DEMO ?= demo-out
 
 install: $(VENV)/.installed
 
@@ -14,6 +15,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
+
+# The seed-000 situation in miniature: knot images written class-sorted into a PyTables EArray, converted
+# to shuffled, stratified shards, checked, then trained with validation every epoch and tested at the end.
+demo: install
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(BIN)/python -m shardkit.convert.examples knots $(DEMO)/knots.h5 --n 500 --size 48
+	$(BIN)/shardkit-convert $(DEMO)/knots.h5 --out $(DEMO)/knots --kind image \
+		--data /train_data --label /train_label --image-shape 48,48,3 --num-shards 4
+	$(BIN)/shardkit-train verify $(DEMO)/knots
+	$(BIN)/shardkit-train inspect $(DEMO)/knots --out $(DEMO)/inspect
+	$(BIN)/shardkit-train fit $(DEMO)/knots --model knot-cnn --epochs 6 --batch-size 32 \
+		--out $(DEMO)/run --verbose 2
+	@echo "demo done: dataset in $(DEMO)/knots, run (metrics.json, curves.png, confusion.png) in $(DEMO)/run"
 
 test: install
 	$(BIN)/python -m pytest -q
