@@ -290,8 +290,8 @@ def device_steps(dataset: str, batch: int, steps: int, warmup: int, precision: s
     strategy.configure_devices()
     strategy.set_precision(precision)
     ds = open_dataset(dataset)
-    per_epoch = training_input(dataset, batch, 1).plan.steps_per_epoch
-    epochs = -(-(steps + warmup) // per_epoch)
+    full_per_epoch = max(1, ds.count("train") // batch)
+    epochs = -(-(steps + warmup) // full_per_epoch)
     results = {}
     for feed in ("synthetic", "shardkit"):
         keras.utils.set_random_seed(0)
@@ -313,7 +313,7 @@ def device_steps(dataset: str, batch: int, steps: int, warmup: int, precision: s
                     float(logs["loss"])  # sync with the device
                 stamps.append(time.perf_counter())
 
-        model.fit(data, epochs=1, steps_per_epoch=warmup + steps, callbacks=[Stamp()], verbose=0)
+        model.fit(data, epochs=1, steps_per_epoch=warmup + steps, callbacks=[Stamp()], verbose=0, shuffle=False)
         deltas = np.diff(stamps[warmup - 1 :])
         results[feed] = {"median_step_ms": float(np.median(deltas) * 1e3), "mean_step_ms": float(deltas.mean() * 1e3)}
     ratio = results["shardkit"]["median_step_ms"] / results["synthetic"]["median_step_ms"]
@@ -353,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--precision", default="float32")
     p.add_argument("--xla", action="store_true")
+    p.add_argument("--large-proteins", type=int, default=0, metavar="N",
+                   help="add a protein-cnn row at N proteins (in-memory one-hot grows with N, shardkit's RSS does not)")
+    p.add_argument("--only-large", action="store_true", help="run just the --large-proteins row")
     p.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
     a = p.parse_args(argv)
     if a.child:
@@ -365,13 +368,18 @@ def main(argv: list[str] | None = None) -> int:
         text, raw["device"] = device_steps(dataset, a.batch_size, a.steps, a.warmup, a.precision, a.xla)
         print(text)
     else:
-        text, raw["reader"] = reader_table(a.reader_knots, a.reader_size, a.batch_size, a.repeats)
-        print(text + "\n", flush=True)
-        _, knot_ds = knots(a.train_knots, a.train_size)
-        jobs = [
-            (f"knot-cnn / knots {a.train_size}x{a.train_size}", "knot-cnn", knot_ds),
-            (f"protein-cnn / proteins {a.max_length}x21", "protein-cnn", proteins(a.proteins, a.max_length)),
-        ]
+        jobs = []
+        if not a.only_large:
+            text, raw["reader"] = reader_table(a.reader_knots, a.reader_size, a.batch_size, a.repeats)
+            print(text + "\n", flush=True)
+            _, knot_ds = knots(a.train_knots, a.train_size)
+            jobs += [
+                (f"knot-cnn / knots {a.train_size}x{a.train_size}", "knot-cnn", knot_ds),
+                (f"protein-cnn / {a.proteins} proteins {a.max_length}x21", "protein-cnn", proteins(a.proteins, a.max_length)),
+            ]
+        if a.large_proteins:
+            large = proteins(a.large_proteins, a.max_length)
+            jobs.append((f"protein-cnn / {a.large_proteins} proteins {a.max_length}x21", "protein-cnn", large))
         text, raw["training"] = training_table(jobs, a.batch_size, a.epochs, a.train_repeats)
         print(text)
     if a.json:
