@@ -33,6 +33,7 @@ def prepare(data_dir: str, n_knots: int = 600, n_proteins: int = 6000) -> dict[s
     """Convert the built-in knot and protein examples into ``data_dir`` (small enough to carry, ~35 MB)."""
     from . import datasets
 
+    data_dir = os.path.abspath(data_dir)
     cache = os.path.join(data_dir, "src")
     os.makedirs(cache, exist_ok=True)
     made = {"knots": datasets.knots_dataset(cache, n_knots, extra=["--num-shards", "8"], tag="-8"),

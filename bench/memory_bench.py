@@ -26,7 +26,8 @@ def _train(mode: str, h5: str, dataset: str, model_name: str, batch_size: int, s
     else:
         x, y = api.load_h5_arrays(h5, dataset)
         if mode == "in-memory float32":
-            x = x.astype(np.float32) / 255.0
+            x = x.astype(np.float32)
+            x /= 255.0
         model.fit(x, y, batch_size=batch_size, steps_per_epoch=steps, epochs=1, shuffle=True, verbose=0)
     return {"seconds": time.perf_counter() - start}
 

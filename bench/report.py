@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any, Callable, Sequence
 
-from . import targets
+from . import findings, targets
 
 GB, MB = 1e9, 1e6
 IMG_DIR = "img"
@@ -350,6 +350,12 @@ def render(results: dict, out_md: str) -> str:
     """Write the markdown (and its plots beside it under img/) and return the markdown text."""
     img_dir = os.path.join(os.path.dirname(os.path.abspath(out_md)), IMG_DIR)
     parts = [INTRO, "## Machine", render_machine(results), "## Targets", render_targets(results)]
+    try:
+        notes = findings.render(results)
+    except Exception as e:  # findings are commentary: never lose the report over them
+        notes = f"_Could not derive findings: {type(e).__name__}: {e}_"
+    if notes:
+        parts += ["### What the numbers say", notes]
     for title, fn in SECTIONS:
         parts.append(title)
         try:

@@ -1,0 +1,119 @@
+"""Plain-language findings under the targets table: what each MISS or PASS rests on, stated from the numbers
+of the same run (nothing here is hard-coded to a result)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+GB = 1e9
+
+
+def _rng(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if lo == hi else f"{format(lo, fmt)}-{format(hi, fmt)}"
+
+
+def conversion(results: dict) -> list[str]:
+    sec = results.get("conversion") or {}
+    sizes = sec.get("sizes") or []
+    if not sizes or "error" in sec:
+        return []
+    out = []
+    first, last = sizes[0], sizes[-1]
+    beams = ("beam 1w", "beam 2w")
+    phase = [s["runs"][b]["write_phase_rows_per_s"] for s in sizes for b in beams
+             if s["runs"].get(b, {}).get("write_phase_rows_per_s")]
+    startup = [s["runs"][b]["seconds"] - s["runs"][b]["write_phase_seconds"] for s in sizes for b in beams
+               if s["runs"].get(b, {}).get("write_phase_seconds")]
+    if phase and startup:
+        out.append(f"**Conversion.** Every shardkit run pays a fixed {_rng(startup, '.1f')} s outside its write phase "
+                   "(Python and Beam start-up, worker processes, planning, metadata, publish), so whole-run rows/s "
+                   f"climbs with N ({first['runs']['beam 1w']['rows_per_s']:,.0f} rows/s at {first['rows']:,} rows, "
+                   f"{last['runs']['beam 1w']['rows_per_s']:,.0f} at {last['rows']:,} with 1 worker) while the "
+                   f"write phase itself stays in {_rng(phase, ',.0f')} rows/s over the sizes measured. The "
+                   "targets are judged at the largest input, where start-up is amortised as it is for real data.")
+    hand = [s["runs"]["hand loop"]["rows_per_s"] for s in sizes]
+    out.append(f"The hand loop ran at {_rng(hand, ',.0f')} rows/s: on small inputs its single output file stays in "
+               "the page cache (it also skips shuffle, split and sharding); on the largest input, whose output no "
+               f"longer fits in the dirty page cache, it ran at {last['runs']['hand loop']['rows_per_s']:,.0f} rows/s "
+               f"({last['input_bytes'] / GB:.1f} GB).")
+    rss = [s["runs"][b]["peak_rss_bytes"] / GB for s in sizes for b in ("beam 2w",) if s["runs"].get(b)]
+    if rss:
+        out.append(f"Converter peak RSS with 2 workers (all processes) stayed within {_rng(rss, '.2f')} GB from "
+                   f"{first['input_bytes'] / GB:.2f} GB to {last['input_bytes'] / GB:.1f} GB of input: memory does "
+                   "not grow with N.")
+    return [" ".join(out)]
+
+
+def reading(results: dict) -> list[str]:
+    sec = results.get("reading") or {}
+    readers = sec.get("readers") or {}
+    ours, gen = readers.get("shardkit"), readers.get("seed-000 generator")
+    mem, gather = readers.get("in-memory numpy"), readers.get("in-memory numpy gather (1 thread)")
+    if not ours or not gen or "error" in sec:
+        return []
+    text = (f"**Reading.** With nothing consuming the batches, shardkit's reader delivers "
+            f"{ours['examples_per_s']:,.0f} examples/s ({ours['mb_per_s']:,.0f} MB/s) while shuffling globally; "
+            f"seed 000's generator delivers {gen['examples_per_s']:,.0f}/s because here the whole file sits in the "
+            "page cache and it reads contiguous slices in file order - the class-sorted order that made seed 000's "
+            "model collapse. It does not shuffle at all, so it is not a pipeline one can train on as is.")
+    pyds = readers.get("PyDataset over h5py")
+    if pyds:
+        text += (f" Shuffling the same HDF5 correctly (PyDataset over h5py) drops to {pyds['examples_per_s']:,.0f}/s: "
+                 f"shardkit is {ours['examples_per_s'] / pyds['examples_per_s']:.0f}x that.")
+    if mem:
+        text += (f" In-memory arrays read as `model.fit(x, y)` reads them give {mem['examples_per_s']:,.0f}/s"
+                 + (f" (a bare numpy gather {gather['examples_per_s']:,.0f}/s, memory bandwidth)" if gather else "")
+                 + ".")
+    epoch = sec.get("epoch") or {}
+    if epoch:
+        parts = []
+        for model, runs in epoch.items():
+            if runs.get("shardkit") and runs.get("in-memory"):
+                parts.append(f"{model}: {runs['shardkit']['seconds'] / runs['in-memory']['seconds']:.2f}x the "
+                             "in-memory epoch time")
+        if parts:
+            text += (" What training sees is the epoch time, where reading overlaps the step: " + "; ".join(parts)
+                     + ". On this 2-core CPU the reader's threads and the training step share the same two cores.")
+    return [text]
+
+
+def memory(results: dict) -> list[str]:
+    sec = results.get("memory") or {}
+    points = sec.get("points") or []
+    if len(points) < 2 or "error" in sec:
+        return []
+    ours = [p["shardkit"] / GB for p in points]
+    text = (f"**Memory.** A TensorFlow + Keras process training knot-cnn already holds about {min(ours):.1f} GB; "
+            f"shardkit adds its bounded shuffle buffer and prefetch on top, so its peak stays {_rng(ours, '.2f')} GB "
+            f"from N={points[0]['n']:,} to N={points[-1]['n']:,}. The in-memory peaks grow linearly with N")
+    proj = sec.get("projection") or {}
+    mem = proj.get("in-memory")
+    if mem:
+        text += (f" ({mem['bytes_per_example'] / 1e3:,.0f} KB per example for uint8 arrays, "
+                 f"{mem['bytes_per_example'] / (128 * 128 * 3):.1f}x the image itself); "
+                 f"shardkit reaches 1/10 of the uint8 in-memory peak from about N={mem.get('n_for_one_tenth', 0):,.0f}"
+                 f" and at seed 000's {proj['seed000_images']:,} images in-memory would need "
+                 f"~{mem['at_seed000_bytes'] / GB:.0f} GB")
+    text += ". The 1/10 target therefore holds for data sets several times larger than the framework's own footprint, not for small ones."
+    return [text]
+
+
+def storage(results: dict) -> list[str]:
+    sec = results.get("storage") or {}
+    if not sec.get("encodings") or "error" in sec:
+        return []
+    p = sec["seed001_projection"]
+    codes = sec["encodings"]["amino-acid codes"]["bytes_per_example"]
+    return [f"**Storage.** An amino-acid record is {codes:,.0f} bytes (660 one-byte codes plus its label, row id and "
+            f"length); seed 001's float32 one-hot is {sec['naive']['one-hot float32 (seed 001, to_categorical)']:,} "
+            f"bytes and the float64 batches its generator built twice that. For 431,403 sequences: "
+            f"{p['one-hot float64'] / GB:.1f} GB (float64) / {p['one-hot float32'] / GB:.1f} GB (float32) vs "
+            f"{p['shardkit codes'] / GB:.2f} GB of shards ({p['shardkit codes + GZIP'] / GB:.2f} GB with GZIP); the "
+            "one-hot is rebuilt on the fly in the graph (`tf.one_hot`)."]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The findings as markdown paragraphs (empty when nothing was measured)."""
+    paras = [*conversion(results), *reading(results), *storage(results), *memory(results)]
+    return "\n\n".join(paras)
