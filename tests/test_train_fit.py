@@ -201,6 +201,8 @@ def test_no_metadata_and_damaged_shard_stop_training_naming_the_file(knots: str,
     rc = cli.main(["fit", str(flipped), "--model", "knot-cnn", "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "b"), "--verbose", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and f"damaged shard: {shard}: record " in err
+    rc = cli.main(["fit", str(flipped), "--model", "knot-cnn", "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "b2"), "--verbose", "0", "--skip-corrupt", "--no-tensorboard"])
+    assert rc == 0 and f"--skip-corrupt: {shard}: " in capsys.readouterr().err
 
     truncated = tmp_path / "truncated"
     shutil.copytree(knots, truncated)

@@ -192,3 +192,11 @@ def test_crc_failure_is_found_and_named(tmp_path, knots: str) -> None:
             pass
     problems = reader.find_corrupt_shards(ds)
     assert len(problems) == 1 and problems[0].startswith(f"{shard}: record ")
+
+
+def test_skip_corrupt_finds_a_crc_failure_up_front(tmp_path, knots: str) -> None:
+    shard = _copy_with_damaged_shard(knots, tmp_path / "f", "flip")
+    ds = reader.open_dataset(str(tmp_path / "f"), skip_corrupt=True)
+    assert list(ds.lost) == [shard] and ds.lost[shard] > 0
+    ids = np.concatenate(_row_batches(reader.train_dataset(ds, BATCH, 2, options=reader.ReadOptions(with_row_id=True, skip_corrupt=True))))
+    assert len(ids) == 2 * (240 - ds.lost[shard])

@@ -82,8 +82,9 @@ class Dataset:
 def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] = spec.SPLITS) -> Dataset:
     """Read metadata.json and check every shard exists with the size the metadata records.
 
-    A missing or resized shard raises ``DatasetError`` naming it; with ``skip_corrupt`` a damaged shard is
-    scanned instead and only its intact prefix is read (the records lost are in ``Dataset.lost``).
+    A missing or resized shard raises ``DatasetError`` naming it. With ``skip_corrupt`` every shard's CRCs are
+    scanned first (one extra read pass) and only the intact prefix of a damaged or missing shard is read; the
+    records lost are in ``Dataset.lost``, and epochs stay exact over the records that remain.
     """
     metadata = spec.read_metadata(path)
     counts: dict[str, tuple[int, ...]] = {}
@@ -97,9 +98,10 @@ def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] 
             if problem and not skip_corrupt:
                 raise DatasetError(f"{full}: {problem}")
             count = shard.count
-            if problem:
-                count = min(intact_count(full, metadata.compression), shard.count)
-                lost[full] = shard.count - count
+            if skip_corrupt:
+                count = min(intact_count(full, metadata.compression), shard.count) if not problem or "missing" not in problem else 0
+                if count < shard.count:
+                    lost[full] = shard.count - count
             split_counts.append(count)
         counts[split] = tuple(split_counts)
     return Dataset(path, metadata, counts, lost)
