@@ -14,7 +14,6 @@ Call from your own Keras code::
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -42,7 +41,7 @@ class ReadOptions:
     sequence_encoding: str = "onehot"  # "onehot" (float32 L x codes) or "codes" (int32 L, for an Embedding)
     rescale_images: bool = False  # False: uint8 images (rescale in the model); True: float32 in [0, 1]
     with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids}
-    skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``intact_counts``)
+    skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``open_dataset``)
     read_buffer_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
