@@ -13,8 +13,9 @@ import glob
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -57,8 +58,11 @@ class ShardScan:
         return np.concatenate(records), np.concatenate(ids), np.concatenate(digests)
 
 
-def verify_dataset(dataset_dir: str) -> list[Problem]:
-    """Read every record of ``dataset_dir`` and return each problem found (empty: the dataset is sound)."""
+def verify_dataset(dataset_dir: str, on_shard: Callable[[str, ShardScan], None] | None = None) -> list[Problem]:
+    """Read every record of ``dataset_dir`` and return each problem found (empty: the dataset is sound).
+
+    ``on_shard(path, scan)`` is called after each shard is read (progress for long runs).
+    """
     try:
         meta = spec.read_metadata(dataset_dir)
     except spec.DatasetError as e:
@@ -71,6 +75,8 @@ def verify_dataset(dataset_dir: str) -> list[Problem]:
         totals = np.zeros(meta.label.num_classes, np.int64)
         for shard in info.shards:
             scan = scan_shard(dataset_dir, shard.path, meta)
+            if on_shard:
+                on_shard(shard.path, scan)
             problems += scan.problems + shard_problems(dataset_dir, shard, scan)
             scans[split].append((shard.path, scan))
             totals += scan.class_counts
@@ -320,7 +326,11 @@ def format_report(dataset_dir: str, problems: list[Problem], limit: int = 50) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    problems = verify_dataset(args.dataset)
+    def progress(path: str, scan: ShardScan) -> None:
+        status = "ok" if not scan.problems else f"{len(scan.problems)} problems"
+        print(f"  {path}: {scan.count} records read, {status}", file=sys.stderr, flush=True)
+
+    problems = verify_dataset(args.dataset, None if args.quiet else progress)
     print(format_report(args.dataset, problems, args.max_report))
     return 1 if problems else 0
 
@@ -334,5 +344,6 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     p.add_argument("dataset", metavar="DATASET", help="dataset directory written by shardkit-convert")
     p.add_argument("--max-report", type=int, default=50, metavar="N", help="print at most N problems (default 50)")
+    p.add_argument("--quiet", action="store_true", help="no per-shard progress on stderr")
     p.set_defaults(func=run)
     return p
