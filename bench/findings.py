@@ -48,6 +48,8 @@ def conversion(results: dict) -> list[str]:
 def reading(results: dict) -> list[str]:
     sec = results.get("reading") or {}
     readers = sec.get("readers") or {}
+    if "error" in readers:
+        return []
     ours, gen = readers.get("shardkit"), readers.get("seed-000 generator")
     mem, gather = readers.get("in-memory numpy"), readers.get("in-memory numpy gather (1 thread)")
     if not ours or not gen or "error" in sec:
@@ -66,7 +68,7 @@ def reading(results: dict) -> list[str]:
                  + (f" (a bare numpy gather {gather['examples_per_s']:,.0f}/s, memory bandwidth)" if gather else "")
                  + ".")
     epoch = sec.get("epoch") or {}
-    if epoch:
+    if epoch and "error" not in epoch:
         parts = []
         for model, runs in epoch.items():
             if runs.get("shardkit") and runs.get("in-memory"):

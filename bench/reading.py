@@ -5,7 +5,8 @@ sweeps (reading_bench)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+import traceback
+from typing import Any, Callable
 
 from . import datasets, reading_bench, train_bench
 
@@ -47,20 +48,34 @@ def training_epochs(knots_per_class: int, knot_size: int, n_proteins: int, max_l
     return out
 
 
+def _part(fn: Callable[[], Any], tries: int = 1) -> Any:
+    """One part of the section; a failure (after ``tries``) is recorded in place, the other parts still run."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except Exception:
+            if attempt == tries - 1:
+                return {"error": traceback.format_exc()}
+    return None
+
+
 def measure(cache: str, s: Any) -> dict[str, Any]:
     """Everything in the reading section at the sizes of ``s`` (run_all.Sizes)."""
     train_bench.CACHE = os.path.join(cache, "train")  # train_bench's inputs live in the same cache
-    sweep_path = datasets.knots_dataset(cache, s.reading_n, extra=["--num-shards", str(max(s.cycle_lengths))],
-                                        tag=f"-shards{max(s.cycle_lengths)}")
+    sweep_n, shards = s.reading_n, max(s.cycle_lengths)
     return {
         "dataset": f"{s.reading_n // 3 * 3:,} knot images 128x128x3 uint8 (shardkit: 8 train shards)",
         "batch_size": s.batch_size,
         "repeats": s.repeats,
-        "readers": compare_readers(s.reading_n // 3, s.batch_size, s.repeats),
-        "cycle_length": reading_bench.sweep_cycle_length(sweep_path, s.cycle_lengths, s.batch_size, s.repeats),
-        "shard_count": reading_bench.sweep_shard_count(cache, s.reading_n, s.shard_counts, s.batch_size, s.repeats),
-        "compression": reading_bench.compression(cache, s.reading_n, s.reading_proteins, s.batch_size, s.repeats),
-        "epoch": training_epochs(**s.extra.get("training", {}), batch_size=s.batch_size),
+        "readers": _part(lambda: compare_readers(s.reading_n // 3, s.batch_size, s.repeats)),
+        "cycle_length": _part(lambda: reading_bench.sweep_cycle_length(
+            datasets.knots_dataset(cache, sweep_n, extra=["--num-shards", str(shards)], tag=f"-shards{shards}"),
+            s.cycle_lengths, s.batch_size, s.repeats)),
+        "shard_count": _part(lambda: reading_bench.sweep_shard_count(cache, sweep_n, s.shard_counts, s.batch_size,
+                                                                     s.repeats)),
+        "compression": _part(lambda: reading_bench.compression(cache, sweep_n, s.reading_proteins, s.batch_size,
+                                                               s.repeats)),
+        "epoch": _part(lambda: training_epochs(**s.extra.get("training", {}), batch_size=s.batch_size), tries=2),
         "notes": ("Throughput = examples delivered per second by each reader over whole epochs with nothing "
                   "consuming them (train_bench.reader_table: median of the repeats after a warm-up epoch; page cache "
                   "warm; shardkit's row is epochs 2.. of one continuous stream as `fit` reads it, its first epoch "

@@ -99,13 +99,18 @@ def render_conversion(results: dict, img_dir: str) -> str:
                          "Write-phase rows/s", "vs hand loop (write phase)", "Peak RSS GB"), rows))
     plt = _plt()
     names = list(dict.fromkeys(n for s in sec["sizes"] for n in s["runs"]))
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name in names:
         pts = [(s["rows"], s["runs"][name]) for s in sec["sizes"] if name in s["runs"]]
-        ax1.plot([p[0] for p in pts], [p[1]["rows_per_s"] for p in pts], "o-", label=name)
+        ax1.plot([p[0] for p in pts], [p[1]["rows_per_s"] for p in pts], "o-", color=colors[name], label=name)
+        phase = [(n, r["write_phase_rows_per_s"]) for n, r in pts if r.get("write_phase_rows_per_s")]
+        if phase and name != "hand loop":
+            ax1.plot([p[0] for p in phase], [p[1] for p in phase], "s--", color=colors[name],
+                     label=f"{name}, write phase")
         rss = [(n, r["peak_rss_bytes"] / GB) for n, r in pts if r.get("peak_rss_bytes")]
         if rss:
-            ax2.plot([p[0] for p in rss], [p[1] for p in rss], "o-", label=name)
+            ax2.plot([p[0] for p in rss], [p[1] for p in rss], "o-", color=colors[name], label=name)
     for ax, title, ylabel in ((ax1, "Conversion throughput vs N", "rows/s"),
                               (ax2, "Peak RSS (process tree) vs N", "GB")):
         ax.set_xscale("log")
@@ -114,7 +119,7 @@ def render_conversion(results: dict, img_dir: str) -> str:
         ax.set_title(title)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="best")
     out.append(_save(fig, img_dir, "conversion.png"))
     if sec.get("notes"):
         out.append(sec["notes"])
@@ -134,7 +139,11 @@ def render_reading(results: dict, img_dir: str) -> str:
     if (msg := _failed(sec)) is not None:
         return msg
     out = []
-    readers = sec.get("readers", {})
+    for part in ("readers", "cycle_length", "shard_count", "compression", "epoch"):
+        if isinstance(sec.get(part), dict) and "error" in sec[part]:
+            out.append(f"_Part `{part}` failed in this run:_\n\n```\n{sec[part]['error'][-1200:]}\n```")
+            sec = {**sec, part: None}
+    readers = sec.get("readers") or {}
     if readers:
         mem = readers.get("in-memory numpy", {}).get("examples_per_s")
         gen = readers.get("seed-000 generator", {}).get("examples_per_s")
@@ -152,7 +161,7 @@ def render_reading(results: dict, img_dir: str) -> str:
         ax.set_title("Reader throughput")
         out.append(_save(fig, img_dir, "reading.png"))
     sweeps = [(k, t) for k, t in (("cycle_length", "interleave cycle length"), ("shard_count", "shard count"))
-              if sec.get(k)]
+              if isinstance(sec.get(k), list) and sec[k]]
     if sweeps:
         plt = _plt()
         fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 3.5), squeeze=False)
@@ -169,7 +178,7 @@ def render_reading(results: dict, img_dir: str) -> str:
             ax.set_title(f"Reader throughput vs {title}")
             ax.grid(alpha=0.3)
         out.append(_save(fig, img_dir, "reading_sweeps.png"))
-    if sec.get("compression"):
+    if isinstance(sec.get("compression"), list):
         comp = sec["compression"]
         out.append("GZIP vs uncompressed shards (same data):")
         out.append(md_table(("Dataset", "Shards", "Bytes on disk", "Examples/s", "MB/s (decoded)"),
@@ -316,7 +325,8 @@ python -m bench.run_all                 # default sizes, ~20-25 min on 2 cores (
 python -m bench.run_all --big-gb 6      # the 6 GB converter-memory target run
 python -m bench.run_all --quick         # smoke run, tiny sizes, < 1 min of measuring
 python -m bench.run_all --only storage,memory   # some sections; others are kept from docs/benchmarks.json
-KERAS_BACKEND=jax python -m bench.gpu_bench --out gpu.json   # on a GPU machine
+python -m bench.gpu_bench --prepare bench/out/gpu-data   # convert the GPU inputs (~35 MB, needs Beam)
+KERAS_BACKEND=jax python -m bench.gpu_bench --data bench/out/gpu-data --out gpu.json   # on the GPU machine
 python -m bench.report docs/benchmarks.json --gpu-results gpu.json   # re-render with GPU numbers
 ```
 

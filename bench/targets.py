@@ -38,6 +38,7 @@ def _judge(ok: bool) -> str:
 
 def _reader_vs(results: dict, baseline: str, goal: float, label: str) -> Verdict:
     readers = _get(results, "reading", "readers") or {}
+    readers = {} if "error" in readers else readers
     ours = _get(readers, "shardkit", "examples_per_s")
     base = _get(readers, baseline, "examples_per_s")
     target = f"reader vs {label}"
@@ -59,7 +60,8 @@ def reader_vs_memory(results: dict) -> Verdict:
 def epoch_time(results: dict) -> list[Verdict]:
     """Per model: epoch time ratio (<= 1.1x) and peak RSS ratio (<= 1/10) against in-memory arrays."""
     out = []
-    for model, runs in (_get(results, "reading", "epoch") or {}).items():
+    epoch = _get(results, "reading", "epoch") or {}
+    for model, runs in ({} if "error" in epoch else epoch).items():
         ours, mem = runs.get("shardkit"), runs.get("in-memory")
         if not ours or not mem:
             continue
