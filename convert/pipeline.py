@@ -6,6 +6,7 @@ The Beam job is Create(shard tasks) | Reshuffle | ParDo(write one shard); payloa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -25,7 +26,7 @@ from .runner import check_runner_paths, error_from, pipeline_options, run_job
 from .shards import STATS_DIR, ConvertError, EncodeConfig, worker_errors
 from .sources import Source, SourceSpec, file_stat, open_source
 
-__all__ = ["ConvertConfig", "ConvertError", "convert"]
+__all__ = ["ConvertConfig", "ConvertError", "Prepared", "convert", "prepare"]
 
 RECORD_OVERHEAD = 64
 
@@ -226,25 +227,26 @@ def _order_inputs(cfg: ConvertConfig) -> ConvertConfig:
     if cfg.group_column:
         raise InputError("--group-column splits one input; it cannot be combined with --split-inputs")
     present = tuple(s for s in SPLITS if s in by_split)
-    return dataclass_replace(cfg, inputs=tuple(by_split[s] for s in present), source_splits=present)
+    return dataclasses.replace(cfg, inputs=tuple(by_split[s] for s in present), source_splits=present)
 
 
-def dataclass_replace(obj: Any, **kw: Any) -> Any:
-    import dataclasses
+@dataclass(frozen=True)
+class Prepared:
+    """The driver's result: validated encoder and labels, the shard plan, and sizes for progress."""
 
-    return dataclasses.replace(obj, **kw)
+    cfg: ConvertConfig
+    specs: tuple[SourceSpec, ...]
+    encoder: Any
+    label: LabelSpec
+    tasks: list[planning.ShardTask]
+    record_bytes: float
+    input_bytes: int
 
 
-def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = None) -> Metadata:
-    """Convert ``cfg.inputs`` into the dataset ``cfg.out``; publishes nothing unless everything succeeded."""
-    from .progress import Progress
-
-    beam_args = list(beam_args or [])
-    start = time.time()
+def prepare(cfg: ConvertConfig) -> Prepared:
+    """Open the inputs, validate them, map labels and plan every shard; reads only small columns
+    (plus one pass over a sequence column for its lengths)."""
     cfg = _order_inputs(cfg)
-    _, _, runner_name = pipeline_options(beam_args, 1)
-    check_runner_paths(runner_name, beam_args, list(cfg.inputs) + [cfg.out])
-    publish.check_out(cfg.out, cfg.overwrite)
     specs = _source_specs(cfg)
     sources: list[Source] = []
     try:
@@ -255,46 +257,47 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
                 what = ("a string column of a Parquet/Feather/CSV file" if cfg.kind == "sequence"
                         else "an HDF5 array node, not a DataFrame column")
                 raise InputError(f"{src.where(cfg.data)}: --kind {cfg.kind} reads {what}")
-        lengths = _sequence_lengths(cfg, sources) if cfg.kind == "sequence" else None
         if cfg.kind == "sequence" and cfg.max_length is not None and cfg.max_length < 1:
             raise InputError(f"--max-length {cfg.max_length}: must be at least 1")
+        lengths = _sequence_lengths(cfg, sources) if cfg.kind == "sequence" else None
         enc = _encoder(cfg, sources, lengths)
         label, labels = _labels(cfg, sources)
         row_ids = _row_ids(cfg, sources)
         rec = _record_bytes(enc, sources[0], cfg)
         tasks = _plan(cfg, sources, labels, row_ids, rec)
-        workers = min(cfg.workers or os.cpu_count() or 1, len(tasks))
-        opts, runner, runner_name = pipeline_options(beam_args, workers, cfg.worker_mode)
-        src_row_bytes = [max(1, int(np.prod(s.data_info()[0] or (1,))) * s.data_info()[1].itemsize)
-                         if s.fmt == "hdf5" else None for s in sources]
+        row_bytes = [enc.max_length if cfg.kind == "sequence"
+                     else int(np.prod(s.data_info()[0] or (1,))) * s.data_info()[1].itemsize for s in sources]
     finally:
         for s in sources:
             s.close()
-    if cfg.kind == "sequence":
-        src_row_bytes = [enc.max_length] * len(sources)
-    total_rows = sum(len(t.rows) for t in tasks)
-    total_in_bytes = sum(len(t.rows) * src_row_bytes[t.source] for t in tasks)
+    in_bytes = sum(len(t.rows) * row_bytes[t.source] for t in tasks)
+    return Prepared(cfg, tuple(specs), enc, label, tasks, rec, in_bytes)
+
+
+def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = None) -> Metadata:
+    """Convert ``cfg.inputs`` into the dataset ``cfg.out``; publishes nothing unless everything succeeded."""
+    from .progress import Progress
+
+    beam_args = list(beam_args or [])
+    start = time.time()
+    _, _, runner_name = pipeline_options(beam_args, 1)
+    check_runner_paths(runner_name, beam_args, list(_order_inputs(cfg).inputs) + [cfg.out])
+    publish.check_out(cfg.out, cfg.overwrite)
+    prep = prepare(cfg)
+    cfg = prep.cfg
+    workers = min(cfg.workers or os.cpu_count() or 1, len(prep.tasks))
+    opts, runner, runner_name = pipeline_options(beam_args, workers, cfg.worker_mode)
 
     publish.clean_stale(cfg.out)
     tmp = publish.tmp_dir_for(cfg.out)
+    total_rows = sum(len(t.rows) for t in prep.tasks)
+    progress = Progress(tmp, total_rows, prep.input_bytes, prep.record_bytes, enabled=cfg.progress, log=log)
     try:
         publish.make_dir(tmp, cfg.out)
-        ecfg = EncodeConfig(enc, cfg.feature_name, cfg.compression, tmp, tuple(specs))
-        progress = Progress(tmp, total_rows, total_in_bytes, rec, enabled=cfg.progress, log=log)
         with progress:
-            try:
-                run_job(tasks, ecfg, opts, runner)
-            except (InputError, ConvertError):
-                raise
-            except Exception as e:  # noqa: BLE001 - Beam wraps worker errors in runner-specific types
-                msg = error_from(e)
-                if msg is None:
-                    raise ConvertError(f"Beam pipeline failed ({runner_name}): {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from e
-                raise ConvertError(msg) from e
-            errors = worker_errors(tmp)
-            if errors:
-                raise ConvertError(errors[0])
-        meta = _metadata(cfg, enc, label, tasks, tmp, specs, start, runner_name)
+            _run(prep, EncodeConfig(prep.encoder, cfg.feature_name, cfg.compression, tmp, prep.specs), opts,
+                 runner, runner_name)
+        meta = _metadata(cfg, prep.encoder, prep.label, prep.tasks, tmp, list(prep.specs), start, runner_name)
         publish.publish(tmp, cfg.out, meta, cfg.overwrite, skip=(STATS_DIR,))
     except publish.PublishError as e:
         publish.remove(tmp)
@@ -305,6 +308,23 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     if cfg.progress:
         progress.summary(meta, time.time() - start)
     return meta
+
+
+def _run(prep: Prepared, ecfg: EncodeConfig, opts: Any, runner: Any, runner_name: str) -> None:
+    """Run the Beam job; worker-side failures become one ConvertError with the first shard's message."""
+    try:
+        run_job(prep.tasks, ecfg, opts, runner)
+    except (InputError, ConvertError):
+        raise
+    except Exception as e:  # noqa: BLE001 - Beam wraps worker errors in runner-specific types
+        msg = error_from(e)
+        if msg is None:
+            last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise ConvertError(f"Beam pipeline failed ({runner_name}): {last}") from e
+        raise ConvertError(msg) from e
+    errors = worker_errors(ecfg.tmp_dir)
+    if errors:
+        raise ConvertError(errors[0])
 
 
 def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planning.ShardTask], tmp: str,
