@@ -97,7 +97,8 @@ def memory(results: dict) -> list[str]:
                  f"shardkit reaches 1/10 of the uint8 in-memory peak from about N={mem.get('n_for_one_tenth', 0):,.0f}"
                  f" and at seed 000's {proj['seed000_images']:,} images in-memory would need "
                  f"~{mem['at_seed000_bytes'] / GB:.0f} GB")
-    text += ". The 1/10 target therefore holds for data sets several times larger than the framework's own footprint, not for small ones."
+    text += (". The 1/10 target therefore holds for data sets several times larger than the framework's own "
+             "footprint, not for small ones.")
     return [text]
 
 

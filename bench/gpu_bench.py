@@ -55,9 +55,9 @@ class GpuUtilSampler:
         self.samples: list[tuple[float, float]] = []
         self._proc = None
         if shutil.which("nvidia-smi"):
-            self._proc = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", f"-lms={interval_ms}"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+            self._proc = subprocess.Popen([*query, f"--loop-ms={interval_ms}"], stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL, text=True)
             threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -156,6 +156,8 @@ def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int
     ds = _full_batches(api.train_reader(dataset_dir, batch_size), batch_size)
 
     it = ds.as_numpy_iterator() if backend == "jax" else iter(ds)  # JAX takes numpy batches, as fit hands it
+    for _ in range(warmup):
+        next(it)
     t0 = time.perf_counter()
     for _ in range(steps):
         next(it)
