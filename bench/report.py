@@ -144,6 +144,9 @@ def render_reading(results: dict, img_dir: str) -> str:
             out.append(f"_Part `{part}` failed in this run:_\n\n```\n{sec[part]['error'][-1200:]}\n```")
             sec = {**sec, part: None}
     readers = sec.get("readers") or {}
+    order = ("shardkit", "shardkit, first epoch (incl. pipeline start)", "seed-000 generator", "PyDataset over h5py",
+             "in-memory numpy", "in-memory numpy gather (1 thread)")
+    readers = dict(sorted(readers.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     if readers:
         mem = readers.get("in-memory numpy", {}).get("examples_per_s")
         gen = readers.get("seed-000 generator", {}).get("examples_per_s")
