@@ -77,7 +77,32 @@ def reading(results: dict) -> list[str]:
         if parts:
             text += (" What training sees is the epoch time, where reading overlaps the step: " + "; ".join(parts)
                      + ". On this 2-core CPU the reader's threads and the training step share the same two cores.")
-    return [text]
+    paras = [text]
+    sweep = []
+    for key, what in (("cycle_length", "interleave cycle length"), ("shard_count", "shard count")):
+        pts = sec.get(key)
+        if isinstance(pts, list) and len(pts) > 1:
+            rates = [p["examples_per_s"] for p in pts]
+            best = max(pts, key=lambda p: p["examples_per_s"])
+            sweep.append(f"{what} {pts[0]['x']}-{pts[-1]['x']}: {_rng(rates, ',.0f')} examples/s (best at "
+                         f"{best['x']})")
+    if sweep:
+        paras.append("**Reader knobs.** " + "; ".join(sweep) + ". With the shards in the page cache and two cores "
+                     "there is little for parallel reads to hide; cycle length and shard count matter when reads "
+                     "wait on storage (network disks, object stores): what the parallel interleave is for.")
+    comp = sec.get("compression")
+    if isinstance(comp, list) and comp:
+        by = {(r["dataset"], r["compression"]): r for r in comp}
+        parts = []
+        for name in dict.fromkeys(r["dataset"] for r in comp):
+            plain, gz = by.get((name, "none")), by.get((name, "GZIP"))
+            if plain and gz:
+                parts.append(f"{name}: {gz['bytes'] / plain['bytes']:.2f}x the bytes, read at "
+                             f"{gz['examples_per_s'] / plain['examples_per_s']:.2f}x the speed")
+        if parts:
+            paras.append("**GZIP.** " + "; ".join(parts) + ". Compress sequences and other redundant records; "
+                         "leave raw images uncompressed unless storage or network is the bottleneck.")
+    return paras
 
 
 def memory(results: dict) -> list[str]:

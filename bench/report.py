@@ -160,7 +160,8 @@ def render_reading(results: dict, img_dir: str) -> str:
                              "vs in-memory"), rows))
         plt = _plt()
         fig, ax = plt.subplots(figsize=(7, 0.5 + 0.5 * len(readers)))
-        _bar(ax, list(readers), [r["examples_per_s"] for r in readers.values()], "examples/s")
+        _bar(ax, list(readers), [r["examples_per_s"] for r in readers.values()], "examples/s (log scale)")
+        ax.set_xscale("log")
         ax.set_title("Reader throughput")
         out.append(_save(fig, img_dir, "reading.png"))
     sweeps = [(k, t) for k, t in (("cycle_length", "interleave cycle length"), ("shard_count", "shard count"))
@@ -173,8 +174,10 @@ def render_reading(results: dict, img_dir: str) -> str:
             out.append(f"Throughput vs {title}:")
             out.append(md_table((title, "Examples/s", "MB/s"),
                                 [(p["x"], _num(p["examples_per_s"]), _num(p.get("mb_per_s"), ".1f")) for p in pts]))
-            ax.plot([p["x"] for p in pts], [p["examples_per_s"] for p in pts], "o-")
+            xs = [p["x"] for p in pts]
+            ax.plot(xs, [p["examples_per_s"] for p in pts], "o-")
             ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [str(x) for x in xs])
             ax.set_xlabel(title)
             ax.set_ylabel("examples/s")
             ax.set_ylim(bottom=0)
