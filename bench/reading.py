@@ -28,22 +28,30 @@ def compare_readers(knots_per_class: int, batch_size: int, repeats: int) -> dict
 
 
 def training_epochs(knots_per_class: int, knot_size: int, n_proteins: int, max_length: int, batch_size: int,
-                    epochs: int, repeats: int, models: tuple[str, ...] = ("knot-cnn", "protein-cnn")) -> dict[str, Any]:
-    """Whole-epoch CPU training time and peak RSS, shardkit vs in-memory arrays (train_bench.training_table)."""
-    jobs = []
+                    epochs: int, repeats: int, models: tuple[str, ...] = ("knot-cnn", "protein-cnn"),
+                    large_proteins: int = 0) -> dict[str, Any]:
+    """Whole-epoch CPU training time and peak RSS, shardkit vs in-memory arrays (train_bench.training_table);
+    ``large_proteins`` adds one protein-cnn job big enough for the in-memory one-hot to dominate RSS (run once)."""
+    jobs, large = [], []
     if "knot-cnn" in models:
         _, knot_ds = train_bench.knots(knots_per_class, knot_size)
         jobs.append((f"knot-cnn ({3 * knots_per_class:,} knots {knot_size}x{knot_size})", "knot-cnn", knot_ds))
     if "protein-cnn" in models:
         jobs.append((f"protein-cnn ({n_proteins:,} proteins, {max_length}x21 one-hot)", "protein-cnn",
                      train_bench.proteins(n_proteins, max_length)))
-    _, rows = train_bench.training_table(jobs, batch_size, epochs, repeats)
+    if large_proteins:
+        large.append((f"protein-cnn ({large_proteins:,} proteins, {max_length}x21 one-hot)", "protein-cnn",
+                      train_bench.proteins(large_proteins, max_length)))
+    rows = train_bench.training_table(jobs, batch_size, epochs, repeats)[1] if jobs else {}
+    if large:
+        rows.update(train_bench.training_table(large, batch_size, epochs, 1)[1])
     out: dict[str, Any] = {}
-    for label, _, _ in jobs:
+    for label, _, _ in [*jobs, *large]:
         out[label] = {}
         for feed in ("shardkit", "in-memory"):
             r = rows[f"{label} / {feed}"]
             out[label][feed] = {"seconds": r["epoch_s"], "peak_rss_bytes": r["peak_rss_mb"] * 2**20,
+                                "data_rss_bytes": r["data_rss_mb"] * 2**20 if "data_rss_mb" in r else None,
                                 "epochs_timed": r["epochs_timed"]}
     return out
 

@@ -201,10 +201,12 @@ def render_reading(results: dict, img_dir: str) -> str:
                 rows.append((model, name, _num(r["seconds"], ".1f"),
                              f"{r['seconds'] / mem['seconds']:.2f}x" if mem else "-",
                              _num(r["peak_rss_bytes"] / GB, ".2f"),
-                             f"{r['peak_rss_bytes'] / mem['peak_rss_bytes']:.2f}x" if mem else "-"))
+                             f"{r['peak_rss_bytes'] / mem['peak_rss_bytes']:.2f}x" if mem else "-",
+                             _num(r["data_rss_bytes"] / GB if r.get("data_rss_bytes") is not None else None, ".2f")))
         out.append("Whole-epoch CPU training, fed by shardkit vs in-memory arrays (peak RSS of the process):")
-        out.append(md_table(("Model / data", "Input", "Epoch s", "vs in-memory", "Peak RSS GB", "vs in-memory"),
-                            rows))
+        out.append(md_table(("Model / data", "Input", "Epoch s", "vs in-memory", "Peak RSS GB", "vs in-memory",
+                             "Data RSS GB"), rows))
+        out.append("Data RSS = peak RSS minus the same process's RSS once TensorFlow and the compiled model were up.")
     if sec.get("notes"):
         out.append(sec["notes"])
     return "\n\n".join(out)

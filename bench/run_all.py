@@ -63,7 +63,7 @@ class Sizes:
                    memory_sizes=(1_500, 6_000, 24_000), memory_steps=8,
                    storage={"images": 6_000, "sequences": 20_000, "arrays": 300},
                    extra={"training": {"knots_per_class": 1_000, "knot_size": 64, "n_proteins": 6_000,
-                                       "max_length": 660, "epochs": 3, "repeats": 2}})
+                                       "max_length": 660, "epochs": 3, "repeats": 2, "large_proteins": 30_000}})
 
 
 def section_conversion(s: Sizes, cache: str) -> dict[str, Any]:
