@@ -65,10 +65,12 @@ def test_gpu_bench_runs_on_cpu_and_renders(quick_run, tmp_path_factory):
     os.symlink(proteins_dataset(tmp_path_factory, n=120, max_length=64, num_shards=2), data / "proteins")
     gpu_json = data / "gpu.json"
     assert gpu_bench.main(["--data", str(data), "--out", str(gpu_json), "--backend", "tensorflow",
-                           "--precisions", "float32", "--steps", "2", "--warmup", "1", "--batch-size", "8"]) == 0
+                           "--precisions", "float32", "--steps", "2", "--warmup", "1", "--batch-size", "8",
+                           "--min-epoch", "200"]) == 0
     rows = json.loads(gpu_json.read_text())["rows"]
     assert [r["model"] for r in rows] == ["knot-cnn", "protein-cnn"]
     for r in rows:
+        assert r["tiled"] > 1 and r["train_examples_per_epoch"] >= 200  # small train splits are tiled
         assert r["synthetic_step_ms"] > 0 and r["reader_step_ms"] > 0 and 0 <= r["idle_fraction"] < 1
     md = out.parent / "with-gpu.md"
     assert report.main([str(out.parent / "benchmarks.json"), "--gpu-results", str(gpu_json), "--out", str(md)]) == 0
