@@ -66,7 +66,9 @@ def render_machine(results: dict) -> str:
         ("shardkit commit", m.get("commit", "?")),
         ("Load average at start", ", ".join(str(x) for x in m.get("load_average_at_start", []))),
         ("Run", f"{m.get('date_utc', '?')}; {'--quick smoke sizes' if cfg.get('quick') else 'default sizes'}, "
-                f"median of {cfg.get('repeats', '?')} runs; total {cfg.get('total_minutes', '?')} min"),
+                f"median of {cfg.get('repeats', '?')} runs; sections measured at "
+                + ", ".join(f"{k} {str((results.get(k) or {}).get('measured_utc', '?'))[11:16]} ({v / 60:.1f} min)"
+                            for k, v in cfg.get("section_seconds", {}).items())),
     ]
     return md_table(("", ""), rows)
 
