@@ -343,18 +343,32 @@ python -m bench.report docs/benchmarks.json --gpu-results gpu.json   # re-render
 Inputs are the built-in examples (`shardkit.convert.examples`), generated once into
 `$SHARDKIT_BENCH_CACHE` (default `/tmp/shardkit-bench-cache`); the raw numbers are in `docs/benchmarks.json`."""
 
-DIAGNOSE = """## 6. Is my training input-bound? `shardkit-train bench`
-
-```
+DIAGNOSE = """```
 shardkit-train bench DATASET [--model knot-cnn|protein-cnn|sequence-lstm|pkg.module:build] [--batch-size B]
 ```
 
 measures, on your dataset and model, (a) reader-only throughput (examples/s of the shardkit reader with
 nothing consuming it), (b) the model's training rate on one batch held in memory (compute only), and
-(c) training fed by the reader; then prints one line such as
-`input-bound: reader 410 ex/s < model 1,250 ex/s; reader-fed training runs at 33% of compute-only`. When
-training is input-bound, raise the interleave parallelism / cycle length, use more (smaller) shards, keep
-images uint8 (rescale in the model) and avoid GZIP for image data."""
+(c) training fed by the reader, and prints a one-line verdict. When training is input-bound, raise the
+interleave parallelism / cycle length, use more (smaller) shards, keep images uint8 (rescale in the model)
+and avoid GZIP for image data; when it is not, a faster input pipeline will not speed training up."""
+
+
+def render_diagnose(results: dict, img_dir: str) -> str:
+    sec = results.get("diagnose")
+    if sec is not None and (msg := _failed(sec)) is not None:
+        return DIAGNOSE + "\n\n" + msg
+    if not sec:
+        return DIAGNOSE
+    rows = [(m, os.path.basename(r["dataset"].rstrip("/")), _num(r["reader_examples_per_s"]),
+             _num(r["compute_examples_per_s"]), _num(r["fed_examples_per_s"]),
+             f"{r['fed_examples_per_s'] / r['compute_examples_per_s']:.0%}", "yes" if r["input_bound"] else "no")
+            for m, r in sec["runs"].items()]
+    verdicts = "\n".join(f"    $ shardkit-train bench {os.path.basename(r['dataset'].rstrip('/'))} --model {m} "
+                          f"--batch-size {sec['batch_size']}\n    {r['verdict']}" for m, r in sec["runs"].items())
+    return "\n\n".join([DIAGNOSE, f"On this machine ({sec['steps']} timed steps each, batch {sec['batch_size']}):",
+                         md_table(("Model", "Dataset", "Reader-only ex/s", "Compute-only ex/s", "Reader-fed ex/s",
+                                   "Fed / compute", "Input-bound"), rows), verdicts])
 
 
 SECTIONS: tuple[tuple[str, Callable[[dict, str], str]], ...] = (
@@ -363,6 +377,7 @@ SECTIONS: tuple[tuple[str, Callable[[dict, str], str]], ...] = (
     ("## 3. Storage: bytes per example", render_storage),
     ("## 4. Memory: training peak RSS vs N", render_memory),
     ("## 5. GPU: step time fed by shardkit vs synthetic tensors on the device", render_gpu),
+    ("## 6. Is my training input-bound? `shardkit-train bench`", render_diagnose),
 )
 
 
@@ -382,7 +397,7 @@ def render(results: dict, out_md: str) -> str:
             parts.append(fn(results, img_dir))
         except Exception as e:  # a malformed section must not lose the rest of the report
             parts.append(f"_Could not render this section: {type(e).__name__}: {e}_")
-    parts += [DIAGNOSE, REPRODUCE]
+    parts += [REPRODUCE]
     text = "\n\n".join(parts) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
     with open(out_md, "w", encoding="utf-8") as f:

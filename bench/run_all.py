@@ -50,7 +50,7 @@ class Sizes:
                    cycle_lengths=(1, 4), shard_counts=(1, 4), shards=4,
                    storage={"images": 240, "sequences": 200, "arrays": 20},
                    memory_sizes=(120, 240), memory_steps=1, batch_size=32,
-                   extra={"memory_modes": ("shardkit", "in-memory"), "memory_parallel": 2,
+                   extra={"memory_modes": ("shardkit", "in-memory"), "memory_parallel": 2, "diagnose_steps": (2, 1),
                           "training": {"knots_per_class": 16, "knot_size": 32, "n_proteins": 100, "max_length": 64,
                                        "epochs": 2, "repeats": 1, "models": ("knot-cnn",)}})
 
@@ -92,11 +92,31 @@ def section_memory(s: Sizes, cache: str) -> dict[str, Any]:
                                 parallel=s.extra.get("memory_parallel", 1))
 
 
+def section_diagnose(s: Sizes, cache: str) -> dict[str, Any]:
+    from dataclasses import asdict as as_dict
+
+    from bench import datasets
+    from shardkit.train import diagnose
+
+    steps, warmup = s.extra.get("diagnose_steps", (10, 3))
+    jobs = {
+        "knot-cnn": datasets.knots_dataset(cache, s.reading_n, extra=["--num-shards", str(s.shards)],
+                                           tag=f"-shards{s.shards}"),
+        "protein-cnn": datasets.proteins_dataset(cache, s.reading_proteins),
+    }
+    runs = {}
+    for model, path in jobs.items():
+        d = diagnose.diagnose(path, model, batch_size=s.batch_size, steps=steps, warmup=warmup)
+        runs[model] = {**as_dict(d), "input_bound": d.input_bound, "verdict": d.verdict()}
+    return {"runs": runs, "steps": steps, "batch_size": s.batch_size}
+
+
 SECTIONS: dict[str, Callable[[Sizes, str], dict[str, Any]]] = {
     "storage": section_storage,
     "reading": section_reading,
     "memory": section_memory,
     "conversion": section_conversion,
+    "diagnose": section_diagnose,
 }
 
 

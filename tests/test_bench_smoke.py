@@ -54,6 +54,8 @@ def test_quick_run_numbers_are_consistent(quick_run):
     readers = results["reading"]["readers"]
     assert readers["shardkit"]["examples"] < readers["seed-000 generator"]["examples"]  # train split only
     assert {p["n"] for p in results["memory"]["points"]} == {120, 240}
+    for model, run in results["diagnose"]["runs"].items():
+        assert run["model"] == model and run["verdict"].startswith("input-bound" if run["input_bound"] else "not ")
     verdicts = report.render_targets(results)
     assert "**PASS**" in verdicts or "**MISS**" in verdicts
 
