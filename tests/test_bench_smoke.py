@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 from datasets import knots_dataset, proteins_dataset
 
-from bench import gpu_bench, report, run_all
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/ is not installed
+from bench import gpu_bench, report, run_all  # noqa: E402
 
 HEADINGS = ("## Machine", "## Targets", "## 1. Conversion", "## 2. Reading", "## 3. Storage", "## 4. Memory",
             "## 5. GPU", "## 6. Is my training input-bound?", "## Reproduce")
