@@ -32,5 +32,19 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Benchmarks (docs/benchmarks.md + docs/img/*.png); bench-quick is a small smoke run.
+bench: install
+	$(BIN)/python -m bench.run_all
+
+bench-quick: install
+	$(BIN)/python -m bench.run_all --quick
+
+# Builds both images where a Docker engine runs (hadolint lints them inside `make test` everywhere).
+docker:
+	@if docker info >/dev/null 2>&1; then \
+		docker build -f docker/convert.Dockerfile -t shardkit-convert:0.1.0 . && \
+		docker build -f docker/train.Dockerfile -t shardkit-train:0.1.0 . ; \
+	else echo "make docker: no Docker engine here; skipped (hadolint lints both Dockerfiles in make test)"; fi
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo-out runs
