@@ -102,6 +102,17 @@ class ArrayEncoder:
         return _row_views(x)
 
 
+def checked_sequence(value: Any, row: int, where: str) -> str:
+    """``value`` if it is a non-empty string; otherwise the InputError naming the row (missing, not text, empty)."""
+    if not isinstance(value, str):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise InputError(f"{where}, row {row}: missing sequence")
+        raise InputError(f"{where}, row {row}: expected a string, got {type(value).__name__}")
+    if not value:
+        raise InputError(f"{where}, row {row}: empty sequence")
+    return value
+
+
 @dataclass(frozen=True)
 class SequenceStats:
     length: int
@@ -137,12 +148,7 @@ class SequenceEncoder:
 
     def encode_one(self, value: Any, lut: np.ndarray, row: int, where: str) -> tuple[bytes, SequenceStats]:
         """Encode one sequence; returns the padded codes and (original length, truncated?, unknown letters)."""
-        if not isinstance(value, str):
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                raise InputError(f"{where}, row {row}: missing sequence")
-            raise InputError(f"{where}, row {row}: expected a string, got {type(value).__name__}")
-        if not value:
-            raise InputError(f"{where}, row {row}: empty sequence")
+        value = checked_sequence(value, row, where)
         if value.isascii():
             codes = lut[np.frombuffer(value.encode("ascii"), dtype=np.uint8)]
         else:

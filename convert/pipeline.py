@@ -20,7 +20,7 @@ from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo
 
 from . import plan as planning
 from . import publish
-from .encoders import ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, label_spec
+from .encoders import ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec
 from .publish import join
 from .runner import check_runner_paths, error_from, pipeline_options, run_job
 from .shards import STATS_DIR, ConvertError, EncodeConfig, worker_errors
@@ -113,13 +113,7 @@ def _sequence_lengths(cfg: ConvertConfig, sources: list[Source]) -> int:
         where = src.where(cfg.data)
         for first, values in src.iter_data():
             for i, v in enumerate(values):
-                if not isinstance(v, str):
-                    if v is None or (isinstance(v, float) and np.isnan(v)):
-                        raise InputError(f"{where}, row {first + i}: missing sequence")
-                    raise InputError(f"{where}, row {first + i}: expected a string, got {type(v).__name__}")
-                if not v:
-                    raise InputError(f"{where}, row {first + i}: empty sequence")
-                longest = max(longest, len(v))
+                longest = max(longest, len(checked_sequence(v, first + i, where)))
     return longest
 
 

@@ -10,6 +10,8 @@ Import from any test::
 from __future__ import annotations
 
 import os
+import struct
+from pathlib import Path
 from typing import Any
 
 _CACHE: dict[tuple, str] = {}
@@ -81,3 +83,14 @@ def features_dataset(
         ["--kind", "array", "--data", "/features", "--label", "/labels", "--num-shards", str(num_shards),
          "--seed", str(seed)],
     )
+
+
+def record_offsets(path: str) -> list[tuple[int, int]]:
+    """(offset, data length) of every record of an uncompressed TFRecord file, from its framing."""
+    out, offset = [], 0
+    data = Path(path).read_bytes()
+    while offset < len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        out.append((offset, length))
+        offset += 8 + 4 + length + 4
+    return out

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import struct
 from pathlib import Path
 
 import pytest
@@ -19,23 +18,12 @@ from shardkit import spec
 from shardkit.train import cli
 from shardkit.train.verify import verify_dataset
 
-from datasets import knots_dataset
+from datasets import knots_dataset, record_offsets
 
 
 @pytest.fixture(scope="module")
 def knots(tmp_path_factory: pytest.TempPathFactory) -> str:
     return knots_dataset(tmp_path_factory, n_per_class=20, size=24, num_shards=2)
-
-
-def record_offsets(path: str) -> list[tuple[int, int]]:
-    """(offset, data length) of every record of an uncompressed TFRecord file, from its framing."""
-    out, offset = [], 0
-    data = Path(path).read_bytes()
-    while offset < len(data):
-        (length,) = struct.unpack_from("<Q", data, offset)
-        out.append((offset, length))
-        offset += 8 + 4 + length + 4
-    return out
 
 
 def flip_byte(path: str, record: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import struct
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from shardkit import spec
 from shardkit.train import cli
 from shardkit.train.verify import verify_dataset
 
-from datasets import knots_dataset
+from datasets import knots_dataset, record_offsets
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +29,6 @@ def knots_gz(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def copy_of(dataset: str, tmp_path: Path) -> str:
     return str(shutil.copytree(dataset, tmp_path / "dataset"))
-
-
-def record_offsets(path: str) -> list[tuple[int, int]]:
-    """(offset, data length) of every record of an uncompressed TFRecord file, from its framing."""
-    out, offset = [], 0
-    data = Path(path).read_bytes()
-    while offset < len(data):
-        (length,) = struct.unpack_from("<Q", data, offset)
-        out.append((offset, length))
-        offset += 8 + 4 + length + 4
-    return out
 
 
 def verify_cli(dataset: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
