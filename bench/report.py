@@ -290,10 +290,10 @@ def render_memory(results: dict, img_dir: str) -> str:
 def render_gpu(results: dict, img_dir: str) -> str:
     sec = results.get("gpu")
     if sec is None:
-        return ("_No GPU results in this run._ Measure on a GPU machine with "
-                "`KERAS_BACKEND=jax python -m bench.gpu_bench --out gpu.json` (or the TensorFlow backend where a "
-                "TensorFlow GPU build exists), then re-render: `python -m bench.report docs/benchmarks.json "
-                "--gpu-results gpu.json`.")
+        return ("_No GPU results in this run._ Convert the inputs with `python -m bench.gpu_bench --prepare "
+                "bench/out/gpu-data`, measure on a GPU machine with `KERAS_BACKEND=jax python -m bench.gpu_bench "
+                "--data bench/out/gpu-data --out gpu.json` (or the TensorFlow backend where a TensorFlow GPU build "
+                "exists), then re-render: `python -m bench.report docs/benchmarks.json --gpu-results gpu.json`.")
     if (msg := _failed(sec)) is not None:
         return msg
     out = [f"Measured on {sec.get('device', '?')}, Keras backend `{sec.get('backend', '?')}`, "

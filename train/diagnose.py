@@ -92,13 +92,14 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, 
     models.check_model(model, ds.metadata, options, dataset)
     models.compile_model(model, ds.metadata, jit=xla)
     per_epoch = reader.plan(ds, batch_size).steps_per_epoch
-    epochs = math.ceil(2 * (warmup + steps) / max(1, per_epoch - 1)) + 1
+    reader_steps = max(5 * steps, 50)  # cheap, and long enough that batches prefetched meanwhile do not flatter it
+    epochs = math.ceil((2 * warmup + steps + reader_steps) / max(1, per_epoch - 1)) + 1
     stream = reader.train_dataset(ds, batch_size, epochs, seed, options=options)
 
     batches = _full_batches(stream, batch_size)
     for _ in range(warmup):
         next(batches)
-    reader_rate = _rate(batch_size, steps, lambda: next(batches))
+    reader_rate = _rate(batch_size, reader_steps, lambda: next(batches))
 
     x, y = next(batches)
     for _ in range(warmup):
