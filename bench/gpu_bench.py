@@ -225,7 +225,7 @@ def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int
     r1 = time.perf_counter()
 
     clock = _FitClock(warmup)
-    model.fit(ds.take(warmup + steps), epochs=1, verbose=0, callbacks=[clock.callback])
+    model.fit(ds, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[clock.callback])
     fit_syn = _FitClock(warmup)
     model.fit(_repeat_batch(synthetic, warmup + steps), epochs=1, steps_per_epoch=warmup + steps, verbose=0,
               callbacks=[fit_syn.callback])
