@@ -253,20 +253,41 @@ def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The rows of a gpu_bench result as a markdown table."""
+    """The rows of a gpu_bench result as a markdown table: model.fit step time fed by shardkit vs by a batch
+    already on the device (how training runs), then the synchronous train_on_batch loop and GPU idle/util."""
 
     def pct(v: Any) -> str:
         return "-" if v is None else f"{v:.0f}%"
 
-    lines = ["| Model | Precision | Synthetic ms/step | shardkit ms/step | Ratio | model.fit ms/step | "
-             "GPU idle (from step times) | GPU util synthetic / shardkit | Reader-only ex/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    def ms(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    def ratio(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}x"
+
+    lines = ["| Model | Input | Batch | Precision | fit ms/step: synthetic | fit ms/step: shardkit | fit ratio | "
+             "train_on_batch ms: synthetic / shardkit | GPU idle (loop) | GPU util synthetic / shardkit | "
+             "Reader-only ex/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.get("rows", []):
-        lines.append(f"| {r['model']} | {r['precision']} | {r['synthetic_step_ms']:.1f} | {r['reader_step_ms']:.1f} "
-                     f"| {r['reader_over_synthetic']:.3f}x | {r['fit_step_ms']:.1f} | {r['idle_fraction'] * 100:.1f}% "
-                     f"| {pct(r['gpu_util_synthetic'])} / {pct(r['gpu_util_reader'])} "
-                     f"| {r['reader_only_examples_per_s']:,.0f} |")
+        enc = r.get("sequence_encoding") or {"knot-cnn": "uint8 image", "protein-cnn": "onehot"}.get(r["model"], "-")
+        lines.append(
+            f"| {r['model']} | {enc} | {r['batch_size']} | {r['precision']} | {ms(r.get('fit_synthetic_step_ms'))} "
+            f"| {ms(r['fit_step_ms'])} | {ratio(r.get('fit_reader_over_synthetic'))} "
+            f"| {r['synthetic_step_ms']:.2f} / {r['reader_step_ms']:.2f} | {r['idle_fraction'] * 100:.1f}% "
+            f"| {pct(r['gpu_util_synthetic'])} / {pct(r['gpu_util_reader'])} | {r['reader_only_examples_per_s']:,.0f} |")
     return "\n".join(lines)
+
+
+def load_results(paths: list[str]) -> dict[str, Any]:
+    """Several gpu_bench ``--out`` files (batch sizes, input encodings) as one result whose rows carry their settings."""
+    runs = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            runs.append(json.load(f))
+    merged = {k: v for k, v in runs[0].items() if k not in ("rows", "batch_size")}
+    merged["rows"] = [row for r in runs for row in r.get("rows", [])]
+    return merged
 
 
 def _ensure_shardkit_importable() -> None:

@@ -297,8 +297,8 @@ def render_gpu(results: dict, img_dir: str) -> str:
     if (msg := _failed(sec)) is not None:
         return msg
     out = [f"Measured on {sec.get('device', '?')}, Keras backend `{sec.get('backend', '?')}`, "
-           f"{sec.get('date_utc', '')}; batch {sec.get('batch_size', '?')}, median step time over "
-           f"{sec.get('steps', '?')} steps after warm-up."]
+           f"{sec.get('date_utc', '')}. fit ratio = reader-fed `model.fit` time / `model.fit` on one batch already "
+           "on the device, over the same steps after warm-up: the input pipeline's cost as training sees it."]
     from .gpu_bench import markdown_table
 
     out.append(markdown_table(sec))
@@ -306,10 +306,11 @@ def render_gpu(results: dict, img_dir: str) -> str:
     if rows:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(7, 0.8 + 0.6 * len(rows)))
-        labels = [f"{r['model']} {r['precision']}" for r in rows]
+        labels = [f"{r['model']} {r.get('sequence_encoding') or ''} b{r['batch_size']} {r['precision']}" for r in rows]
         y = range(len(rows))
-        ax.barh([i - 0.2 for i in y], [r["synthetic_step_ms"] for r in rows], 0.4, label="synthetic on device")
-        ax.barh([i + 0.2 for i in y], [r["reader_step_ms"] for r in rows], 0.4, label="shardkit reader")
+        ax.barh([i - 0.2 for i in y], [r.get("fit_synthetic_step_ms", r["synthetic_step_ms"]) for r in rows], 0.4,
+                label="model.fit, batch on device")
+        ax.barh([i + 0.2 for i in y], [r["fit_step_ms"] for r in rows], 0.4, label="model.fit, shardkit reader")
         ax.set_yticks(list(y), labels)
         ax.invert_yaxis()
         ax.set_xlabel("ms per training step")
@@ -408,14 +409,15 @@ def render(results: dict, out_md: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     p.add_argument("results", help="results JSON written by bench.run_all (docs/benchmarks.json)")
-    p.add_argument("--gpu-results", help="JSON written by bench.gpu_bench --out; merged into the results")
+    p.add_argument("--gpu-results", nargs="+", help="JSON(s) written by bench.gpu_bench --out; merged into the results")
     p.add_argument("--out", default=None, help="markdown path (default: beside the results, benchmarks.md)")
     args = p.parse_args(argv)
     with open(args.results, encoding="utf-8") as f:
         results = json.load(f)
     if args.gpu_results:
-        with open(args.gpu_results, encoding="utf-8") as f:
-            results["gpu"] = json.load(f)
+        from .gpu_bench import load_results
+
+        results["gpu"] = load_results(args.gpu_results)
         with open(args.results, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1, sort_keys=True)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.results)), "benchmarks.md")

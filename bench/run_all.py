@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=DEFAULT_CACHE, help="where generated inputs and converted datasets live")
     p.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
     p.add_argument("--results", help="results JSON (default: beside --out, benchmarks.json)")
-    p.add_argument("--gpu-results", help="JSON from bench.gpu_bench --out to include as the GPU section")
+    p.add_argument("--gpu-results", nargs="+", help="JSON(s) from bench.gpu_bench --out: the GPU section")
     p.add_argument("--render-only", action="store_true", help="measure nothing; re-render --results")
     args = p.parse_args(argv)
 
@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                              "section_seconds": {**results.get("config", {}).get("section_seconds", {}), **timings},
                              "total_minutes": round((time.perf_counter() - start) / 60, 1)}
     if args.gpu_results:
-        with open(args.gpu_results, encoding="utf-8") as f:
-            results["gpu"] = json.load(f)
+        from bench.gpu_bench import load_results
+
+        results["gpu"] = load_results(args.gpu_results)
     os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
     with open(results_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, sort_keys=True)

@@ -142,11 +142,13 @@ def gpu(results: dict) -> list[Verdict]:
     rows = _get(results, "gpu", "rows") or []
     out = []
     for row in rows:
-        ratio = row.get("reader_over_synthetic")
+        ratio = row.get("fit_reader_over_synthetic")
         if ratio is None:
             continue
-        out.append(Verdict(f"GPU step time, {row['model']} ({row['precision']})", "<= 1.05x synthetic",
-                           f"{ratio:.3f}x ({row['reader_step_ms']:.1f} vs {row['synthetic_step_ms']:.1f} ms)",
+        what = f"{row['model']}{' ' + row['sequence_encoding'] if row.get('sequence_encoding') else ''}"
+        out.append(Verdict(f"GPU model.fit step time, {what} (batch {row['batch_size']}, {row['precision']})",
+                           "<= 1.05x synthetic",
+                           f"{ratio:.3f}x ({row['fit_step_ms']:.2f} vs {row['fit_synthetic_step_ms']:.2f} ms)",
                            _judge(ratio <= 1.05)))
     return out or [Verdict("GPU step time vs synthetic input", "<= 1.05x", "-", "not measured (no GPU results)")]
 

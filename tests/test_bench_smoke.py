@@ -76,8 +76,11 @@ def test_gpu_bench_runs_on_cpu_and_renders(quick_run, tmp_path_factory):
     for r in rows:
         assert r["tiled"] > 1 and r["train_examples_per_epoch"] >= 200  # small train splits are tiled
         assert r["synthetic_step_ms"] > 0 and r["reader_step_ms"] > 0 and 0 <= r["idle_fraction"] < 1
+        assert r["fit_step_ms"] > 0 and r["fit_synthetic_step_ms"] > 0
+        assert r["fit_reader_over_synthetic"] == pytest.approx(r["fit_step_ms"] / r["fit_synthetic_step_ms"])
     md = out.parent / "with-gpu.md"
     assert report.main([str(out.parent / "benchmarks.json"), "--gpu-results", str(gpu_json), "--out", str(md)]) == 0
     text = md.read_text()
-    assert "| knot-cnn | float32 |" in text and "(img/gpu.png)" in text
+    assert "| knot-cnn | uint8 image | 8 | float32 |" in text and "| protein-cnn | onehot | 8 | float32 |" in text
+    assert "GPU model.fit step time, knot-cnn (batch 8, float32)" in text and "(img/gpu.png)" in text
     assert (out.parent / "img" / "gpu.png").exists()
