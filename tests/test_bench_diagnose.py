@@ -38,6 +38,8 @@ def test_verdict_logic():
     assert slow_reader.input_bound and "50 ex/s" in slow_reader.verdict()
     contended = Diagnosis("d", "m", 32, 10, 500, 100, 60)
     assert contended.input_bound and "compete" in contended.verdict()
+    for d in (fast_reader, slow_reader, contended):
+        assert " m " in d.verdict() and d.verdict().count("ex/s") >= 3  # every verdict names the model and its rates
 
 
 def test_bench_rejects_dataset_smaller_than_a_batch(tmp_path_factory, capsys):

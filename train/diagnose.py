@@ -47,8 +47,8 @@ class Diagnosis:
             return (f"input-bound: the reader delivers {r:,.0f} ex/s but {self.model} could train at {c:,.0f} ex/s; "
                     f"{fed}")
         if self.fed_fraction < FED_OK:
-            return (f"input-bound: the reader alone delivers {r:,.0f} ex/s (>= the model's {c:,.0f} ex/s), but "
-                    f"{fed}: reading and training compete for the CPU")
+            return (f"input-bound: the reader alone delivers {r:,.0f} ex/s (>= the {c:,.0f} ex/s {self.model} trains "
+                    f"at), but {fed}: reading and training compete for the CPU")
         return f"not input-bound: the reader delivers {r:,.0f} ex/s, {r / c:.1f}x what {self.model} consumes " \
                f"({c:,.0f} ex/s); {fed}"
 
