@@ -4,7 +4,7 @@ Prints markdown tables: rows/s and MB/s (medians of --runs) for the hand loop an
 with 1 and 2 workers on the same knot HDF5 file, with ratios; with --size-gb, the peak RSS (all processes
 of the conversion summed, sampled with psutil) of converting a multi-GB knot file.
 
-    python bench/convert_bench.py [--rows 12000] [--runs 3] [--size-gb 6] [--workdir /tmp/shardkit-bench]
+    python -m bench.convert_bench [--rows 12000] [--runs 3] [--size-gb 6] [--workdir /tmp/shardkit-bench]
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from typing import Any
 
 import numpy as np
+
+from bench.measure import RssSampler
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIZE = 128
 ROW_BYTES = SIZE * SIZE * 3
@@ -73,54 +75,28 @@ def hand_loop(src: str, out: str) -> float:
 def hand_script(src: str, out: str) -> float:
     """The hand loop as a user runs it: a fresh Python process that imports TensorFlow; wall seconds."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--hand-loop", src, out], check=True,
+    subprocess.run([sys.executable, "-m", "bench.convert_bench", "--hand-loop", src, out], check=True, cwd=REPO,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
-
-
-def _tree_rss(proc: Any) -> int:
-    import psutil
-
-    total = 0
-    for p in [proc] + proc.children(recursive=True):
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def shardkit(src: str, out: str, workers: int, extra: list[str] | None = None) -> tuple[float, int, float]:
     """Run shardkit-convert as a subprocess; (wall seconds, peak summed RSS of its process tree,
     seconds of the write phase: first shard started to last shard finished, from metadata.json)."""
-    import psutil
-
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "shardkit.convert", src, "--out", out, "--kind", "image", "--data", "/train_data",
            "--label", "/train_label", "--image-shape", f"{SIZE},{SIZE},3", "--workers", str(workers), "--quiet",
            *(extra or [])]
-    peak = [0]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ps = psutil.Process(proc.pid)
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss(ps))
-            done.wait(0.05)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    _, err = proc.communicate()
-    wall = time.perf_counter() - start
-    done.set()
-    t.join()
+    with RssSampler(proc.pid) as rss:
+        _, err = proc.communicate()
+        wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"shardkit-convert failed:\n{err.decode()[-3000:]}")
     from shardkit.spec import read_metadata
 
-    return wall, peak[0], float(read_metadata(out).stats["write_phase_seconds"])  # caller removes out
+    return wall, rss.peak, float(read_metadata(out).stats["write_phase_seconds"])  # caller removes out
 
 
 def throughput(a: argparse.Namespace) -> None:
