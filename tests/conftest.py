@@ -82,3 +82,15 @@ def no_leftovers(out: str) -> bool:
 
 
 IMAGE_ARGS = ["--kind", "image", "--data", "/train_data", "--label", "/train_label", "--image-shape", "24,24,3"]
+
+
+def array_h5_with_bad_value(path: str, rows: int, cols: int, bad_row: int, bad: float) -> str:
+    """A PyTables file with float32 ``/x`` (rows x cols, ``bad`` at [bad_row, 0]) and labels ``/y``."""
+    import tables
+
+    x = np.ones((rows, cols), np.float32)
+    x[bad_row, 0] = bad
+    with tables.open_file(path, "w") as f:
+        f.create_array("/", "x", x)
+        f.create_array("/", "y", np.arange(rows) % 3)
+    return path

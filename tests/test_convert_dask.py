@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import IMAGE_ARGS, run_convert, shard_bytes
+from conftest import IMAGE_ARGS, array_h5_with_bad_value, run_convert, shard_bytes
 from shardkit.spec import read_metadata
 
 DASK_RUNNER = "--runner=apache_beam.runners.dask.dask_runner.DaskRunner"
@@ -68,15 +68,7 @@ def test_dask_runner_matches_local_runner(knots_h5: str, dask_cluster: str, tmp_
 
 @pytest.mark.slow
 def test_dask_runner_reports_bad_input(dask_cluster: str, tmp_path) -> None:
-    import numpy as np
-    import tables
-
-    x = np.ones((30, 4), np.float32)
-    x[17, 2] = np.inf
-    src = str(tmp_path / "inf.h5")
-    with tables.open_file(src, "w") as f:
-        f.create_array("/", "x", x)
-        f.create_array("/", "y", np.arange(30) % 3)
+    src = array_h5_with_bad_value(str(tmp_path / "inf.h5"), rows=30, cols=4, bad_row=17, bad=float("inf"))
     out = str(tmp_path / "o")
     rc, err = run_convert([src, "--out", out, "--kind", "array", "--data", "/x", "--label", "/y", "--quiet", "--",
                            DASK_RUNNER, f"--dask_client_address={dask_cluster}"])

@@ -31,17 +31,22 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "shardkit.convert", *args]
 
 
+def _started_writing(proc: subprocess.Popen, tmp_path) -> subprocess.Popen:
+    """Wait until the conversion of ``tmp_path/ds`` has finished a shard (it is mid-run), then return it."""
+    pattern = str(tmp_path / ".ds.shardkit-tmp-*" / "_stats" / "*.json")
+    deadline = time.time() + 120
+    while not glob.glob(pattern) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "conversion finished before it could be interrupted"
+    return proc
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_publishes_nothing_and_rerun_is_identical(tmp_path) -> None:
     src = _random_images(str(tmp_path / "r.h5"), 12000)
     out = str(tmp_path / "ds")
     argv = [src, "--out", out, *RANDOM_ARGS, "--num-shards", "60", "--workers", "1", "--quiet"]
-    proc = subprocess.Popen(_cli(*argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pattern = str(tmp_path / ".ds.shardkit-tmp-*" / "_stats" / "*.json")
-    deadline = time.time() + 120
-    while not glob.glob(pattern) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "conversion finished before it could be killed"
+    proc = _started_writing(subprocess.Popen(_cli(*argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(out)
@@ -62,13 +67,8 @@ def test_sigkill_mid_run_publishes_nothing_and_rerun_is_identical(tmp_path) -> N
 def test_sigterm_mid_run_cleans_up(tmp_path) -> None:
     src = _random_images(str(tmp_path / "r.h5"), 12000)
     out = str(tmp_path / "ds")
-    proc = subprocess.Popen(_cli(src, "--out", out, *RANDOM_ARGS, "--num-shards", "60", "--workers", "1"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    pattern = str(tmp_path / ".ds.shardkit-tmp-*" / "_stats" / "*.json")
-    deadline = time.time() + 120
-    while not glob.glob(pattern) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "conversion finished before it could be terminated"
+    proc = _started_writing(subprocess.Popen(_cli(src, "--out", out, *RANDOM_ARGS, "--num-shards", "60", "--workers", "1"),
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "nothing was published" in err

@@ -8,7 +8,7 @@ import pytest
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from conftest import IMAGE_ARGS, run_convert, shard_bytes
+from conftest import IMAGE_ARGS, array_h5_with_bad_value, run_convert, shard_bytes
 from shardkit.spec import read_metadata
 
 
@@ -93,15 +93,7 @@ def test_remote_output_matches_local(knots_h5: str, mounted: str, tmp_path) -> N
 
 
 def test_remote_output_bad_input_leaves_nothing(mounted: str, tmp_path) -> None:
-    import numpy as np
-    import tables
-
-    x = np.ones((20, 3), np.float32)
-    x[4, 0] = np.nan
-    src = str(tmp_path / "n.h5")
-    with tables.open_file(src, "w") as f:
-        f.create_array("/", "x", x)
-        f.create_array("/", "y", np.arange(20) % 2)
+    src = array_h5_with_bad_value(str(tmp_path / "n.h5"), rows=20, cols=3, bad_row=4, bad=float("nan"))
     rc, err = run_convert([src, "--out", "mounted://ds", "--kind", "array", "--data", "/x", "--label", "/y",
                            "--workers", "1"])
     assert rc == 1 and "row 4" in err
