@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/shardkit-train inspect $(DEMO)/knots --out $(DEMO)/inspect
 	$(BIN)/shardkit-train fit $(DEMO)/knots --model knot-cnn --epochs 6 --batch-size 32 \
 		--out $(DEMO)/run --verbose 2
-	@echo "demo done: dataset in $(DEMO)/knots, run (metrics.json, curves.png, confusion.png) in $(DEMO)/run"
+	@echo "demo done: dataset in $(DEMO)/knots, run (metrics.json, history.csv, training_curves.png, confusion_test.png) in $(DEMO)/run"
 
 test: install
 	$(BIN)/python -m pytest -q
