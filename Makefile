@@ -22,7 +22,8 @@ demo: install
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(BIN)/python -m shardkit.convert.examples knots $(DEMO)/knots.h5 --n 500 --size 48
 	$(BIN)/shardkit-convert $(DEMO)/knots.h5 --out $(DEMO)/knots --kind image \
-		--data /train_data --label /train_label --image-shape 48,48,3 --num-shards 4
+		--data /train_data --label /train_label --image-shape 48,48,3 --num-shards 4 \
+		--class-names unknot,plus_trefoil,minus_trefoil
 	$(BIN)/shardkit-train verify $(DEMO)/knots
 	$(BIN)/shardkit-train inspect $(DEMO)/knots --out $(DEMO)/inspect
 	$(BIN)/shardkit-train fit $(DEMO)/knots --model knot-cnn --epochs 6 --batch-size 32 \

@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="integer id column/node stored as row_id (default: the source row index)")
     p.add_argument("--group-column", help="keep each value of this column/node in a single split")
     p.add_argument("--name", help="feature name (default: the kind)")
+    p.add_argument("--class-names", type=lambda t: tuple(n.strip() for n in t.split(",")),
+                   help="names of the classes in label order, e.g. unknot,plus_trefoil,minus_trefoil")
     g = p.add_argument_group("images")
     g.add_argument("--image-shape", type=_shape, help="H,W,C of each image (needed when rows are flat)")
     g.add_argument("--image-encoding", choices=["raw", "png"], default="raw")
@@ -104,7 +106,7 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
         max_length=args.max_length, vocabulary=args.vocabulary, unknown=args.unknown, dtype=args.dtype,
         split=split, seed=args.seed, num_shards=args.num_shards, shard_size_mb=args.shard_size_mb,
         compression="GZIP" if args.compression == "gzip" else None, workers=args.workers,
-        worker_mode=args.worker_mode,
+        worker_mode=args.worker_mode, class_names=args.class_names,
         overwrite=args.overwrite, progress=not args.quiet,
     )
 

@@ -61,6 +61,7 @@ class ConvertConfig:
     overwrite: bool = False
     progress: bool = True
     source_splits: tuple[str, ...] = field(default=())
+    class_names: tuple[str, ...] | None = None
 
     @property
     def feature_name(self) -> str:
@@ -136,6 +137,13 @@ def _labels(cfg: ConvertConfig, sources: list[Source]) -> tuple[LabelSpec, list[
                     f"{src.where(cfg.label)}, row {i}: label {spec.names[int(ids_s[i])]!r} is out of range: "
                     f"it does not occur in the train input {sources[0].spec.path}"
                 )
+    if cfg.class_names:
+        if len(cfg.class_names) != spec.num_classes:
+            raise InputError(
+                f"--class-names gives {len(cfg.class_names)} names but {sources[0].where(cfg.label)} has "
+                f"{spec.num_classes} classes ({', '.join(spec.names)})"
+            )
+        spec = dataclasses.replace(spec, display_names=tuple(cfg.class_names))
     return spec, out
 
 

@@ -86,10 +86,17 @@ class LabelSpec:
     num_classes: int
     names: tuple[str, ...]
     source_kind: str = "int"  # "int", "string" or "onehot"
+    display_names: tuple[str, ...] | None = None  # what people call the classes (--class-names), if given
+
+    @property
+    def titles(self) -> tuple[str, ...]:
+        """Class names for people: the display names where given, else the source values."""
+        return self.display_names or self.names
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "LabelSpec":
-        return cls(**{**d, "names": tuple(d["names"])})
+        display = d.get("display_names")
+        return cls(**{**d, "names": tuple(d["names"]), "display_names": tuple(display) if display else None})
 
 
 @dataclass(frozen=True)

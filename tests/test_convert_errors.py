@@ -133,3 +133,9 @@ def test_remote_runner_with_local_path_is_refused(knots_h5: str, tmp_path) -> No
                            "--region=r", "--temp_location=gs://b/t"])
     assert rc == 1 and "local path" in err and "DataflowRunner" in err and knots_h5 in err
     assert no_leftovers(out)
+
+
+def test_class_names_must_match_the_classes(knots_h5: str, tmp_path) -> None:
+    out = str(tmp_path / "o")
+    _fails([knots_h5, *IMAGE_ARGS, "--class-names", "unknot,trefoil"], out,
+           "--class-names gives 2 names", "/train_label", "3 classes (0, 1, 2)")

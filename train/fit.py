@@ -287,7 +287,7 @@ def evaluate_split(
         matrix = report.confusion_matrix(labels, predicted, ds.metadata.label.num_classes)
         metrics["confusion_matrix"] = matrix.tolist()
         metrics["examples"] = int(len(labels))
-        report.plot_confusion(matrix, ds.metadata.label.names, os.path.join(out, f"confusion_{split}.png"), split)
+        report.plot_confusion(matrix, ds.metadata.label.titles, os.path.join(out, f"confusion_{split}.png"), split)
     return metrics
 
 

@@ -26,7 +26,7 @@ SHOWN_LETTERS = 60
 def inspect_dataset(dataset_dir: str, out_dir: str | None = None, num_examples: int = 16) -> dict[str, Any]:
     """Summarise ``dataset_dir``; with ``out_dir``, also write inspect.json and (images) examples.png there."""
     meta = spec.read_metadata(dataset_dir)
-    names = list(meta.label.names)
+    names = list(meta.label.titles)
     splits = {name: split_summary(dataset_dir, meta.splits[name]) for name in ordered_splits(meta)}
     summary: dict[str, Any] = {
         "dataset": os.path.abspath(dataset_dir),
@@ -118,7 +118,7 @@ def describe_example(row: dict[str, Any], meta: spec.Metadata) -> dict[str, Any]
     out: dict[str, Any] = {
         "row_id": int(row[spec.ROW_ID_KEY]),
         "label": label,
-        "label_name": meta.label.names[label] if 0 <= label < len(meta.label.names) else None,
+        "label_name": meta.label.titles[label] if 0 <= label < len(meta.label.titles) else None,
     }
     for f in meta.features:
         value = row[f.name]
