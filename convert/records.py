@@ -1,7 +1,8 @@
 """TFRecord shard files written without TensorFlow: tf.train.Example wire bytes and TFRecord framing.
 
 Workers stay TensorFlow-free (each TF import costs ~0.5 GB RSS and seconds); the bytes produced equal
-``shardkit.spec.example_bytes`` (deterministic protobuf serialisation), which the tests check.
+``shardkit.spec.example_bytes`` (deterministic protobuf serialisation) and TFRecordWriter's framing,
+which tests/test_convert_records.py checks.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import gzip
 import os
 import struct
 import uuid
-from typing import Any, BinaryIO, Mapping, Union
+from typing import Any, BinaryIO, Union
 
 import crc32c
 
@@ -32,18 +33,6 @@ def _varint(value: int) -> bytes:
 
 def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _entry(key: str, feature: bytes) -> bytes:
-    return _field(1, _field(1, key.encode()) + _field(2, feature))
-
-
-def example_bytes(payload: Mapping[str, bytes], ints: Mapping[str, int]) -> bytes:
-    """Serialise a tf.train.Example exactly as ``spec.example_bytes`` does (map entries sorted by key)."""
-    entries = {k: _field(1, _field(1, v)) for k, v in payload.items()}
-    entries.update({k: _field(3, _field(1, _varint(int(v)))) for k, v in ints.items()})
-    features = b"".join(_entry(k, entries[k]) for k in sorted(entries, key=functools.cmp_to_key(_key_order)))
-    return _field(1, features)
 
 
 def _key_order(a: str, b: str) -> int:
@@ -108,23 +97,11 @@ class ExampleLayout:
 _BYTES = [bytes((i,)) for i in range(256)]
 
 
-def example_pieces(name: str, payload: Buffer, ints: Mapping[str, int]) -> tuple[bytes, Buffer, bytes]:
-    """``example_bytes({name: payload}, ints)`` as (head, payload, tail), so the payload is never copied."""
-    layout = ExampleLayout(name, tuple(ints))
-    return layout.pieces(payload, tuple(int(v) for v in ints.values()))
-
-
 def frame_pieces(head: bytes, payload: Buffer, tail: bytes) -> tuple[bytes, Buffer, bytes]:
     """TFRecord framing of the record head + payload + tail, again without copying the payload."""
     length = struct.pack("<Q", len(head) + len(payload) + len(tail))
     crc = crc32c.crc32c(tail, crc32c.crc32c(payload, crc32c.crc32c(head)))
     return length + struct.pack("<I", _masked_crc(length)) + head, payload, tail + struct.pack("<I", _mask(crc))
-
-
-def frame(record: bytes) -> bytes:
-    """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
-    length = struct.pack("<Q", len(record))
-    return b"".join((length, struct.pack("<I", _masked_crc(length)), record, struct.pack("<I", _masked_crc(record))))
 
 
 def _is_local(path: str) -> bool:
@@ -192,12 +169,8 @@ class ShardWriter:
             self._gz = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=self._raw, mtime=0)
         self._out: BinaryIO = self._gz or self._raw
 
-    def write(self, record: bytes) -> None:
-        """Append one serialised record."""
-        self.write_pieces(b"", record, b"")
-
     def write_pieces(self, head: bytes, payload: Buffer, tail: bytes) -> None:
-        """Append one record given as head + payload + tail (see ``example_pieces``)."""
+        """Append one record given as head + payload + tail (``ExampleLayout.pieces``)."""
         for piece in frame_pieces(head, payload, tail):
             self._out.write(piece)
         self.bytes_written += len(head) + len(payload) + len(tail) + 16
