@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from typing import Sequence
@@ -86,11 +85,3 @@ def _once(path: str, write) -> str:
     write(tmp)
     os.replace(tmp, path)
     return path
-
-
-def clear(path: str) -> None:
-    """Remove a cached dataset directory or file."""
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.exists(path):
-        os.remove(path)

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import psutil
 
@@ -21,16 +21,6 @@ RESULT_PREFIX = "BENCH_RESULT "
 def median(values: Sequence[float]) -> float:
     """Median of the repeats (NaN for none), the statistic every table reports."""
     return float(statistics.median(values)) if values else float("nan")
-
-
-def repeat_timed(fn: Callable[[], Any], repeats: int) -> list[float]:
-    """Wall seconds of ``repeats`` calls of ``fn``."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def tree_rss(proc: psutil.Process) -> int:

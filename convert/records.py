@@ -155,7 +155,6 @@ class ShardWriter:
 
     def __init__(self, path: str, compression: str | None = None) -> None:
         self.path = path
-        self.bytes_written = 0
         self._tmp = f"{path}.inprogress-{uuid.uuid4().hex[:8]}"
         if _is_local(path):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -173,7 +172,6 @@ class ShardWriter:
         """Append one record given as head + payload + tail (``ExampleLayout.pieces``)."""
         for piece in frame_pieces(head, payload, tail):
             self._out.write(piece)
-        self.bytes_written += len(head) + len(payload) + len(tail) + 16
 
     def close(self) -> int:
         """Finish the file, move it to its final name and return its size in bytes."""

@@ -153,21 +153,6 @@ def shuffle_buffer_size(ds: Dataset, options: ReadOptions, split: str = "train")
     return int(max(1, min(ds.count(split), options.shuffle_buffer_mb * 2**20 // per_example)))
 
 
-def output_signature(ds: Dataset, options: ReadOptions) -> tuple[tf.TensorSpec, tf.TensorSpec]:
-    """Shape and dtype of one element of x and of y (leading batch dimension None)."""
-    f = ds.feature
-    if f.kind == "image":
-        x = tf.TensorSpec((None, *f.shape), tf.float32 if options.rescale_images else tf.uint8)
-    elif f.kind == "sequence":
-        if options.sequence_encoding == "onehot":
-            x = tf.TensorSpec((None, *f.shape, f.num_codes), tf.float32)
-        else:
-            x = tf.TensorSpec((None, *f.shape), tf.int32)
-    else:
-        x = tf.TensorSpec((None, *f.shape), tf.as_dtype(f.dtype))
-    return x, tf.TensorSpec((None,), tf.int32)
-
-
 def decode_batch(ds: Dataset, options: ReadOptions) -> Callable[[tf.Tensor], tuple[Any, tf.Tensor]]:
     """A graph function: a batch of serialized records -> (x, y), one vectorised parse for the batch."""
     feature = ds.feature

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -103,8 +102,3 @@ def worker_of(strategy: tf.distribute.Strategy) -> Worker:
 def shard_policy(num_shards: int, num_workers: int) -> str:
     """FILE when every worker can get whole shards, else DATA (every worker reads all, keeps every n-th)."""
     return "FILE" if num_shards >= num_workers else "DATA"
-
-
-def tf_config(workers: list[str], index: int) -> str:
-    """A TF_CONFIG value for worker ``index`` of a cluster of ``host:port`` workers."""
-    return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
