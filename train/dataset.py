@@ -437,7 +437,7 @@ class TrainingInput:
 
 
 def training_input(
-    path: str,
+    path: str | Dataset,
     batch_size: int,
     epochs: int,
     seed: int = 0,
@@ -453,7 +453,7 @@ def training_input(
     With a multi-worker ``strategy`` every worker builds its own shard of the input (``policy`` FILE when
     there are at least as many shards as workers, else DATA) and evaluates the whole validation split.
     """
-    ds = open_dataset(path, options.skip_corrupt)
+    ds = open_dataset(path, options.skip_corrupt) if isinstance(path, str) else path
     strategy = strategy or tf.distribute.get_strategy()
     workers = worker_of(strategy).count
     policy = policy or shard_policy(len(ds.counts["train"]), workers)

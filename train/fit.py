@@ -115,7 +115,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, A
     _write_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
 
     backup_dir = os.path.join(out, "backup")
-    probe = reader.training_input(config.dataset, config.batch_size, config.epochs, config.seed, options, config.sampling, strategy=strategy)
+    probe = reader.training_input(ds, config.batch_size, config.epochs, config.seed, options, config.sampling, strategy=strategy)
     plan = probe.plan
     fingerprint = {
         "dataset": os.path.abspath(config.dataset),
@@ -138,7 +138,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, A
     try:
         if start_step > 0:
             first = reader.training_input(
-                config.dataset, config.batch_size, start_epoch + 1, config.seed, options, config.sampling,
+                ds, config.batch_size, start_epoch + 1, config.seed, options, config.sampling,
                 start_epoch, start_step, strategy,
             )
             backup = ReaderPositionBackup(
@@ -151,7 +151,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, A
             start_epoch, start_step = start_epoch + 1, 0
         if start_epoch < config.epochs and not _stopped_early(common):
             rest = reader.training_input(
-                config.dataset, config.batch_size, config.epochs, config.seed, options, config.sampling,
+                ds, config.batch_size, config.epochs, config.seed, options, config.sampling,
                 start_epoch, 0, strategy,
             )
             backup = ReaderPositionBackup(backup_dir, plan.steps_per_epoch, save_freq, start_epoch, 0, fingerprint)
