@@ -26,14 +26,19 @@ def _row_batches(stream: tf.data.Dataset) -> list[np.ndarray]:
     return [x["row_id"].numpy() for x, _ in stream]
 
 
-def test_each_training_example_once_per_epoch_in_a_new_order(knots: str) -> None:
+INTERLEAVES = [{}, {"cycle_length": None, "block_length": 1}, {"cycle_length": 1, "block_length": 64}]
+
+
+@pytest.mark.parametrize("interleave", INTERLEAVES, ids=["default", "autotune-block1", "one-shard-at-a-time"])
+def test_each_training_example_once_per_epoch_in_a_new_order(knots: str, interleave: dict) -> None:
     ds = reader.open_dataset(knots)
+    options = reader.ReadOptions(with_row_id=True, **interleave)
     plan = reader.plan(ds, BATCH)
     train_ids = set(reader.read_row_ids(ds, "train").tolist())
     assert len(train_ids) == ds.count("train") == 240
     assert plan.steps_per_epoch == 8 and plan.last_batch == 240 - 7 * BATCH and plan.dropped_per_epoch == 0
 
-    batches = _row_batches(reader.train_dataset(ds, BATCH, 3, seed=7, options=reader.ReadOptions(with_row_id=True)))
+    batches = _row_batches(reader.train_dataset(ds, BATCH, 3, seed=7, options=options))
     assert len(batches) == 3 * plan.steps_per_epoch
     assert [len(b) for b in batches[:8]] == [BATCH] * 7 + [plan.last_batch]  # partial last batch kept
     epochs = [np.concatenate(batches[e * 8 : (e + 1) * 8]) for e in range(3)]
@@ -41,9 +46,9 @@ def test_each_training_example_once_per_epoch_in_a_new_order(knots: str) -> None
         assert len(ids) == len(set(ids.tolist())) == 240 and set(ids.tolist()) == train_ids
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
 
-    again = _row_batches(reader.train_dataset(ds, BATCH, 3, seed=7, options=reader.ReadOptions(with_row_id=True)))
+    again = _row_batches(reader.train_dataset(ds, BATCH, 3, seed=7, options=options))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))  # a function of (seed, epoch)
-    other = _row_batches(reader.train_dataset(ds, BATCH, 1, seed=8, options=reader.ReadOptions(with_row_id=True)))
+    other = _row_batches(reader.train_dataset(ds, BATCH, 1, seed=8, options=options))
     assert not np.array_equal(np.concatenate(other), epochs[0])
 
 

@@ -78,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--sequence-encoding", default="onehot", choices=("onehot", "codes"))
     f.add_argument("--skip-corrupt", action="store_true", help="read around damaged shards and report the records lost")
     f.add_argument("--nondeterministic", action="store_true", help="let tf.data reorder for speed (no exact resume)")
-    f.add_argument("--cycle-length", type=int, default=None, help="shards read in parallel (default AUTOTUNE)")
+    f.add_argument("--cycle-length", type=diagnose.cycle_length, default=8, help="shards read in parallel, or auto (default 8)")
     f.add_argument("--shuffle-buffer-mb", type=float, default=32.0, help="training shuffle buffer (decoded MB)")
     f.add_argument("--cache-validation", action="store_true", help="cache decoded validation/test batches in memory")
     f.add_argument("--repeat", type=int, default=1, metavar="N", help="train N seeds; report mean +- 95%% CI")

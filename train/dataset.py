@@ -33,7 +33,8 @@ SEQUENCE_ENCODINGS = ("onehot", "codes")
 class ReadOptions:
     """How to read: parallelism, shuffling, output encodings and what to do with corrupt shards."""
 
-    cycle_length: int | None = None  # files read at once; None = AUTOTUNE
+    cycle_length: int | None = 8  # shards read at once; None = AUTOTUNE (bench/: 1.7-6x slower on 2 cores)
+    block_length: int = 16  # consecutive records taken from one shard before moving on to the next
     num_parallel_calls: int = AUTOTUNE
     shuffle_buffer_mb: float = 32.0  # training shuffle buffer, in decoded-example megabytes
     deterministic: bool = True  # required for exact resume; False lets tf.data reorder for speed
@@ -42,7 +43,7 @@ class ReadOptions:
     rescale_images: bool = False  # False: uint8 images (rescale in the model); True: float32 in [0, 1]
     with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids}
     skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``open_dataset``)
-    read_buffer_bytes: int = 8 << 20
+    read_buffer_bytes: int = 256 << 10  # per open shard; TensorFlow's default, faster here than 8 MB
 
     def __post_init__(self) -> None:
         if self.sequence_encoding not in SEQUENCE_ENCODINGS:
@@ -200,7 +201,7 @@ def _records(paths: tf.Tensor, counts: tf.Tensor, ds: Dataset, options: ReadOpti
     return files.interleave(
         read,
         cycle_length=options.cycle_length or AUTOTUNE,
-        block_length=1,
+        block_length=options.block_length,
         num_parallel_calls=options.num_parallel_calls,
         deterministic=options.deterministic,
     )

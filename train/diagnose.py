@@ -18,6 +18,15 @@ DEFAULT_MODELS = {"image": "knot-cnn", "sequence": "protein-cnn", "array": "sequ
 FED_OK = 0.9  # reader-fed training at >= 90% of compute-only speed counts as not input-bound
 
 
+def cycle_length(text: str) -> int | None:
+    """``--cycle-length`` values: a positive number of shards, or ``auto`` for tf.data's AUTOTUNE."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of shards or 'auto', got {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Diagnosis:
     """The three rates (examples/s) and what they mean."""
@@ -72,7 +81,7 @@ def _rate(batch_size: int, steps: int, step: Any) -> float:
 
 
 def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, steps: int = 20, warmup: int = 3,
-             seed: int = 0, sequence_encoding: str = "onehot", cycle_length: int | None = None,
+             seed: int = 0, sequence_encoding: str = "onehot", cycle_length: int | None = 8,
              precision: str = "float32", xla: bool = False) -> Diagnosis:
     """Measure reader-only, compute-only and reader-fed rates of ``model_name`` on ``dataset``'s train split."""
     import keras
@@ -140,7 +149,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing, buffers)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sequence-encoding", default="onehot", choices=("onehot", "codes"))
-    p.add_argument("--cycle-length", type=int, default=None, help="shards read in parallel (default AUTOTUNE)")
+    p.add_argument("--cycle-length", type=cycle_length, default=8, help="shards read in parallel, or auto (default 8)")
     p.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
     p.add_argument("--xla", action="store_true", help="compile the train step with XLA")
     p.add_argument("--json", action="store_true", help="print all numbers and the verdict as JSON")

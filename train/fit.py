@@ -44,7 +44,7 @@ class FitConfig:
     sequence_encoding: str = "onehot"
     skip_corrupt: bool = False
     deterministic: bool = True
-    cycle_length: int | None = None
+    cycle_length: int | None = reader.ReadOptions.cycle_length  # None = AUTOTUNE
     shuffle_buffer_mb: float = 32.0
     cache_validation: bool = False
     repeat: int = 1
