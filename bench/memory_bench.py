@@ -33,35 +33,67 @@ def _train(mode: str, h5: str, dataset: str, model_name: str, batch_size: int, s
 
 
 def measure(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batch_size: int = 32,
-            steps: int = 10, modes: Sequence[str] = MODES, parallel: int = 1) -> dict[str, Any]:
-    """Peak RSS of each mode at each N (knot images), each run in a fresh subprocess sampled with psutil
-    (``parallel`` runs at once: each samples only its own process tree)."""
+            steps: int = 10, modes: Sequence[str] = MODES, parallel: int = 1,
+            ram_fraction: float = 0.8) -> dict[str, Any]:
+    """Peak RSS of each mode at each N (knot images, ascending), each run in a fresh subprocess sampled with psutil
+    (``parallel`` runs at once: each samples only its own process tree). A mode whose straight-line projection
+    from the smaller N exceeds ``ram_fraction`` of this machine's RAM is skipped at that N, not run into the OOM
+    killer."""
     from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
 
     from . import datasets
 
-    jobs = []
-    for n in sizes:
+    limit = ram_fraction * psutil.virtual_memory().total
+    points: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for n in sorted(sizes):
         h5 = datasets.knots_h5(cache, n)
         ds = datasets.knots_dataset(cache, n)
+        point: dict[str, Any] = {"n": n, "data_bytes": n * 128 * 128 * 3}
+        runnable = []
         for mode in modes:
-            jobs.append((n, mode, python_module("bench.memory_bench", "--worker", mode, "--h5", h5, "--dataset", ds,
-                                                "--model", model_name, "--batch-size", str(batch_size),
-                                                "--steps", str(steps))))
-    with ThreadPoolExecutor(parallel) as pool:
-        peaks = list(pool.map(lambda job: run_measured(job[2]).peak_rss_bytes, jobs))
-    points = [{"n": n, "data_bytes": n * 128 * 128 * 3} for n in sizes]
-    for (n, mode, _), peak in zip(jobs, peaks):
-        points[list(sizes).index(n)][mode] = peak
+            projected = _line_at(points, mode, n)
+            if projected is not None and projected > limit:
+                point[mode] = None
+                skipped.append(f"{mode} at N={n:,} (projected {projected / 2**30:.1f} GiB > {ram_fraction:.0%} of "
+                               f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM)")
+            else:
+                runnable.append(mode)
+        argvs = [python_module("bench.memory_bench", "--worker", mode, "--h5", h5, "--dataset", ds, "--model",
+                               model_name, "--batch-size", str(batch_size), "--steps", str(steps))
+                 for mode in runnable]
+        with ThreadPoolExecutor(parallel) as pool:
+            point.update(zip(runnable, pool.map(lambda argv: run_measured(argv).peak_rss_bytes, argvs)))
+        points.append(point)
+    notes = f"Not run (would not fit in memory here): {'; '.join(skipped)}." if skipped else ""
     return {
         "points": points,
         "projection": project(points, modes),
         "model": model_name,
+        "notes": notes,
         "description": (f"Peak RSS (process tree, sampled every 50 ms) of one `model.fit` of {model_name} for "
                         f"{steps} steps of batch {batch_size} on N knot images (128x128x3 uint8): fed by the "
                         "shardkit reader, by the uint8 arrays loaded whole from the HDF5 file, and by those "
                         "arrays as float32 /255 (the usual in-memory recipe). Each point is a fresh process."),
     }
+
+
+def _line(points: list[dict[str, Any]], mode: str) -> tuple[float, float] | None:
+    """Least-squares (a, b) of RSS = a + b*N over the points where ``mode`` was measured (None under two)."""
+    import numpy as np
+
+    xy = [(p["n"], p[mode]) for p in points if p.get(mode)]
+    if len(xy) < 2:
+        return None
+    b, a = np.polyfit(*np.array(xy, float).T, 1)
+    return float(a), float(b)
+
+
+def _line_at(points: list[dict[str, Any]], mode: str, n: int) -> float | None:
+    line = _line(points, mode)
+    return None if line is None else line[0] + line[1] * n
 
 
 SEED000_IMAGES = 300_000
@@ -70,15 +102,15 @@ SEED000_IMAGES = 300_000
 def project(points: list[dict[str, Any]], modes: Sequence[str] = MODES) -> dict[str, Any]:
     """Least-squares line RSS = a + b*N per mode; for in-memory modes, the RSS at seed 000's 300,000 images and
     the N from which shardkit's (flat, at most its largest measured) peak is <= 1/10 of theirs."""
-    import numpy as np
-
-    if len(points) < 2 or "shardkit" not in modes:
+    ours = max((p["shardkit"] for p in points if p.get("shardkit")), default=None)
+    if ours is None or "shardkit" not in modes:
         return {}
-    n = np.array([p["n"] for p in points], float)
-    ours = max(p["shardkit"] for p in points)
     out: dict[str, Any] = {"shardkit_peak_bytes": ours, "seed000_images": SEED000_IMAGES}
     for mode in modes:
-        b, a = np.polyfit(n, np.array([p[mode] for p in points], float), 1)
+        line = _line(points, mode)
+        if line is None:
+            continue
+        a, b = line
         entry = {"intercept_bytes": a, "bytes_per_example": b, "at_seed000_bytes": a + b * SEED000_IMAGES}
         if mode != "shardkit" and b > 0:
             entry["n_for_one_tenth"] = max(0.0, (10 * ours - a) / b)

@@ -248,15 +248,16 @@ def render_memory(results: dict, img_dir: str) -> str:
     if (msg := _failed(sec)) is not None:
         return msg
     points = sec["points"]
-    modes = [k for k in points[0] if k not in ("n", "data_bytes")]
+    modes = list(dict.fromkeys(k for p in points for k in p if k not in ("n", "data_bytes")))
     out = [f"{sec.get('description', '')}"]
     out.append(md_table(("N", "Decoded data GB", *(f"{m} peak RSS GB" for m in modes)),
                         [(f"{p['n']:,}", f"{p['data_bytes'] / GB:.2f}",
-                          *(_num((p.get(m) or 0) / GB, ".2f") for m in modes)) for p in points]))
+                          *(_num(p[m] / GB, ".2f") if p.get(m) else "not run" for m in modes)) for p in points]))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for m in modes:
-        ax.plot([p["n"] for p in points], [(p.get(m) or 0) / GB for p in points], "o-", label=m)
+        ran = [p for p in points if p.get(m)]
+        ax.plot([p["n"] for p in ran], [p[m] / GB for p in ran], "o-", label=m)
     ax.set_xlabel("training examples (N)")
     ax.set_ylabel("peak RSS, GB")
     ax.set_ylim(bottom=0)

@@ -76,22 +76,23 @@ def epoch_time(results: dict) -> list[Verdict]:
 
 
 def memory_scaling(results: dict) -> list[Verdict]:
-    """At the largest N of the memory sweep: shardkit's peak RSS over each in-memory mode's."""
+    """At the largest N of the memory sweep where both ran: shardkit's peak RSS over each in-memory mode's."""
     points = _get(results, "memory", "points") or []
     out = []
-    if points:
-        last = points[-1]
-        for mode in [k for k in last if k.startswith("in-memory")]:
-            ours, mem = last.get("shardkit"), last.get(mode)
-            if not ours or not mem:
-                continue
-            r = ours / mem
-            measured = f"{ratio(r)} ({ours / GB:.2f} GB vs {mem / GB:.2f} GB at N={last['n']:,})"
-            cross = _get(results, "memory", "projection", mode, "n_for_one_tenth")
-            if cross and r > 0.1:
-                measured += f"; <= 1/10 from N~{cross:,.0f} (linear fit)"
-            out.append(Verdict(f"training peak RSS, memory sweep: shardkit vs {mode}", "<= 0.10x", measured,
-                               _judge(r <= 0.1)))
+    modes = sorted({k for p in points for k in p if k.startswith("in-memory")})
+    for mode in modes:
+        both = [p for p in points if p.get("shardkit") and p.get(mode)]
+        if not both:
+            continue
+        last = both[-1]
+        ours, mem = last["shardkit"], last[mode]
+        r = ours / mem
+        measured = f"{ratio(r)} ({ours / GB:.2f} GB vs {mem / GB:.2f} GB at N={last['n']:,})"
+        cross = _get(results, "memory", "projection", mode, "n_for_one_tenth")
+        if cross and r > 0.1:
+            measured += f"; <= 1/10 from N~{cross:,.0f} (linear fit)"
+        out.append(Verdict(f"training peak RSS, memory sweep: shardkit vs {mode}", "<= 0.10x", measured,
+                           _judge(r <= 0.1)))
     return out or [Verdict("training peak RSS vs in-memory (memory sweep)", "<= 0.10x", "-", "not measured")]
 
 
