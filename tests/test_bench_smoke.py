@@ -84,3 +84,21 @@ def test_gpu_bench_runs_on_cpu_and_renders(quick_run, tmp_path_factory):
     assert "| knot-cnn | uint8 image | 8 | float32 |" in text and "| protein-cnn | onehot | 8 | float32 |" in text
     assert "GPU model.fit step time, knot-cnn (batch 8, float32)" in text and "(img/gpu.png)" in text
     assert (out.parent / "img" / "gpu.png").exists()
+
+
+def test_memory_sweep_judges_each_mode_where_both_ran():
+    from bench import memory_bench, targets
+
+    gb = 2**30
+    points = [{"n": 1_000, "data_bytes": 0, "shardkit": 1.4 * gb, "in-memory": 1.5 * gb, "in-memory float32": 2 * gb},
+              {"n": 2_000, "data_bytes": 0, "shardkit": 1.4 * gb, "in-memory": 1.6 * gb, "in-memory float32": 3 * gb},
+              {"n": 150_000, "data_bytes": 0, "shardkit": 1.5 * gb, "in-memory": 16 * gb, "in-memory float32": None}]
+    assert memory_bench._line_at(points[:2], "in-memory float32", 150_000) == pytest.approx(151 * gb)
+    proj = memory_bench.project(points)
+    assert proj["shardkit_peak_bytes"] == 1.5 * gb
+    assert proj["in-memory float32"]["bytes_per_example"] == pytest.approx(gb / 1_000)  # fitted on the two it ran
+    verdicts = {v.target: v for v in targets.memory_scaling({"memory": {"points": points, "projection": proj}})}
+    assert verdicts["training peak RSS, memory sweep: shardkit vs in-memory"].result == "PASS"
+    assert "N=150,000" in verdicts["training peak RSS, memory sweep: shardkit vs in-memory"].measured
+    float32 = verdicts["training peak RSS, memory sweep: shardkit vs in-memory float32"]
+    assert "N=2,000" in float32.measured and float32.result == "MISS"
