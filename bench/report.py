@@ -248,11 +248,16 @@ def render_memory(results: dict, img_dir: str) -> str:
     if (msg := _failed(sec)) is not None:
         return msg
     points = sec["points"]
-    modes = list(dict.fromkeys(k for p in points for k in p if k not in ("n", "data_bytes")))
+    modes = list(dict.fromkeys(k for p in points for k in p if k not in ("n", "data_bytes", "step_s")))
+
+    def cells(p: dict) -> list[str]:
+        steps = p.get("step_s") or {}
+        return [c for m in modes for c in ((_num(p[m] / GB, ".2f"), _num(1e3 * steps[m], ".0f") if steps.get(m) else "-")
+                                           if p.get(m) else ("not run", "-"))]
+
     out = [f"{sec.get('description', '')}"]
-    out.append(md_table(("N", "Decoded data GB", *(f"{m} peak RSS GB" for m in modes)),
-                        [(f"{p['n']:,}", f"{p['data_bytes'] / GB:.2f}",
-                          *(_num(p[m] / GB, ".2f") if p.get(m) else "not run" for m in modes)) for p in points]))
+    out.append(md_table(("N", "Decoded data GB", *(h for m in modes for h in (f"{m} peak RSS GB", f"{m} ms/step"))),
+                        [(f"{p['n']:,}", f"{p['data_bytes'] / GB:.2f}", *cells(p)) for p in points]))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for m in modes:

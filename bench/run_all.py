@@ -60,7 +60,7 @@ class Sizes:
         return cls(repeats=3, conversion={"small": 3_000, "medium": 12_000, f"multi-GB ({big_gb:g} GB)": big},
                    reading_n=6_000, reading_proteins=20_000, cycle_lengths=(1, 2, 4, 8, 16),
                    shard_counts=(1, 2, 4, 8, 16, 32), shards=16,
-                   memory_sizes=(1_500, 6_000, 24_000, 150_000), memory_steps=8,
+                   memory_sizes=(1_500, 6_000, 24_000, 150_000), memory_steps=16,
                    storage={"images": 6_000, "sequences": 20_000, "arrays": 300},
                    extra={"training": {"knots_per_class": 1_000, "knot_size": 64, "n_proteins": 6_000,
                                        "max_length": 660, "epochs": 3, "repeats": 2, "large_proteins": 80_000}})

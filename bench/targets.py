@@ -93,6 +93,12 @@ def memory_scaling(results: dict) -> list[Verdict]:
             measured += f"; <= 1/10 from N~{cross:,.0f} (linear fit)"
         out.append(Verdict(f"training peak RSS, memory sweep: shardkit vs {mode}", "<= 0.10x", measured,
                            _judge(r <= 0.1)))
+        steps = last.get("step_s") or {}
+        if steps.get("shardkit") and steps.get(mode):
+            t = steps["shardkit"] / steps[mode]
+            out.append(Verdict(f"training step (epoch) time, memory sweep: shardkit vs {mode}", "<= 1.1x",
+                               f"{t:.2f}x ({1e3 * steps['shardkit']:.0f} vs {1e3 * steps[mode]:.0f} ms/step at "
+                               f"N={last['n']:,})", _judge(t <= 1.1)))
     return out or [Verdict("training peak RSS vs in-memory (memory sweep)", "<= 0.10x", "-", "not measured")]
 
 

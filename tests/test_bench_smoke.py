@@ -92,7 +92,8 @@ def test_memory_sweep_judges_each_mode_where_both_ran():
     gb = 2**30
     points = [{"n": 1_000, "data_bytes": 0, "shardkit": 1.4 * gb, "in-memory": 1.5 * gb, "in-memory float32": 2 * gb},
               {"n": 2_000, "data_bytes": 0, "shardkit": 1.4 * gb, "in-memory": 1.6 * gb, "in-memory float32": 3 * gb},
-              {"n": 150_000, "data_bytes": 0, "shardkit": 1.5 * gb, "in-memory": 16 * gb, "in-memory float32": None}]
+              {"n": 150_000, "data_bytes": 0, "shardkit": 1.5 * gb, "in-memory": 16 * gb, "in-memory float32": None,
+               "step_s": {"shardkit": 0.30, "in-memory": 0.31}}]
     assert memory_bench._line_at(points[:2], "in-memory float32", 150_000) == pytest.approx(151 * gb)
     proj = memory_bench.project(points)
     assert proj["shardkit_peak_bytes"] == 1.5 * gb
@@ -100,5 +101,6 @@ def test_memory_sweep_judges_each_mode_where_both_ran():
     verdicts = {v.target: v for v in targets.memory_scaling({"memory": {"points": points, "projection": proj}})}
     assert verdicts["training peak RSS, memory sweep: shardkit vs in-memory"].result == "PASS"
     assert "N=150,000" in verdicts["training peak RSS, memory sweep: shardkit vs in-memory"].measured
+    assert verdicts["training step (epoch) time, memory sweep: shardkit vs in-memory"].result == "PASS"
     float32 = verdicts["training peak RSS, memory sweep: shardkit vs in-memory float32"]
     assert "N=2,000" in float32.measured and float32.result == "MISS"
