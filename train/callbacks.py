@@ -1,15 +1,17 @@
-"""Mid-epoch resume: Keras' BackupAndRestore plus the reader's position inside the epoch.
+"""Resuming after a crash: Keras' BackupAndRestore plus the reader's position inside the epoch, and an
+EarlyStopping whose patience survives the restart.
 
 Keras 3 saves the weights every ``save_freq`` steps but on restart replays the whole interrupted epoch.
-This callback records how many steps of the epoch were done, so the trainer restarts the reader exactly
-there (``dataset.train_dataset(start_epoch, start_step)``) and the epoch sees each example once.
+``ReaderPositionBackup`` records how many steps of the epoch were done, so the trainer restarts the reader
+exactly there (``dataset.train_dataset(start_epoch, start_step)``) and the epoch sees each example once.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import keras
 
@@ -82,3 +84,28 @@ def read_position(backup_dir: str) -> dict[str, Any] | None:
         position = json.load(f)
     position.setdefault("step", 0)
     return position
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that counts patience across a crash: each ``fit`` starts from the run's history so far
+    (best value, its epoch, epochs waited since) and from the best weights saved at ``best_weights_path``,
+    instead of from scratch."""
+
+    def __init__(self, history: Callable[[], list[float]], best_weights_path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.history = history
+        self.best_weights_path = best_weights_path
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        values = [(epoch, v) for epoch, v in enumerate(self.history()) if math.isfinite(v)]
+        if not values:
+            return
+        pick = max if self.mode == "max" else min
+        self.best_epoch, self.best = pick(values, key=lambda ev: ev[1])
+        self.wait = len(self.history()) - 1 - self.best_epoch
+        if self.restore_best_weights and self.best_weights_path and os.path.exists(self.best_weights_path):
+            current = self.model.get_weights()
+            self.model.load_weights(self.best_weights_path)
+            self.best_weights = self.model.get_weights()
+            self.model.set_weights(current)

@@ -20,7 +20,7 @@ import tensorflow as tf
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
 from shardkit.train import models, report
-from shardkit.train.callbacks import ReaderPositionBackup, read_position
+from shardkit.train.callbacks import ReaderPositionBackup, ResumableEarlyStopping, read_position
 from shardkit.train.strategy import Worker, make_strategy, set_precision, worker_of
 
 
@@ -209,20 +209,24 @@ def _describe(ds, plan, strategy, worker: Worker, start_epoch: int, start_step: 
 def _callbacks(config: FitConfig, out: str, ds: reader.Dataset, plan: reader.TrainingPlan) -> list[keras.callbacks.Callback]:
     has_val = "validation" in ds.counts and ds.count("validation") > 0
     monitor = "val_loss" if has_val else "loss"
-    history_path = os.path.join(out, "history.csv")
+    history_path, best_path = os.path.join(out, "history.csv"), os.path.join(out, "best.weights.h5")
     best_so_far = None
     if os.path.exists(history_path):
         values = report.read_history(history_path).get(monitor, [])
         best_so_far = min(values) if values else None
     cbs: list[keras.callbacks.Callback] = [
         keras.callbacks.ModelCheckpoint(
-            os.path.join(out, "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True,
+            best_path, monitor=monitor, save_best_only=True, save_weights_only=True,
             initial_value_threshold=best_so_far,
         ),
         keras.callbacks.CSVLogger(history_path, append=True),
     ]
     if config.patience > 0:
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True))
+        def history() -> list[float]:
+            return report.read_history(history_path).get(monitor, []) if os.path.exists(history_path) else []
+
+        cbs.append(ResumableEarlyStopping(history, best_path, monitor=monitor, patience=config.patience,
+                                          restore_best_weights=True))
     if config.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(os.path.join(out, "logs"), update_freq="epoch", profile_batch=0))
     return cbs
