@@ -15,6 +15,14 @@ def train_reader(dataset_dir: str, batch_size: int, epochs: int = 1, seed: int =
     return train_dataset(dataset_dir, batch_size, epochs, seed, options=ReadOptions(**read_options))
 
 
+def reader_defaults() -> dict[str, Any]:
+    """The reader's interleave settings, recorded with each measurement of it (results outlive defaults)."""
+    from shardkit.train.dataset import ReadOptions
+
+    o = ReadOptions()
+    return {"cycle_length": o.cycle_length, "block_length": o.block_length, "read_buffer_bytes": o.read_buffer_bytes}
+
+
 def build_compiled_model(name: str, dataset_dir: str, jit: bool = False, **read_options: Any):
     """The trainer's preset ``name`` built for this dataset's spec and compiled as ``shardkit-train fit`` does
     (``jit``: XLA, like ``fit --xla``)."""

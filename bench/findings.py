@@ -171,6 +171,9 @@ def gpu(results: dict) -> list[str]:
     protein = ratios("protein-cnn", precision="float32")
     reader = [r["reader_only_examples_per_s"] for r in rows if r["model"] == "protein-cnn"]
     slow_codes = busy("protein-cnn", precision="mixed_float16", sequence_encoding="codes")
+    then, now = (results.get("gpu") or {}).get("reader_defaults"), (results.get("reading") or {}).get("reader_defaults")
+    stale = (f" These GPU runs used other reader defaults ({_settings(then)}) than the CPU sections ({_settings(now)}); "
+             "re-measure them with `bench.gpu_bench` on a GPU machine." if then and now and then != now else "")
     return [f"**GPU.** Fed by shardkit, knot-cnn's `model.fit` step is {_rng(knot_big, '.2f')}x the step on a batch "
             f"already on the device at batch 256 and {_rng(knot_small, '.2f')}x at batch 64, where the whole step "
             f"is {_rng(busy('knot-cnn'), '.1f')} ms. protein-cnn's float32 step on the device is only "
@@ -183,7 +186,13 @@ def gpu(results: dict) -> list[str]:
             "ran from a carried tensorflow-cpu wheel and Keras on JAX; with TensorFlow GPU the batches would be "
             "prefetched to the device inside the graph, which could not be measured here." + (f" (protein-cnn with an Embedding of the codes under mixed_float16 is slow in itself, "
                        f"{_rng(slow_codes, '.0f')} ms a step on the device: keep that model in float32.)"
-                       if slow_codes else "")]
+                       if slow_codes else "") + stale]
+
+
+def _settings(defaults: dict[str, Any]) -> str:
+    cycle = defaults.get("cycle_length") or "AUTOTUNE"
+    return (f"cycle length {cycle}, block length {defaults.get('block_length')}, "
+            f"{defaults.get('read_buffer_bytes', 0) // 1024:,} KB read buffers")
 
 
 def render(results: dict[str, Any]) -> str:

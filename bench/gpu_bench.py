@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     backend = args.backend or os.environ.get("KERAS_BACKEND") or _default_backend()
     os.environ["KERAS_BACKEND"] = backend  # must precede the first keras import
     _ensure_shardkit_importable()
+    from . import api
+
     util = GpuUtilSampler()
     result: dict[str, Any] = {
         "device": _device_name(backend),
@@ -348,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "batch_size": args.batch_size,
         "steps": args.steps,
+        "reader_defaults": api.reader_defaults(),
         "rows": [],
         "notes": ("Synthetic = one batch copied to the device once, then `train_on_batch` on it (compute only). "
                   "shardkit = the same `train_on_batch` loop fed by the shuffling shardkit reader (tf.data on the "

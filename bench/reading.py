@@ -8,7 +8,7 @@ import os
 import traceback
 from typing import Any, Callable
 
-from . import datasets, reading_bench, train_bench
+from . import api, datasets, reading_bench, train_bench
 
 CANONICAL = (("steady", "shardkit"), ("first epoch", "shardkit, first epoch (incl. pipeline start)"),
              ("seed-000", "seed-000 generator"), ("PyDataset", "PyDataset over h5py"),
@@ -75,6 +75,7 @@ def measure(cache: str, s: Any) -> dict[str, Any]:
         "dataset": f"{s.reading_n // 3 * 3:,} knot images 128x128x3 uint8 (shardkit: 8 train shards)",
         "batch_size": s.batch_size,
         "repeats": s.repeats,
+        "reader_defaults": api.reader_defaults(),
         "readers": _part(lambda: compare_readers(s.reading_n // 3, s.batch_size, s.repeats)),
         "cycle_length": _part(lambda: reading_bench.sweep_cycle_length(
             datasets.knots_dataset(cache, sweep_n, extra=["--num-shards", str(shards)], tag=f"-shards{shards}"),
