@@ -27,6 +27,12 @@ from bench.measure import REPO  # noqa: E402
 IMAGE_BYTES = 128 * 128 * 3
 
 
+def knots_in(gb: float) -> int:
+    """Knot images (whole classes of three) in ``gb`` GB of 128x128x3 pixels: the 6 GB input serves both the
+    conversion target and the memory sweep's largest N."""
+    return int(gb * 1e9 / IMAGE_BYTES) // 3 * 3
+
+
 @dataclass(frozen=True)
 class Sizes:
     """How big each benchmark runs: rows for conversion sizes, examples for the readers and the memory sweep."""
@@ -56,11 +62,11 @@ class Sizes:
 
     @classmethod
     def default(cls, big_gb: float) -> "Sizes":
-        big = int(big_gb * 1e9 / IMAGE_BYTES) // 3 * 3
+        big = knots_in(big_gb)
         return cls(repeats=3, conversion={"small": 3_000, "medium": 12_000, f"multi-GB ({big_gb:g} GB)": big},
                    reading_n=6_000, reading_proteins=20_000, cycle_lengths=(1, 2, 4, 8, 16),
                    shard_counts=(1, 2, 4, 8, 16, 32), shards=16,
-                   memory_sizes=(1_500, 6_000, 24_000, 150_000), memory_steps=16,
+                   memory_sizes=(1_500, 6_000, 24_000, knots_in(6)), memory_steps=16,
                    storage={"images": 6_000, "sequences": 20_000, "arrays": 300},
                    extra={"training": {"knots_per_class": 1_000, "knot_size": 64, "n_proteins": 6_000,
                                        "max_length": 660, "epochs": 3, "repeats": 2, "large_proteins": 80_000}})
