@@ -47,3 +47,17 @@ def test_bench_rejects_dataset_smaller_than_a_batch(tmp_path_factory, capsys):
     assert main(["bench", path, "--batch-size", "4096"]) == 2
     err = capsys.readouterr().err
     assert path in err and "fewer than one batch" in err
+
+
+def test_cycle_length_takes_a_count_or_auto(capsys):
+    import pytest
+
+    from shardkit.train.cli import parser
+
+    fit = ["fit", "d", "--model", "knot-cnn", "--epochs", "1", "--batch-size", "8", "--out", "r"]
+    assert parser().parse_args(fit).cycle_length == 8
+    assert parser().parse_args([*fit, "--cycle-length", "auto"]).cycle_length is None
+    assert parser().parse_args(["bench", "d", "--cycle-length", "3"]).cycle_length == 3
+    with pytest.raises(SystemExit):
+        parser().parse_args([*fit, "--cycle-length", "0"])
+    assert "positive number of shards or 'auto'" in capsys.readouterr().err

@@ -98,12 +98,13 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
-        values = [(epoch, v) for epoch, v in enumerate(self.history()) if math.isfinite(v)]
+        history = self.history()
+        values = [(epoch, v) for epoch, v in enumerate(history) if math.isfinite(v)]
         if not values:
             return
         pick = max if self.mode == "max" else min
         self.best_epoch, self.best = pick(values, key=lambda ev: ev[1])
-        self.wait = len(self.history()) - 1 - self.best_epoch
+        self.wait = len(history) - 1 - self.best_epoch
         if self.restore_best_weights and self.best_weights_path and os.path.exists(self.best_weights_path):
             current = self.model.get_weights()
             self.model.load_weights(self.best_weights_path)
