@@ -15,6 +15,28 @@ def train_reader(dataset_dir: str, batch_size: int, epochs: int = 1, seed: int =
     return train_dataset(dataset_dir, batch_size, epochs, seed, options=ReadOptions(**read_options))
 
 
+def epoch_seconds(dataset_dir: str, batch_size: int, epochs: int, **read_options: Any) -> tuple[list[float], int]:
+    """Wall seconds of each epoch of one continuous training stream (as ``fit`` consumes it, nothing else
+    running), and the examples per epoch."""
+    import time
+
+    from shardkit.train.dataset import ReadOptions, open_dataset, plan, train_dataset
+
+    ds = open_dataset(dataset_dir)
+    steps = plan(ds, batch_size).steps_per_epoch
+    start = time.perf_counter()
+    stream = iter(train_dataset(ds, batch_size, epochs, seed=0, options=ReadOptions(**read_options)))
+    times, n = [], 0
+    for _ in range(epochs):
+        n = 0
+        for _ in range(steps):
+            _, y = next(stream)
+            n += int(y.shape[0])
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+    return times, n
+
+
 def reader_defaults() -> dict[str, Any]:
     """The reader's interleave settings, recorded with each measurement of it (results outlive defaults)."""
     from shardkit.train.dataset import ReadOptions

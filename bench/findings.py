@@ -83,16 +83,17 @@ def reading(results: dict) -> list[str]:
     for key, what in (("cycle_length", "interleave cycle length"), ("shard_count", "shard count")):
         pts = sec.get(key)
         if isinstance(pts, list) and len(pts) > 1:
-            best = max(pts, key=lambda p: p["examples_per_s"])
-            sweep.append(f"{what} {pts[0]['x']}: {pts[0]['examples_per_s']:,.0f} examples/s, best "
-                         f"{best['examples_per_s']:,.0f} at {best['x']}, {pts[-1]['examples_per_s']:,.0f} at "
-                         f"{pts[-1]['x']}")
+            numeric = [p for p in pts if isinstance(p["x"], int)]
+            best = max(numeric, key=lambda p: p["examples_per_s"])
+            sweep.append(f"{what} {numeric[0]['x']}: {numeric[0]['examples_per_s']:,.0f} examples/s, best "
+                         f"{best['examples_per_s']:,.0f} at {best['x']}, {numeric[-1]['examples_per_s']:,.0f} at "
+                         f"{numeric[-1]['x']}" + "".join(f", {p['examples_per_s']:,.0f} with AUTOTUNE" for p in pts
+                                                         if p["x"] == "auto"))
     if sweep:
-        paras.append("**Reader knobs.** " + "; ".join(sweep) + " (one fresh epoch per pass, pipeline start "
-                     "included). The reader's default reads 8 shards at once, 16 records from each in turn, with "
-                     "256 KB read buffers: in steady state on this machine AUTOTUNE's cycle length (the core count, "
-                     "2) read knots 1.7x and protein codes 6x slower. Slower storage (network disks, object stores) "
-                     "rewards more parallel reads: `--cycle-length`.")
+        paras.append("**Reader knobs.** " + "; ".join(sweep) + " (steady-state epochs, as `fit` reads). The "
+                     "reader's default reads 8 shards at once, 16 records from each in turn, with 256 KB read "
+                     "buffers; AUTOTUNE (`--cycle-length auto`) sets the cycle length to the core count. Slower "
+                     "storage (network disks, object stores) rewards more parallel reads.")
     comp = sec.get("compression")
     if isinstance(comp, list) and comp:
         by = {(r["dataset"], r["compression"]): r for r in comp}

@@ -70,7 +70,7 @@ def _part(fn: Callable[[], Any], tries: int = 1) -> Any:
 def measure(cache: str, s: Any) -> dict[str, Any]:
     """Everything in the reading section at the sizes of ``s`` (run_all.Sizes)."""
     train_bench.CACHE = os.path.join(cache, "train")  # train_bench's inputs live in the same cache
-    sweep_n, shards = s.reading_n, max(s.cycle_lengths)
+    sweep_n, shards = s.reading_n, max(c for c in s.cycle_lengths if c)
     return {
         "dataset": f"{s.reading_n // 3 * 3:,} knot images 128x128x3 uint8 (shardkit: 8 train shards)",
         "batch_size": s.batch_size,
@@ -90,8 +90,8 @@ def measure(cache: str, s: Any) -> dict[str, Any]:
                   "warm; shardkit's row is epochs 2.. of one continuous stream as `fit` reads it, its first epoch "
                   "shown separately). shardkit = `shardkit.train.dataset.train_dataset` (shard order permuted per "
                   "epoch, parallel interleave, shuffle buffer over globally pre-shuffled shards, vectorised parse, "
-                  "uint8 images). The cycle-length, shard-count and GZIP sweeps read one epoch per pass from a "
-                  "fresh iterator (pipeline start included). "
+                  "uint8 images). The cycle-length, shard-count and GZIP sweeps time epochs 2.. of one continuous "
+                  "stream each, like the shardkit row. "
                   "seed-000 generator = the user's `imageLoader` verbatim (sequential PyTables slices, X/255 in "
                   "numpy: float64, no shuffle). PyDataset = a Keras PyDataset reading a fresh global permutation "
                   "from h5py each epoch (/255 float32). in-memory numpy = all images in RAM (uint8) read the way "

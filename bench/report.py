@@ -176,8 +176,13 @@ def render_reading(results: dict, img_dir: str) -> str:
             out.append(f"Throughput vs {title}:")
             out.append(md_table((title, "Examples/s", "MB/s"),
                                 [(p["x"], _num(p["examples_per_s"]), _num(p.get("mb_per_s"), ".1f")) for p in pts]))
-            xs = [p["x"] for p in pts]
-            ax.plot(xs, [p["examples_per_s"] for p in pts], "o-")
+            numeric = [p for p in pts if isinstance(p["x"], int)]
+            xs = [p["x"] for p in numeric]
+            ax.plot(xs, [p["examples_per_s"] for p in numeric], "o-")
+            for p in pts:
+                if not isinstance(p["x"], int):
+                    ax.axhline(p["examples_per_s"], color="gray", linestyle="--", label=f"{p['x']} (AUTOTUNE)")
+                    ax.legend(fontsize=8)
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [str(x) for x in xs])
             ax.set_xlabel(title)

@@ -41,7 +41,7 @@ class Sizes:
     conversion: dict[str, int]  # label -> knot rows
     reading_n: int
     reading_proteins: int
-    cycle_lengths: tuple[int, ...]
+    cycle_lengths: tuple[int | None, ...]  # None = AUTOTUNE
     shard_counts: tuple[int, ...]
     shards: int
     storage: dict[str, int]
@@ -53,7 +53,7 @@ class Sizes:
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(repeats=1, conversion={"small": 120, "medium": 240}, reading_n=240, reading_proteins=200,
-                   cycle_lengths=(1, 4), shard_counts=(1, 4), shards=4,
+                   cycle_lengths=(1, 4, None), shard_counts=(1, 4), shards=4,
                    storage={"images": 240, "sequences": 200, "arrays": 20},
                    memory_sizes=(120, 240), memory_steps=1, batch_size=32,
                    extra={"memory_modes": ("shardkit", "in-memory"), "memory_parallel": 2, "diagnose_steps": (2, 1),
@@ -64,7 +64,7 @@ class Sizes:
     def default(cls, big_gb: float) -> "Sizes":
         big = knots_in(big_gb)
         return cls(repeats=3, conversion={"small": 3_000, "medium": 12_000, f"multi-GB ({big_gb:g} GB)": big},
-                   reading_n=6_000, reading_proteins=20_000, cycle_lengths=(1, 2, 4, 8, 16),
+                   reading_n=6_000, reading_proteins=20_000, cycle_lengths=(1, 2, 4, 8, 16, None),
                    shard_counts=(1, 2, 4, 8, 16, 32), shards=16,
                    memory_sizes=(1_500, 6_000, 24_000, knots_in(6)), memory_steps=16,
                    storage={"images": 6_000, "sequences": 20_000, "arrays": 300},

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import api
 from bench.measure import emit_result, median, python_module, run_measured
 
 CACHE = os.environ.get("SHARDKIT_BENCH_CACHE", "/tmp/shardkit-bench-cache") + "/train"
@@ -70,29 +71,9 @@ def proteins(n: int, max_length: int) -> str:
 # ---------------------------------------------------------------- readers (one epoch each)
 
 
-def shardkit_epochs(dataset: str, batch: int, epochs: int) -> tuple[list[float], int]:
-    """Wall seconds of each epoch of one continuous training stream (as ``fit`` consumes it), and examples per epoch."""
-    from shardkit.train.dataset import open_dataset, plan, train_dataset
-
-    ds = open_dataset(dataset)
-    steps = plan(ds, batch).steps_per_epoch
-    start = time.perf_counter()
-    stream = iter(train_dataset(ds, batch, epochs, seed=0))
-    times, n = [], 0
-    for _ in range(epochs):
-        n = 0
-        for _ in range(steps):
-            x, _ = next(stream)
-            n += int(x.shape[0])
-        times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-    del stream
-    return times, n
-
-
 def shardkit_second_epoch(dataset: str, batch: int) -> float:
     """Seconds of epoch 2 of a fresh two-epoch stream: steady state (pipeline running, graph traced)."""
-    return shardkit_epochs(dataset, batch, 2)[0][1]
+    return api.epoch_seconds(dataset, batch, 2)[0][1]
 
 
 def seed000_epoch(h5: str, batch: int, size: int) -> int:
@@ -171,7 +152,7 @@ def reader_table(n_per_class: int, size: int, batch: int, repeats: int) -> tuple
     from shardkit.train.dataset import open_dataset
 
     train_n = open_dataset(dataset).count("train")
-    first_epoch = shardkit_epochs(dataset, batch, 1)[0][0]
+    first_epoch = api.epoch_seconds(dataset, batch, 1)[0][0]
     contenders = {
         "shardkit reader (global shuffle, uint8), steady epochs": (lambda r: shardkit_second_epoch(dataset, batch), train_n),
         "seed-000 generator (PyTables slices, /255, no shuffle)": (lambda r: _timed(seed000_epoch, h5, batch, size), len(x)),
