@@ -87,7 +87,7 @@ def measure(cache: str, s: Any) -> dict[str, Any]:
         "epoch": _part(lambda: training_epochs(**s.extra.get("training", {}), batch_size=s.batch_size), tries=2),
         "notes": ("Throughput = examples delivered per second by each reader over whole epochs with nothing "
                   "consuming them (train_bench.reader_table: median of the repeats after a warm-up epoch; page cache "
-                  "warm; shardkit's row is epochs 2.. of one continuous stream as `fit` reads it, its first epoch "
+                  "warm; shardkit's row is the mean of epochs 2-4 of a fresh stream each round, as `fit` reads it, its first epoch "
                   "shown separately). shardkit = `shardkit.train.dataset.train_dataset` (shard order permuted per "
                   "epoch, parallel interleave, shuffle buffer over globally pre-shuffled shards, vectorised parse, "
                   "uint8 images). The cycle-length, shard-count and GZIP sweeps time epochs 2.. of one continuous "

@@ -64,7 +64,7 @@ class Sizes:
     def default(cls, big_gb: float) -> "Sizes":
         big = knots_in(big_gb)
         return cls(repeats=3, conversion={"small": 3_000, "medium": 12_000, f"multi-GB ({big_gb:g} GB)": big},
-                   reading_n=6_000, reading_proteins=20_000, cycle_lengths=(1, 2, 4, 8, 16, None),
+                   reading_n=24_000, reading_proteins=20_000, cycle_lengths=(1, 2, 4, 8, 16, None),
                    shard_counts=(1, 2, 4, 8, 16, 32), shards=16,
                    memory_sizes=(1_500, 6_000, 24_000, knots_in(6)), memory_steps=16,
                    storage={"images": 6_000, "sequences": 20_000, "arrays": 300},
