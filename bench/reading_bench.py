@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Sequence
 
 from shardkit.spec import read_metadata
