@@ -33,7 +33,7 @@ SEQUENCE_ENCODINGS = ("onehot", "codes")
 class ReadOptions:
     """How to read: parallelism, shuffling, output encodings and what to do with corrupt shards."""
 
-    cycle_length: int | None = 8  # shards read at once; None = AUTOTUNE (bench/: 1.7-6x slower on 2 cores)
+    cycle_length: int | None = 8  # shards read at once; None = AUTOTUNE (slower here: docs/benchmarks.md)
     block_length: int = 16  # consecutive records taken from one shard before moving on to the next
     num_parallel_calls: int = AUTOTUNE
     shuffle_buffer_mb: float = 32.0  # training shuffle buffer, in decoded-example megabytes
