@@ -53,7 +53,8 @@ def measure(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batc
 
     from . import datasets
 
-    limit = ram_fraction * psutil.virtual_memory().total
+    total = psutil.virtual_memory().total
+    limit = ram_fraction * total
     points: list[dict[str, Any]] = []
     skipped: list[str] = []
     for n in sorted(sizes):
@@ -66,7 +67,7 @@ def measure(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batc
             if projected is not None and projected > limit:
                 point[mode] = None
                 skipped.append(f"{mode} at N={n:,} (projected {projected / 2**30:.1f} GiB > {ram_fraction:.0%} of "
-                               f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM)")
+                               f"{total / 2**30:.1f} GiB RAM)")
             else:
                 runnable.append(mode)
         argvs = [python_module("bench.memory_bench", "--worker", mode, "--h5", h5, "--dataset", ds, "--model",
