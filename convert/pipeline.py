@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo
+from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, content_id
 
 from . import plan as planning
 from . import publish
@@ -345,8 +345,8 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
         st = [stats[(t.split, t.index)] for t in tasks if t.split == split]
         if not st:
             continue
-        shards = tuple(ShardInfo(s["path"], s["count"], s["bytes"], tuple((s["class_counts"] + [0] * k)[:k]))
-                       for s in st)
+        shards = tuple(ShardInfo(s["path"], s["count"], s["bytes"], tuple((s["class_counts"] + [0] * k)[:k]),
+                                 s["crc32c"]) for s in st)
         splits[split] = SplitInfo(
             count=sum(s.count for s in shards),
             class_counts=tuple(int(x) for x in np.sum([s.class_counts for s in shards], axis=0)),
@@ -379,9 +379,10 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
     }
     if isinstance(enc, SequenceEncoder):
         all_stats.update(max_length=enc.max_length, unknown=enc.unknown)
-    return Metadata(
+    meta = Metadata(
         features=(enc.feature(cfg.feature_name),), label=label, splits=splits,
         compression=cfg.compression, seed=cfg.seed, source=source, stats=all_stats,
         tool_version=f"shardkit {__version__}",
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    return dataclasses.replace(meta, dataset_id=content_id(meta))

@@ -167,11 +167,13 @@ class ShardWriter:
         if compression == "GZIP":
             self._gz = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=self._raw, mtime=0)
         self._out: BinaryIO = self._gz or self._raw
+        self.crc32c = 0  # running CRC32C of the uncompressed bytes written: the shard's content checksum
 
     def write_pieces(self, head: bytes, payload: Buffer, tail: bytes) -> None:
         """Append one record given as head + payload + tail (``ExampleLayout.pieces``)."""
         for piece in frame_pieces(head, payload, tail):
             self._out.write(piece)
+            self.crc32c = crc32c.crc32c(piece, self.crc32c)
 
     def close(self) -> int:
         """Finish the file, move it to its final name and return its size in bytes."""

@@ -115,7 +115,7 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
         writer.abort()
         raise
     info = {
-        "split": task.split, "index": task.index, "path": task.path, "count": done, "bytes": size,
+        "split": task.split, "index": task.index, "path": task.path, "count": done, "bytes": size, "crc32c": writer.crc32c,
         "class_counts": np.bincount(task.labels, minlength=k).tolist(), **stats,
         "started": started, "finished": time.time(),
     }

@@ -18,6 +18,7 @@ float bytes, or uint8 amino-acid codes), an int64 ``<name>_length`` for sequence
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -105,6 +106,7 @@ class ShardInfo:
     count: int
     bytes: int
     class_counts: tuple[int, ...]
+    crc32c: int | None = None  # CRC32C of the shard's uncompressed TFRecord bytes; None in older datasets
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ShardInfo":
@@ -140,6 +142,7 @@ class Metadata:
     tool_version: str = ""
     created: str = ""
     format_version: int = FORMAT_VERSION
+    dataset_id: str = ""  # content_id(): changes whenever a record does; runs record the id they read
 
     def feature(self, name: str) -> Feature:
         for f in self.features:
@@ -164,7 +167,7 @@ class Metadata:
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise DatasetError(f"unsupported format_version {version!r}; this shardkit reads {FORMAT_VERSION}")
-        return cls(
+        meta = cls(
             features=tuple(Feature.from_dict(f) for f in d["features"]),
             label=LabelSpec.from_dict(d["label"]),
             splits={k: SplitInfo.from_dict(v) for k, v in d["splits"].items()},
@@ -176,6 +179,21 @@ class Metadata:
             created=d.get("created", ""),
             format_version=version,
         )
+        return dataclasses.replace(meta, dataset_id=d.get("dataset_id") or content_id(meta))
+
+
+def content_id(meta: Metadata) -> str:
+    """A short hash of what a dataset holds: spec, splits, shard counts and shard checksums.
+
+    Two datasets with equal ids hold the same records in the same shards. Datasets written before shard
+    checksums existed have none, so their id also hashes the creation time: a reconversion changes it.
+    """
+    d = meta.to_dict()
+    content = {k: d[k] for k in ("features", "label", "splits", "compression", "seed", "format_version")}
+    if any(s.crc32c is None for split in meta.splits.values() for s in split.shards):
+        content["created"] = meta.created
+    blob = json.dumps(content, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _json_default(obj: Any) -> Any:

@@ -11,7 +11,7 @@ import pytest
 import tables
 
 from conftest import IMAGE_ARGS, read_split, run_convert, shard_bytes
-from shardkit.spec import AMINO_ACIDS, read_metadata
+from shardkit.spec import AMINO_ACIDS, Metadata, read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,7 @@ def test_deterministic_across_worker_counts_and_reruns(knots_h5: str, knots_out:
     rc, err = run_convert([knots_h5, "--out", out2, *IMAGE_ARGS, "--num-shards", "3", "--workers", "2"])
     assert rc == 0, err
     assert shard_bytes(out2) == shard_bytes(knots_out)
+    assert read_metadata(out2).dataset_id == read_metadata(knots_out).dataset_id  # same records, same id
     threads = str(tmp_path / "threads")
     rc, err = run_convert([knots_h5, "--out", threads, *IMAGE_ARGS, "--num-shards", "3", "--workers", "2",
                            "--worker-mode", "thread"])
@@ -119,6 +120,26 @@ def test_deterministic_across_worker_counts_and_reruns(knots_h5: str, knots_out:
     assert rc == 0, err
     assert shard_bytes(out2) != shard_bytes(knots_out)
     assert read_metadata(out2).seed == 7
+    assert read_metadata(out2).dataset_id != read_metadata(knots_out).dataset_id
+
+
+def test_dataset_id_follows_content(knots_out: str) -> None:
+    """The id hashes the shard checksums, which are the CRC32C of the records' bytes; an old-style dataset
+    without checksums still gets an id."""
+    import crc32c
+
+    meta = read_metadata(knots_out)
+    assert len(meta.dataset_id) == 16 and json.load(open(f"{knots_out}/metadata.json"))["dataset_id"] == meta.dataset_id
+    for shard in meta.splits["train"].shards:
+        assert shard.crc32c == crc32c.crc32c(open(f"{knots_out}/{shard.path}", "rb").read())
+    d = json.load(open(f"{knots_out}/metadata.json"))
+    del d["dataset_id"]
+    for split in d["splits"].values():
+        for shard in split["shards"]:
+            del shard["crc32c"]
+    old = Metadata.from_dict(d)
+    assert len(old.dataset_id) == 16 and old.dataset_id != meta.dataset_id
+    assert Metadata.from_dict({**d, "created": "2020-01-01T00:00:00+00:00"}).dataset_id != old.dataset_id
 
 
 def test_png_gzip_round_trip(knots_h5: str, tmp_path) -> None:
