@@ -1,7 +1,8 @@
 """The conversion: validate and plan in the driver, write shards in a Beam job, publish atomically.
 
 ``convert(ConvertConfig, beam_args)`` is the Python API; the CLI is a thin wrapper around it.
-The Beam job is Create(shard tasks) | Reshuffle | ParDo(write one shard); payloads are never grouped.
+The Beam job is Create(shard refs) | Reshuffle | ParDo(write one shard); the rows of each shard travel as a
+plan file in the temporary output, so the job graph is O(shards); payloads are never grouped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from . import publish
 from .encoders import ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec
 from .publish import join
 from .runner import check_runner_paths, error_from, pipeline_options, run_job
-from .shards import STATS_DIR, ConvertError, EncodeConfig, worker_errors
+from .shards import STATS_DIR, ConvertError, EncodeConfig, save_plan, worker_errors
 from .sources import Source, SourceSpec, file_stat, open_source
 
 __all__ = ["ConvertConfig", "ConvertError", "Prepared", "convert", "prepare"]
@@ -297,10 +298,11 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     try:
         publish.make_dir(tmp, cfg.out)
         with progress:
-            _run(prep, EncodeConfig(prep.encoder, cfg.feature_name, cfg.compression, tmp, prep.specs), opts,
+            refs = save_plan(prep.tasks, tmp)
+            _run(refs, EncodeConfig(prep.encoder, cfg.feature_name, cfg.compression, tmp, prep.specs), opts,
                  runner, runner_name)
         meta = _metadata(cfg, prep.encoder, prep.label, prep.tasks, tmp, list(prep.specs), start, runner_name)
-        publish.publish(tmp, cfg.out, meta, cfg.overwrite, skip=(STATS_DIR,))
+        publish.publish(tmp, cfg.out, meta, cfg.overwrite, skip=(STATS_DIR, planning.PLAN_DIR))
     except publish.PublishError as e:
         publish.remove(tmp)
         raise ConvertError(str(e)) from e
@@ -312,10 +314,10 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     return meta
 
 
-def _run(prep: Prepared, ecfg: EncodeConfig, opts: Any, runner: Any, runner_name: str) -> None:
+def _run(refs: list[planning.ShardRef], ecfg: EncodeConfig, opts: Any, runner: Any, runner_name: str) -> None:
     """Run the Beam job; worker-side failures become one ConvertError with the first shard's message."""
     try:
-        run_job(prep.tasks, ecfg, opts, runner)
+        run_job(refs, ecfg, opts, runner)
     except (InputError, ConvertError):
         raise
     except Exception as e:  # noqa: BLE001 - Beam wraps worker errors in runner-specific types

@@ -14,6 +14,27 @@ import numpy as np
 from shardkit.spec import SPLITS, shard_name
 
 
+PLAN_DIR = "_plan"
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """One shard as the Beam job carries it: its identity and size, not its rows, so that the job graph
+    grows with the number of shards and not with the number of rows. The rows lie in ``plan_path``."""
+
+    split: str
+    index: int
+    num_shards: int
+    path: str
+    source: int
+    count: int
+
+    @property
+    def plan_path(self) -> str:
+        """Where this shard's planned rows are stored, relative to the conversion's temporary directory."""
+        return f"{PLAN_DIR}/{self.split}-{self.index:05d}.npy"
+
+
 @dataclass(frozen=True)
 class ShardTask:
     """One shard to write: which input to read, which rows in which order, and their labels and row ids."""
@@ -26,6 +47,10 @@ class ShardTask:
     rows: np.ndarray
     labels: np.ndarray
     row_ids: np.ndarray
+
+    @property
+    def ref(self) -> ShardRef:
+        return ShardRef(self.split, self.index, self.num_shards, self.path, self.source, len(self.rows))
 
 
 def parse_fractions(text: str) -> tuple[float, ...]:

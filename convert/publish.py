@@ -77,15 +77,29 @@ def make_dir(path: str, out: str) -> None:
 
 
 def write_text(path: str, text: str) -> None:
-    """Write a small file atomically (local) or as one object (remote)."""
+    """Write a small text file atomically (local) or as one object (remote)."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write a file atomically (local) or as one object (remote)."""
     if is_remote(path):
         with _fs().create(path) as f:
-            f.write(text.encode())
+            f.write(data)
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
     os.replace(path + ".tmp", path)
+
+
+def read_bytes(path: str) -> bytes:
+    """A file's bytes (local or remote)."""
+    if is_remote(path):
+        with _fs().open(path) as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def read_text(path: str) -> str | None:

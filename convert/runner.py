@@ -1,7 +1,8 @@
 """Beam glue: pipeline options and runner choice, the local-path check, and the job itself.
 
-The job is Create(shard tasks) | Reshuffle | ParDo(write one shard): only small task descriptors move
-through Beam, so the FnApiRunner's in-memory GroupByKey never holds payloads.
+The job is Create(shard refs) | Reshuffle | ParDo(write one shard): only a shard's identity moves through
+Beam (its rows are in a plan file the worker reads), so the job graph is O(shards) and the FnApiRunner's
+in-memory GroupByKey never holds payloads.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _write_fn(enc: EncodeConfig) -> Any:
             self.enc = enc
             self.sources: dict[int, Source] = {}
 
-        def process(self, task: planning.ShardTask) -> Iterator[dict[str, Any]]:
-            yield write_shard(task, self.enc, self.sources)
+        def process(self, ref: planning.ShardRef) -> Iterator[dict[str, Any]]:
+            yield write_shard(ref, self.enc, self.sources)
 
         def teardown(self) -> None:
             for s in self.sources.values():
@@ -74,16 +75,23 @@ def check_runner_paths(runner_name: str, beam_args: list[str], paths: list[str])
         )
 
 
-def run_job(tasks: list[planning.ShardTask], enc: EncodeConfig, opts: Any, runner: Any) -> None:
+def build_job(p: Any, refs: list[planning.ShardRef], enc: EncodeConfig) -> None:
+    """Add the conversion to pipeline ``p``: one small element per shard, spread over workers, each written."""
     import apache_beam as beam
 
-    p = beam.Pipeline(runner=runner, options=opts)
     (
         p
-        | "Shards" >> beam.Create(tasks, reshuffle=False)
+        | "Shards" >> beam.Create(refs, reshuffle=False)
         | "Spread" >> beam.Reshuffle()
         | "Write" >> beam.ParDo(_write_fn(enc))
     )
+
+
+def run_job(refs: list[planning.ShardRef], enc: EncodeConfig, opts: Any, runner: Any) -> None:
+    import apache_beam as beam
+
+    p = beam.Pipeline(runner=runner, options=opts)
+    build_job(p, refs, enc)
     result = p.run()
     try:
         result.wait_until_finish()

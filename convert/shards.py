@@ -6,6 +6,7 @@ recorded in an error file for the driver to report once, rather than raised thro
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -44,13 +45,37 @@ class _Aborted(Exception):
     """Another shard already failed; this one stops early."""
 
 
-def write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
+def save_plan(tasks: list[planning.ShardTask], tmp_dir: str) -> list[planning.ShardRef]:
+    """Store each shard's planned (rows, labels, row ids) beside the output for the workers; return the refs
+    the Beam job carries instead of the rows."""
+    refs = []
+    for task in tasks:
+        buf = io.BytesIO()
+        np.save(buf, np.stack([task.rows, task.labels, task.row_ids]).astype(np.int64), allow_pickle=False)
+        publish.write_bytes(join(tmp_dir, task.ref.plan_path), buf.getvalue())
+        refs.append(task.ref)
+    return refs
+
+
+def load_task(ref: planning.ShardRef, tmp_dir: str) -> planning.ShardTask:
+    """The shard task ``save_plan`` stored for ``ref``."""
+    rows, labels, row_ids = np.load(io.BytesIO(publish.read_bytes(join(tmp_dir, ref.plan_path))), allow_pickle=False)
+    if len(rows) != ref.count:
+        raise ConvertError(f"{join(tmp_dir, ref.plan_path)}: holds {len(rows)} rows, the plan says {ref.count}")
+    return planning.ShardTask(ref.split, ref.index, ref.num_shards, ref.path, ref.source, rows, labels, row_ids)
+
+
+def write_shard(ref: planning.ShardRef, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
     """Write one shard and return its stats; bad input is recorded for the driver instead of crashing workers.
 
     Recording (rather than raising) keeps worker tracebacks out of the user's terminal and lets the driver
     report one clear message; the other shards notice the error file and stop early.
     """
+    task = ref
     try:
+        if _failed(enc.tmp_dir):
+            raise _Aborted()
+        task = load_task(ref, enc.tmp_dir)
         return _write_shard(task, enc, sources)
     except _Aborted:
         return {"split": task.split, "index": task.index, "aborted": True}
@@ -73,8 +98,6 @@ def worker_errors(tmp_dir: str) -> list[str]:
 
 def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
     """Read one shard's rows, encode them in planned order, write the TFRecord file; return its stats."""
-    if _failed(enc.tmp_dir):
-        raise _Aborted()
     started = time.time()
     if task.source not in sources:
         sources[task.source] = open_source(enc.specs[task.source])
