@@ -166,26 +166,27 @@ class SequenceEncoder:
         return out.tobytes(), SequenceStats(len(codes), len(codes) > self.max_length, unknown)
 
 
-def label_spec(values: np.ndarray, where: str, onehot: bool = False) -> tuple[LabelSpec, np.ndarray]:
+def label_spec(values: np.ndarray, where: str, onehot: bool = False, first_row: int = 0) -> tuple[LabelSpec, np.ndarray]:
     """Map a label column to 0..K-1: integers in any range, strings (class names) or one-hot rows.
 
-    Returns the spec (names[i] = source value of class i) and the int64 class ids.
+    Returns the spec (names[i] = source value of class i) and the int64 class ids. ``values`` may be a
+    block of a longer column starting at ``first_row``, which messages count from.
     """
     if onehot or (values.ndim == 2 and values.shape[1] > 1):
-        return _onehot(values, where)
+        return _onehot(values, where, first_row)
     if values.ndim != 1 and not (values.ndim == 2 and values.shape[1] == 1):
         raise InputError(f"{where}: labels must be one value per row or one-hot rows, got shape {values.shape}")
     values = values.reshape(-1)
     if values.dtype.kind in "OUS":
-        return _strings(values, where)
+        return _strings(values, where, first_row)
     if values.dtype.kind == "f":
         bad = ~np.isfinite(values)
         if bad.any():
-            raise InputError(f"{where}, row {int(np.argmax(bad))}: label missing (NaN)")
+            raise InputError(f"{where}, row {first_row + int(np.argmax(bad))}: label missing (NaN)")
         frac = values != np.rint(values)
         if frac.any():
             i = int(np.argmax(frac))
-            raise InputError(f"{where}, row {i}: label {values[i].item()!r} is not an integer")
+            raise InputError(f"{where}, row {first_row + i}: label {values[i].item()!r} is not an integer")
         values = values.astype(np.int64)
     elif values.dtype.kind == "b":
         values = values.astype(np.int64)
@@ -195,30 +196,46 @@ def label_spec(values: np.ndarray, where: str, onehot: bool = False) -> tuple[La
     return LabelSpec(len(classes), tuple(str(int(c)) for c in classes), "int"), ids.astype(np.int64)
 
 
-def _strings(values: np.ndarray, where: str) -> tuple[LabelSpec, np.ndarray]:
+def merge_label_specs(specs: list[LabelSpec], where: str) -> LabelSpec:
+    """One vocabulary for blocks (or inputs) mapped separately, ordered as ``label_spec`` orders classes."""
+    kinds = sorted({s.source_kind for s in specs})
+    if len(kinds) > 1:
+        raise InputError(f"{where}: labels mix kinds {kinds}; use one of integers, class names or one-hot rows")
+    kind = kinds[0]
+    if kind == "onehot":
+        widths = sorted({s.num_classes for s in specs})
+        if len(widths) > 1:
+            raise InputError(f"{where}: one-hot labels have different widths {widths}")
+        return specs[0]
+    names = set().union(*(s.names for s in specs))
+    ordered = sorted(names, key=int) if kind == "int" else sorted(names)
+    return LabelSpec(len(ordered), tuple(ordered), kind)
+
+
+def _strings(values: np.ndarray, where: str, first_row: int) -> tuple[LabelSpec, np.ndarray]:
     out = []
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and np.isnan(v)):
-            raise InputError(f"{where}, row {i}: label missing")
+            raise InputError(f"{where}, row {first_row + i}: label missing")
         if isinstance(v, bytes):
             v = v.decode("utf-8", "replace")
         if not isinstance(v, str):
             if isinstance(v, (int, np.integer)):
                 v = str(int(v))
             else:
-                raise InputError(f"{where}, row {i}: label {v!r} is neither an integer nor a class name")
+                raise InputError(f"{where}, row {first_row + i}: label {v!r} is neither an integer nor a class name")
         out.append(v)
     classes, ids = np.unique(np.array(out, dtype=object).astype(str), return_inverse=True)
     return LabelSpec(len(classes), tuple(str(c) for c in classes), "string"), ids.astype(np.int64)
 
 
-def _onehot(values: np.ndarray, where: str) -> tuple[LabelSpec, np.ndarray]:
+def _onehot(values: np.ndarray, where: str, first_row: int) -> tuple[LabelSpec, np.ndarray]:
     if values.ndim != 2:
         raise InputError(f"{where}: one-hot labels must be 2-D, got shape {values.shape}")
     v = values.astype(np.float64)
     ok = np.isin(v, (0.0, 1.0)).all(axis=1) & (v.sum(axis=1) == 1)
     if not ok.all():
         i = int(np.argmin(ok))
-        raise InputError(f"{where}, row {i}: {values[i].tolist()} is not a one-hot label (exactly one 1, rest 0)")
+        raise InputError(f"{where}, row {first_row + i}: {values[i].tolist()} is not a one-hot label (exactly one 1, rest 0)")
     k = values.shape[1]
     return LabelSpec(k, tuple(str(c) for c in range(k)), "onehot"), np.argmax(v, axis=1).astype(np.int64)

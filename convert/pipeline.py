@@ -21,7 +21,8 @@ from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, con
 
 from . import plan as planning
 from . import publish
-from .encoders import ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec
+from .encoders import (ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec,
+                       merge_label_specs)
 from .publish import join
 from .runner import check_runner_paths, error_from, pipeline_options, run_job
 from .shards import STATS_DIR, ConvertError, EncodeConfig, save_plan, worker_errors
@@ -119,19 +120,36 @@ def _sequence_lengths(cfg: ConvertConfig, sources: list[Source]) -> int:
     return longest
 
 
+LABEL_BLOCK_ROWS = 1 << 22
+
+
 def _labels(cfg: ConvertConfig, sources: list[Source]) -> tuple[LabelSpec, list[np.ndarray]]:
-    raw = [src.column(cfg.label) for src in sources]
-    for src, r in zip(sources, raw):
-        label_spec(r, src.where(cfg.label))
-    spec, ids = label_spec(np.concatenate(raw) if len(raw) > 1 else raw[0], sources[0].where(cfg.label))
-    out, start = [], 0
-    for r in raw:
-        out.append(ids[start : start + len(r)])
-        start += len(r)
+    """Class ids of every input's rows under one vocabulary, in the narrowest integer type.
+
+    The label columns are read in blocks and each block is mapped on its own, then remapped to the merged
+    vocabulary, so memory is about one byte per row (for up to 127 classes) whatever the column's type.
+    """
+    blocks: list[list[tuple[int, LabelSpec, np.ndarray]]] = []
+    for src in sources:
+        where = src.where(cfg.label)
+        mapped = []
+        for first, values in src.column_blocks(cfg.label, LABEL_BLOCK_ROWS):
+            spec, ids = label_spec(values, where, first_row=first)
+            mapped.append((first, spec, ids.astype(_id_dtype(spec.num_classes))))
+        blocks.append(mapped)
+    spec = merge_label_specs([b[1] for mapped in blocks for b in mapped], sources[0].where(cfg.label))
+    index = {name: i for i, name in enumerate(spec.names)}
+    out = []
+    for src, mapped in zip(sources, blocks):
+        ids_s = np.empty(src.num_rows, _id_dtype(spec.num_classes))
+        for first, bspec, ids in mapped:
+            ids_s[first : first + len(ids)] = np.array([index[n] for n in bspec.names], ids_s.dtype)[ids]
+        out.append(ids_s)
+        mapped.clear()
     if len(sources) > 1:
-        train = set(np.unique(out[0]).tolist())
+        train = np.bincount(out[0], minlength=spec.num_classes) > 0
         for src, ids_s in zip(sources[1:], out[1:]):
-            extra = np.flatnonzero(~np.isin(ids_s, list(train)))
+            extra = np.flatnonzero(~train[ids_s])
             if len(extra):
                 i = int(extra[0])
                 raise InputError(
@@ -148,29 +166,33 @@ def _labels(cfg: ConvertConfig, sources: list[Source]) -> tuple[LabelSpec, list[
     return spec, out
 
 
-def _row_ids(cfg: ConvertConfig, sources: list[Source]) -> list[np.ndarray]:
-    out, offset = [], 0
+def _id_dtype(num_classes: int) -> type:
+    return next(t for t in (np.int8, np.int16, np.int32) if num_classes <= np.iinfo(t).max)
+
+
+def _row_ids(cfg: ConvertConfig, sources: list[Source]) -> tuple[list[np.ndarray | None], list[int]]:
+    """Each input's row ids from the --id column, or None (ids are row numbers counted across inputs),
+    and each input's first row number."""
+    offsets = np.concatenate([[0], np.cumsum([src.num_rows for src in sources])[:-1]]).astype(int).tolist()
+    if not cfg.id:
+        return [None] * len(sources), offsets
+    out = []
     for src in sources:
-        if cfg.id:
-            v = src.column(cfg.id)
-            where = src.where(cfg.id)
-            if v.dtype.kind == "f":
-                bad = ~np.isfinite(v) | (v != np.rint(v))
-                if bad.any():
-                    raise InputError(f"{where}, row {int(np.argmax(bad))}: id {v[int(np.argmax(bad))]!r} is not an integer")
-                v = v.astype(np.int64)
-            if v.dtype.kind not in "iu":
-                raise InputError(f"{where}: ids must be integers, got {v.dtype}")
-            out.append(v.astype(np.int64))
-        else:
-            out.append(np.arange(src.num_rows, dtype=np.int64) + offset)
-        offset += src.num_rows
-    if cfg.id:
-        allv = np.concatenate(out)
-        uniq, counts = np.unique(allv, return_counts=True)
-        if (counts > 1).any():
-            raise InputError(f"{sources[0].where(cfg.id)}: id {int(uniq[np.argmax(counts > 1)])} appears more than once")
-    return out
+        v = src.column(cfg.id)
+        where = src.where(cfg.id)
+        if v.dtype.kind == "f":
+            bad = ~np.isfinite(v) | (v != np.rint(v))
+            if bad.any():
+                raise InputError(f"{where}, row {int(np.argmax(bad))}: id {v[int(np.argmax(bad))]!r} is not an integer")
+            v = v.astype(np.int64)
+        if v.dtype.kind not in "iu":
+            raise InputError(f"{where}: ids must be integers, got {v.dtype}")
+        out.append(v.astype(np.int64))
+    allv = np.concatenate(out)
+    uniq, counts = np.unique(allv, return_counts=True)
+    if (counts > 1).any():
+        raise InputError(f"{sources[0].where(cfg.id)}: id {int(uniq[np.argmax(counts > 1)])} appears more than once")
+    return out, offsets
 
 
 def _record_bytes(enc: Any, src: Source, cfg: ConvertConfig) -> float:
@@ -183,15 +205,17 @@ def _record_bytes(enc: Any, src: Source, cfg: ConvertConfig) -> float:
     return enc.feature("x").raw_nbytes + RECORD_OVERHEAD
 
 
-def _plan(cfg: ConvertConfig, sources: list[Source], labels: list[np.ndarray], row_ids: list[np.ndarray],
-          record_bytes: float) -> list[planning.ShardTask]:
+def _plan(cfg: ConvertConfig, sources: list[Source], labels: list[np.ndarray], record_bytes: float) -> planning.ShardPlan:
     rng = np.random.default_rng(cfg.seed)
+    row_ids, offsets = _row_ids(cfg, sources)
     if cfg.split_inputs:
         split_rows = []
         for split in SPLITS:
             if split in cfg.source_splits:
                 i = cfg.source_splits.index(split)
-                split_rows.append((i, rng.permutation(sources[i].num_rows)))
+                rows = np.arange(sources[i].num_rows, dtype=planning.index_dtype(sources[i].num_rows))
+                rng.shuffle(rows)
+                split_rows.append((i, rows))
             else:
                 split_rows.append((0, np.zeros(0, np.int64)))
     else:
@@ -207,7 +231,7 @@ def _plan(cfg: ConvertConfig, sources: list[Source], labels: list[np.ndarray], r
         split_rows = [(0, p) for p in parts]
     counts = [len(r) for _, r in split_rows]
     per_split = planning.split_shard_counts(counts, cfg.num_shards, record_bytes, cfg.shard_size_mb * 1e6)
-    return planning.plan_shards(split_rows, labels, row_ids, per_split, cfg.compression)
+    return planning.ShardPlan(split_rows, labels, row_ids, offsets, per_split, cfg.compression)
 
 
 def _order_inputs(cfg: ConvertConfig) -> ConvertConfig:
@@ -241,7 +265,8 @@ class Prepared:
     specs: tuple[SourceSpec, ...]
     encoder: Any
     label: LabelSpec
-    tasks: list[planning.ShardTask]
+    plan: planning.ShardPlan
+    refs: list[planning.ShardRef]
     record_bytes: float
     input_bytes: int
 
@@ -265,16 +290,16 @@ def prepare(cfg: ConvertConfig) -> Prepared:
         lengths = _sequence_lengths(cfg, sources) if cfg.kind == "sequence" else None
         enc = _encoder(cfg, sources, lengths)
         label, labels = _labels(cfg, sources)
-        row_ids = _row_ids(cfg, sources)
         rec = _record_bytes(enc, sources[0], cfg)
-        tasks = _plan(cfg, sources, labels, row_ids, rec)
+        shard_plan = _plan(cfg, sources, labels, rec)
         row_bytes = [enc.max_length if cfg.kind == "sequence"
                      else int(np.prod(s.data_info()[0] or (1,))) * s.data_info()[1].itemsize for s in sources]
     finally:
         for s in sources:
             s.close()
-    in_bytes = sum(len(t.rows) * row_bytes[t.source] for t in tasks)
-    return Prepared(cfg, tuple(specs), enc, label, tasks, rec, in_bytes)
+    refs = shard_plan.refs()
+    in_bytes = sum(r.count * row_bytes[r.source] for r in refs)
+    return Prepared(cfg, tuple(specs), enc, label, shard_plan, refs, rec, in_bytes)
 
 
 def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = None) -> Metadata:
@@ -288,20 +313,20 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     publish.check_out(cfg.out, cfg.overwrite)
     prep = prepare(cfg)
     cfg = prep.cfg
-    workers = min(cfg.workers or os.cpu_count() or 1, len(prep.tasks))
+    workers = min(cfg.workers or os.cpu_count() or 1, len(prep.refs))
     opts, runner, runner_name = pipeline_options(beam_args, workers, cfg.worker_mode)
 
     publish.clean_stale(cfg.out)
     tmp = publish.tmp_dir_for(cfg.out)
-    total_rows = sum(len(t.rows) for t in prep.tasks)
+    total_rows = sum(r.count for r in prep.refs)
     progress = Progress(tmp, total_rows, prep.input_bytes, prep.record_bytes, enabled=cfg.progress, log=log)
     try:
         publish.make_dir(tmp, cfg.out)
         with progress:
-            refs = save_plan(prep.tasks, tmp)
-            _run(refs, EncodeConfig(prep.encoder, cfg.feature_name, cfg.compression, tmp, prep.specs), opts,
+            save_plan(prep.plan.tasks(), tmp)
+            _run(prep.refs, EncodeConfig(prep.encoder, cfg.feature_name, cfg.compression, tmp, prep.specs), opts,
                  runner, runner_name)
-        meta = _metadata(cfg, prep.encoder, prep.label, prep.tasks, tmp, list(prep.specs), start, runner_name)
+        meta = _metadata(cfg, prep.encoder, prep.label, prep.refs, tmp, list(prep.specs), start, runner_name)
         publish.publish(tmp, cfg.out, meta, cfg.overwrite, skip=(STATS_DIR, planning.PLAN_DIR))
     except publish.PublishError as e:
         publish.remove(tmp)
@@ -331,7 +356,7 @@ def _run(refs: list[planning.ShardRef], ecfg: EncodeConfig, opts: Any, runner: A
         raise ConvertError(errors[0])
 
 
-def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planning.ShardTask], tmp: str,
+def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planning.ShardRef], tmp: str,
               specs: list[SourceSpec], start: float, runner_name: str) -> Metadata:
     from . import __version__
 
@@ -361,7 +386,7 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
         size, mtime = file_stat(spec.path)
         inputs.append({
             "path": spec.path, "size": size,
-            "rows": sum(len(t.rows) for t in tasks if t.source == i) if cfg.split_inputs else rows,
+            "rows": sum(t.count for t in tasks if t.source == i) if cfg.split_inputs else rows,
             "mtime": dt.datetime.fromtimestamp(mtime, dt.timezone.utc).isoformat(),
             **({"split": cfg.source_splits[i]} if cfg.split_inputs else {}),
         })

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class ShardRef:
     @property
     def plan_path(self) -> str:
         """Where this shard's planned rows are stored, relative to the conversion's temporary directory."""
-        return f"{PLAN_DIR}/{self.split}-{self.index:05d}.npy"
+        return f"{PLAN_DIR}/{self.split}-{self.index:05d}.npz"
 
 
 @dataclass(frozen=True)
@@ -66,18 +67,26 @@ def parse_fractions(text: str) -> tuple[float, ...]:
     return fr + (0.0,) * (3 - len(fr))
 
 
+def index_dtype(num_rows: int) -> type:
+    """The narrowest integer type that can number ``num_rows`` rows: row indices are the planner's memory."""
+    return np.int32 if num_rows < 2**31 else np.int64
+
+
 def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], rng: np.random.Generator) -> list[np.ndarray]:
     """Row indices per split, shuffled; each class gets floor or ceil of its share in every split.
 
     Leftover units of a class go to the splits furthest below their running total, so split sizes stay
-    within one or two rows of their overall share as well.
+    within one or two rows of their overall share as well. ``labels`` are class ids (0..K-1); memory is
+    the labels plus about two indices per row, of ``index_dtype``.
     """
     fr = np.asarray(fractions, dtype=np.float64)
+    dtype = index_dtype(len(labels))
     parts: list[list[np.ndarray]] = [[] for _ in fr]
     assigned = np.zeros(len(fr))
     seen = 0
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
+    for c in np.flatnonzero(np.bincount(labels)):
+        idx = np.flatnonzero(labels == c).astype(dtype)
+        rng.shuffle(idx)
         n = len(idx)
         base = np.floor(fr * n).astype(np.int64)
         seen += n
@@ -88,7 +97,13 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], rng: np.r
         bounds = np.concatenate([[0], np.cumsum(base)])
         for s in range(len(fr)):
             parts[s].append(idx[bounds[s] : bounds[s + 1]])
-    return [rng.permutation(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+    out = []
+    for s in range(len(fr)):
+        rows = np.concatenate(parts[s]) if parts[s] else np.zeros(0, dtype)
+        parts[s] = []
+        rng.shuffle(rows)
+        out.append(rows)
+    return out
 
 
 def group_split(
@@ -132,23 +147,45 @@ def split_shard_counts(counts: list[int], num_shards: int | None, record_bytes: 
     return [shard_count(n, record_bytes, target_bytes) for n in counts]
 
 
-def plan_shards(
-    split_rows: list[tuple[int, np.ndarray]],
-    labels: list[np.ndarray],
-    row_ids: list[np.ndarray],
-    shards_per_split: list[int],
-    compression: str | None,
-) -> list[ShardTask]:
-    """Cut each split's shuffled (input, rows) into contiguous, nearly equal shards, in split order."""
-    tasks = []
-    for s, ((source, rows), k) in enumerate(zip(split_rows, shards_per_split)):
-        if not len(rows):
-            continue
-        split = SPLITS[s]
-        for i, part in enumerate(np.array_split(rows, k)):
-            tasks.append(ShardTask(
-                split=split, index=i, num_shards=k, path=shard_name(split, i, k, compression), source=source,
-                rows=part.astype(np.int64), labels=labels[source][part].astype(np.int64),
-                row_ids=row_ids[source][part].astype(np.int64),
-            ))
-    return tasks
+@dataclass(frozen=True)
+class ShardPlan:
+    """Every shard's rows: each split's shuffled (input, rows), cut into contiguous, nearly equal shards.
+
+    It holds one index array per split, not one per shard; ``tasks()`` makes one shard's arrays at a time.
+    ``row_ids[source]`` of None means the row number plus ``offsets[source]`` (no id column).
+    """
+
+    split_rows: list[tuple[int, np.ndarray]]
+    labels: list[np.ndarray]
+    row_ids: list[np.ndarray | None]
+    offsets: list[int]
+    shards_per_split: list[int]
+    compression: str | None
+
+    def refs(self) -> list[ShardRef]:
+        """Every shard's identity and row count, in split order."""
+        out = []
+        for s, ((source, rows), k) in enumerate(zip(self.split_rows, self.shards_per_split)):
+            if not len(rows):
+                continue
+            split = SPLITS[s]
+            for i in range(k):
+                count = len(rows) // k + (i < len(rows) % k)  # np.array_split's sizes
+                out.append(ShardRef(split, i, k, shard_name(split, i, k, self.compression), source, count))
+        return out
+
+    def tasks(self) -> Iterator[ShardTask]:
+        """Each shard's rows, labels and row ids, one shard at a time, in ``refs()`` order."""
+        refs = iter(self.refs())
+        for (source, rows), k in zip(self.split_rows, self.shards_per_split):
+            if not len(rows):
+                continue
+            for part in np.array_split(rows, k):
+                ref = next(refs)
+                part = part.astype(np.int64)
+                ids = self.row_ids[source]
+                yield ShardTask(
+                    split=ref.split, index=ref.index, num_shards=k, path=ref.path, source=source, rows=part,
+                    labels=self.labels[source][part].astype(np.int64),
+                    row_ids=(part + self.offsets[source]) if ids is None else ids[part].astype(np.int64),
+                )

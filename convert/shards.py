@@ -11,7 +11,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -45,13 +45,19 @@ class _Aborted(Exception):
     """Another shard already failed; this one stops early."""
 
 
-def save_plan(tasks: list[planning.ShardTask], tmp_dir: str) -> list[planning.ShardRef]:
-    """Store each shard's planned (rows, labels, row ids) beside the output for the workers; return the refs
-    the Beam job carries instead of the rows."""
+def save_plan(tasks: Iterable[planning.ShardTask], tmp_dir: str) -> list[planning.ShardRef]:
+    """Store each shard's planned rows, labels and row ids beside the output for the workers, one shard at a
+    time, in their narrowest integer types; return the refs the Beam job carries instead of the rows."""
     refs = []
     for task in tasks:
+        n = len(task.rows)
+        arrays = {"rows": task.rows.astype(planning.index_dtype(int(task.rows.max(initial=0)) + 1)),
+                  "labels": task.labels.astype(np.min_scalar_type(int(task.labels.max(initial=0))))}
+        offset = int(task.row_ids[0] - task.rows[0]) if n else 0
+        if not np.array_equal(task.row_ids, task.rows + offset):
+            arrays["row_ids"] = task.row_ids
         buf = io.BytesIO()
-        np.save(buf, np.stack([task.rows, task.labels, task.row_ids]).astype(np.int64), allow_pickle=False)
+        np.savez(buf, **arrays, id_offset=np.int64(offset))
         publish.write_bytes(join(tmp_dir, task.ref.plan_path), buf.getvalue())
         refs.append(task.ref)
     return refs
@@ -59,9 +65,12 @@ def save_plan(tasks: list[planning.ShardTask], tmp_dir: str) -> list[planning.Sh
 
 def load_task(ref: planning.ShardRef, tmp_dir: str) -> planning.ShardTask:
     """The shard task ``save_plan`` stored for ``ref``."""
-    rows, labels, row_ids = np.load(io.BytesIO(publish.read_bytes(join(tmp_dir, ref.plan_path))), allow_pickle=False)
+    path = join(tmp_dir, ref.plan_path)
+    with np.load(io.BytesIO(publish.read_bytes(path)), allow_pickle=False) as f:
+        rows, labels = f["rows"].astype(np.int64), f["labels"].astype(np.int64)
+        row_ids = f["row_ids"] if "row_ids" in f.files else rows + int(f["id_offset"])
     if len(rows) != ref.count:
-        raise ConvertError(f"{join(tmp_dir, ref.plan_path)}: holds {len(rows)} rows, the plan says {ref.count}")
+        raise ConvertError(f"{path}: holds {len(rows)} rows, the plan says {ref.count}")
     return planning.ShardTask(ref.split, ref.index, ref.num_shards, ref.path, ref.source, rows, labels, row_ids)
 
 

@@ -109,6 +109,11 @@ class Source:
         """A whole small column (labels, ids, groups) as a numpy array of ``num_rows``."""
         raise NotImplementedError
 
+    def column_blocks(self, name: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, values) blocks of a small column in file order, about ``rows`` rows each where the
+        format reads in parts, so that a planner can bound its memory on long columns."""
+        yield 0, self.column(name)
+
     def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
         """Per-row shape and dtype of the data node/column."""
         raise NotImplementedError
@@ -184,6 +189,12 @@ class HDF5Source(Source):
     def column(self, name: str) -> np.ndarray:
         with HDF5_LOCK:
             return np.asarray(self._node(name)[:])
+
+    def column_blocks(self, name: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        node = self._node(name)
+        for first in range(0, self.num_rows, rows):
+            with HDF5_LOCK:
+                yield first, np.asarray(node[first : first + rows])
 
     def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
         return tuple(int(d) for d in self._data.shape[1:]), np.dtype(self._data.dtype)
@@ -361,6 +372,13 @@ class DataFrameSource(Source):
         else:
             col = _concat([self._ipc.get_batch(i).column(name) for i in range(self._ipc.num_record_batches)])
         return _to_numpy(col)
+
+    def column_blocks(self, name: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        if self.fmt != "parquet":
+            yield 0, self.column(name)
+            return
+        for i in range(self._pq.num_row_groups):
+            yield int(self._offsets[i]), _to_numpy(self._pq.read_row_group(i, columns=[name]).column(0))
 
     def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
         return (), np.dtype(object)

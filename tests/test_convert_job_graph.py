@@ -15,7 +15,7 @@ def _tasks(rows: int, shards: int, seed: int = 0) -> list[plan.ShardTask]:
     labels = np.random.default_rng(seed).integers(0, 7, rows)
     parts = plan.stratified_split(labels, (0.8, 0.1, 0.1), np.random.default_rng(seed))
     per_split = plan.split_shard_counts([len(p) for p in parts], shards, 1.0, 1.0)
-    return plan.plan_shards([(0, p) for p in parts], [labels], [np.arange(rows)], per_split, None)
+    return list(plan.ShardPlan([(0, p) for p in parts], [labels], [None], [0], per_split, None).tasks())
 
 
 def test_job_graph_is_o_shards_not_rows() -> None:
@@ -43,3 +43,10 @@ def test_plan_files_round_trip(tmp_path) -> None:
         assert back.ref == ref
         for a, b in ((back.rows, task.rows), (back.labels, task.labels), (back.row_ids, task.row_ids)):
             assert a.dtype == np.int64 and (a == b).all()
+
+
+def test_plan_files_keep_explicit_ids(tmp_path) -> None:
+    rows = np.array([5, 1, 3], np.int64)
+    task = plan.ShardTask("train", 0, 1, "train/x", 0, rows, np.array([2, 0, 1]), np.array([50, 10, 31]))
+    back = load_task(save_plan([task], str(tmp_path))[0], str(tmp_path))
+    assert back.row_ids.tolist() == [50, 10, 31] and back.rows.tolist() == [5, 1, 3] and back.labels.tolist() == [2, 0, 1]

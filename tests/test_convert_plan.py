@@ -59,8 +59,39 @@ def test_shard_counts_and_plan() -> None:
     assert plan.split_shard_counts([800, 100, 100], 4, 1, 1) == [4, 1, 1]
     assert plan.split_shard_counts([800, 100, 0], None, 1e6, 100e6) == [8, 1, 0]
     labels = np.arange(10) % 2
-    tasks = plan.plan_shards([(0, np.arange(10)[::-1]), (0, np.zeros(0, int)), (0, np.zeros(0, int))],
-                             [labels], [np.arange(10) + 100], [3, 0, 0], None)
+    split_rows = [(0, np.arange(10)[::-1]), (0, np.zeros(0, int)), (0, np.zeros(0, int))]
+    shard_plan = plan.ShardPlan(split_rows, [labels], [np.arange(10) + 100], [0], [3, 0, 0], None)
+    tasks = list(shard_plan.tasks())
     assert [t.path for t in tasks] == [f"train/train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    assert [t.ref for t in tasks] == shard_plan.refs() and [r.count for r in shard_plan.refs()] == [4, 3, 3]
     assert np.concatenate([t.rows for t in tasks]).tolist() == list(range(9, -1, -1))
     assert tasks[0].row_ids.tolist() == [109, 108, 107, 106]
+    no_ids = plan.ShardPlan(split_rows, [labels], [None], [100], [3, 0, 0], None)
+    assert [t.row_ids.tolist() for t in no_ids.tasks()] == [t.row_ids.tolist() for t in tasks]
+
+
+def test_labels_mapped_in_blocks_match_one_pass(tmp_path, monkeypatch) -> None:
+    """Labels read in blocks (to bound the planner's memory) map to the same ids as the whole column, and a
+    bad label is reported at its row in the file, not in its block."""
+    import h5py
+
+    from shardkit.convert import pipeline
+    from shardkit.convert.encoders import InputError, label_spec
+
+    path = str(tmp_path / "l.h5")
+    labels = np.random.default_rng(1).choice([40, -3, 7, 1000], 1000)
+    labels[:300] = 7  # the first blocks miss some classes
+    with h5py.File(path, "w") as f:
+        f["x"] = np.zeros((1000, 2), np.float32)
+        f["y"] = labels
+    monkeypatch.setattr(pipeline, "LABEL_BLOCK_ROWS", 128)
+    cfg = pipeline.ConvertConfig(inputs=(path,), out=str(tmp_path / "o"), kind="array", data="/x", label="/y")
+    prep = pipeline.prepare(cfg)
+    spec, ids = label_spec(labels, "")
+    assert prep.label == spec and prep.plan.labels[0].dtype == np.int8
+    assert (prep.plan.labels[0] == ids).all()
+    with h5py.File(path, "a") as f:
+        del f["y"]
+        f["y"] = np.where(np.arange(1000) == 700, np.nan, labels.astype(float))
+    with pytest.raises(InputError, match="row 700: label missing"):
+        pipeline.prepare(cfg)
