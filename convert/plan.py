@@ -76,33 +76,36 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], rng: np.r
     """Row indices per split, shuffled; each class gets floor or ceil of its share in every split.
 
     Leftover units of a class go to the splits furthest below their running total, so split sizes stay
-    within one or two rows of their overall share as well. ``labels`` are class ids (0..K-1); memory is
-    the labels plus about two indices per row, of ``index_dtype``.
+    within one or two rows of their overall share as well. ``labels`` are class ids (0..K-1). Memory is the
+    labels, one index per row (``index_dtype``) and one class's indices at a time.
     """
     fr = np.asarray(fractions, dtype=np.float64)
     dtype = index_dtype(len(labels))
-    parts: list[list[np.ndarray]] = [[] for _ in fr]
+    counts = np.bincount(labels)
+    classes = np.flatnonzero(counts)
+    alloc = np.zeros((len(classes), len(fr)), dtype=np.int64)
     assigned = np.zeros(len(fr))
     seen = 0
-    for c in np.flatnonzero(np.bincount(labels)):
-        idx = np.flatnonzero(labels == c).astype(dtype)
-        rng.shuffle(idx)
-        n = len(idx)
+    for j, c in enumerate(classes):
+        n = int(counts[c])
         base = np.floor(fr * n).astype(np.int64)
         seen += n
         deficit = fr * seen - (assigned + base)
         for s in sorted(np.flatnonzero(fr > 0), key=lambda s: (-deficit[s], s))[: n - int(base.sum())]:
             base[s] += 1
         assigned += base
-        bounds = np.concatenate([[0], np.cumsum(base)])
+        alloc[j] = base
+    out = [np.empty(int(size), dtype) for size in alloc.sum(axis=0)]
+    filled = np.zeros(len(fr), dtype=np.int64)
+    for j, c in enumerate(classes):
+        idx = np.flatnonzero(labels == c).astype(dtype)
+        rng.shuffle(idx)
+        bounds = np.concatenate([[0], np.cumsum(alloc[j])])
         for s in range(len(fr)):
-            parts[s].append(idx[bounds[s] : bounds[s + 1]])
-    out = []
-    for s in range(len(fr)):
-        rows = np.concatenate(parts[s]) if parts[s] else np.zeros(0, dtype)
-        parts[s] = []
+            out[s][filled[s] : filled[s] + alloc[j, s]] = idx[bounds[s] : bounds[s + 1]]
+        filled += alloc[j]
+    for rows in out:
         rng.shuffle(rows)
-        out.append(rows)
     return out
 
 
