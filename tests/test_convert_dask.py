@@ -2,53 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
+from bench.plan_scale import DASK_RUNNER, loopback_dask
 from conftest import IMAGE_ARGS, array_h5_with_bad_value, run_convert, shard_bytes
 from shardkit.spec import read_metadata
 
-DASK_RUNNER = "--runner=apache_beam.runners.dask.dask_runner.DaskRunner"
-
 
 @pytest.fixture(scope="module")
-def dask_cluster(tmp_path_factory: pytest.TempPathFactory):
+def dask_cluster():
     """A scheduler and two single-threaded worker processes on 127.0.0.1; yields the scheduler address."""
-    sched_file = str(tmp_path_factory.mktemp("dask") / "scheduler.json")
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--no-dashboard", "--scheduler-file", sched_file],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    try:
-        deadline = time.time() + 60
-        while not os.path.exists(sched_file) and time.time() < deadline:
-            time.sleep(0.1)
-        with open(sched_file) as f:
-            address = json.load(f)["address"]
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2", "--nthreads", "1",
-             "--no-dashboard", "--host", "127.0.0.1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        from distributed import Client
-
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
+    with loopback_dask(workers=2) as address:
         yield address
-    finally:
-        for p in reversed(procs):  # each started its own process group: the nanny's workers go with it
-            os.killpg(p.pid, signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
 
 
 @pytest.mark.slow

@@ -1,0 +1,137 @@
+"""Conversion at row scale: millions of small rows, the driver's memory, the job graph, and Dask's bytes.
+
+One input of ``rows`` rows, each a float32 vector of 4 values and one of 7 class labels; converted once on
+the local FnApiRunner and once on Beam's Dask runner over a loopback dask.distributed cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Iterator
+
+import numpy as np
+
+from bench.measure import python_module, run_measured
+
+DASK_RUNNER = "--runner=apache_beam.runners.dask.dask_runner.DaskRunner"
+_CONVERT = ("import json, resource, sys; from shardkit.convert.cli import main; rc = main(sys.argv[1:]); "
+            "print('BENCH_RESULT ' + json.dumps({'rc': rc, 'driver_rss_bytes': "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})); sys.exit(rc)")
+
+
+def make_rows(path: str, rows: int) -> str:
+    """The input: ``rows`` float32 (4,) rows, labels sorted by class as exported tables often are."""
+    import h5py
+
+    if os.path.exists(path):
+        return path
+    rng = np.random.default_rng(0)
+    with h5py.File(path + ".tmp", "w") as f:
+        x = f.create_dataset("x", (rows, 4), np.float32, chunks=(min(rows, 1 << 16), 4))
+        for start in range(0, rows, 1 << 22):
+            x[start : start + (1 << 22)] = rng.standard_normal((min(1 << 22, rows - start), 4), dtype=np.float32)
+        f.create_dataset("y", data=np.sort(rng.integers(0, 7, rows)).astype(np.int64), chunks=(min(rows, 1 << 20),))
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def job_graph_bytes(src: str, out: str) -> tuple[int, int]:
+    """(serialised pipeline proto bytes, shards) of the job the converter would submit for ``src``."""
+    import apache_beam as beam
+
+    from shardkit.convert.pipeline import ConvertConfig, prepare
+    from shardkit.convert.runner import build_job
+    from shardkit.convert.shards import EncodeConfig
+
+    prep = prepare(ConvertConfig(inputs=(src,), out=out, kind="array", data="/x", label="/y"))
+    p = beam.Pipeline()
+    build_job(p, prep.refs, EncodeConfig(prep.encoder, "array", None, out + ".tmp", prep.specs))
+    return len(p.to_runner_api().SerializeToString()), len(prep.refs)
+
+
+def convert(src: str, out: str, beam_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run shardkit-convert on ``src``; wall time, driver peak RSS and all-process peak RSS."""
+    args = [src, "--out", out, "--kind", "array", "--data", "/x", "--label", "/y", "--quiet"]
+    if beam_args:
+        args += ["--", *beam_args]
+    run = run_measured([sys.executable, "-c", _CONVERT, *args])
+    return {"seconds": run.wall_s, "driver_peak_rss_bytes": run.result["driver_rss_bytes"],
+            "all_processes_peak_rss_bytes": run.peak_rss_bytes}
+
+
+def shard_digests(dataset: str) -> dict[str, str]:
+    from shardkit.spec import read_metadata
+
+    meta = read_metadata(dataset)
+    out = {}
+    for split in meta.splits.values():
+        for shard in split.shards:
+            with open(os.path.join(dataset, shard.path), "rb") as f:
+                out[shard.path] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@contextlib.contextmanager
+def loopback_dask(workers: int = 2) -> Iterator[str]:
+    """A dask.distributed scheduler and ``workers`` single-threaded workers on 127.0.0.1; yields its address
+    and stops every process on exit."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sched_file = os.path.join(tmp, "scheduler.json")
+        procs = [subprocess.Popen(
+            python_module("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                          "--scheduler-file", sched_file),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+        try:
+            deadline = time.time() + 60
+            while not os.path.exists(sched_file) and time.time() < deadline:
+                time.sleep(0.1)
+            with open(sched_file) as f:
+                address = json.load(f)["address"]
+            procs.append(subprocess.Popen(
+                python_module("distributed.cli.dask_worker", address, "--nworkers", str(workers), "--nthreads", "1",
+                              "--no-dashboard", "--host", "127.0.0.1"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+            from distributed import Client
+
+            with Client(address, timeout=60) as client:
+                client.wait_for_workers(workers, timeout=60)
+            yield address
+        finally:
+            for p in reversed(procs):  # each started its own process group: the nanny's workers go with it
+                os.killpg(p.pid, signal.SIGTERM)
+            for p in reversed(procs):
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+
+
+def measure(cache: str, rows: int, dask: bool = True) -> dict[str, Any]:
+    """The row-scale section: job graph size, local conversion, and (``dask``) the Dask runner's bytes."""
+    import shutil
+
+    os.makedirs(cache, exist_ok=True)
+    src = make_rows(os.path.join(cache, f"rows-{rows}.h5"), rows)
+    work = os.path.join(cache, "plan-scale-out")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    graph, shards = job_graph_bytes(src, os.path.join(work, "graph"))
+    local = convert(src, os.path.join(work, "local"))
+    result: dict[str, Any] = {"rows": rows, "shards": shards, "job_graph_bytes": graph, "local": local,
+                              "rows_per_second": rows / local["seconds"]}
+    if dask:
+        with loopback_dask() as address:
+            result["dask"] = convert(src, os.path.join(work, "dask"), (DASK_RUNNER, f"--dask_client_address={address}"))
+        result["dask_bytes_identical"] = shard_digests(os.path.join(work, "dask")) == shard_digests(os.path.join(work, "local"))
+    shutil.rmtree(work, ignore_errors=True)
+    return result
