@@ -39,24 +39,96 @@ def _write_fn(enc: EncodeConfig) -> Any:
     return WriteShardFn(enc)
 
 
-def pipeline_options(beam_args: list[str], workers: int, worker_mode: str = "process") -> tuple[Any, Any, str]:
+def _local_runner(log_level: str) -> Any:
+    """Beam's FnApiRunner whose worker processes start through ``shardkit.convert.worker`` (quiet at
+    ``log_level``, and they exit with this process) instead of Beam's bare SDK worker."""
+    from apache_beam.portability import python_urns
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from .worker import command
+
+    class LocalRunner(FnApiRunner):
+        def run_via_runner_api(self, pipeline_proto: Any, options: Any) -> Any:
+            ours = command(os.getpid(), log_level).encode()
+            for env in pipeline_proto.components.environments.values():
+                if env.urn == python_urns.SUBPROCESS_SDK and env.payload.endswith(b"-m apache_beam.runners.worker.sdk_worker_main"):
+                    env.payload = ours
+            return super().run_via_runner_api(pipeline_proto, options)
+
+    return LocalRunner()
+
+
+def pipeline_options(beam_args: list[str], workers: int, worker_mode: str = "process",
+                     log_level: str = "CRITICAL") -> tuple[Any, Any, str]:
     """PipelineOptions from the Beam args; the local FnApiRunner over ``workers`` worker processes (or
-    threads, ``worker_mode="thread"``) unless ``--runner`` names another. Returns (options, runner or None,
-    runner name)."""
+    threads, ``worker_mode="thread"``) unless ``--runner`` names another. Workers log at ``log_level``.
+    Returns (options, runner or None, runner name)."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
-        beam_args = list(beam_args) + ["--default_sdk_harness_log_level=CRITICAL"]
+        beam_args = list(beam_args) + [f"--default_sdk_harness_log_level={log_level}"]
     opts = PipelineOptions(list(beam_args))
     runner = opts.view_as(StandardOptions).runner
     if runner:
         return opts, None, str(runner)
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
     workers = workers or os.cpu_count() or 1
     mode = ("multi_threading" if worker_mode == "thread" else "multi_processing") if workers > 1 else "in_memory"
     opts = PipelineOptions(list(beam_args) + [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
-    return opts, FnApiRunner(), f"FnApiRunner ({mode}, {workers} workers)"
+    return opts, _local_runner(log_level), f"FnApiRunner ({mode}, {workers} workers)"
+
+
+def _runner_class(name: str) -> Any:
+    """The runner class ``--runner=name`` means, resolved as Beam does; InputError if there is none."""
+    import importlib
+
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.runner import _RUNNER_MAP
+
+    path = _RUNNER_MAP.get(name.lower(), _RUNNER_MAP.get(name.lower() + "runner", name))
+    module, _, cls = path.rpartition(".")
+    if not module:
+        raise InputError(f"--runner={name}: unknown runner; known runners: {', '.join(StandardOptions.KNOWN_RUNNER_NAMES)}, "
+                         "or a runner class's full path such as apache_beam.runners.dask.dask_runner.DaskRunner")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        raise InputError(f"--runner={name}: runner {path} cannot be imported here ({e})") from None
+    except AttributeError:
+        raise InputError(f"--runner={name}: module {module} has no runner {cls}") from None
+
+
+def check_beam_args(beam_args: list[str]) -> None:
+    """Refuse a misspelled runner, and options or words after ``--`` that no Beam options class defines
+    (Beam itself would silently drop them); the runner's module is imported first so its options count."""
+    import difflib
+
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner
+    if runner and not isinstance(runner, str):
+        runner = None
+    if runner:
+        _runner_class(runner)
+    found: dict[str, Any] = {}
+
+    def collect(parser: Any) -> None:
+        found["unknown"] = parser.parse_known_args(list(beam_args))[1]
+        found["known"] = [o for a in parser._actions for o in a.option_strings]  # noqa: SLF001
+
+    PipelineOptions(list(beam_args)).get_all_options(add_extra_args_fn=collect, retain_unknown_options=True)
+    unknown, known = found["unknown"], found["known"]
+    problems = []
+    for i, item in enumerate(unknown):
+        if item.startswith("-"):
+            name = item.split("=", 1)[0]
+            close = difflib.get_close_matches(name, known, n=1)
+            problems.append(f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+        elif not (i and unknown[i - 1].startswith("--") and "=" not in unknown[i - 1]):
+            problems.append(f"stray word {item!r}")
+    if problems:
+        raise InputError(f"after --: {'; '.join(problems)}; Beam would silently ignore "
+                         f"{'them' if len(problems) > 1 else 'it'}: fix the spelling or remove "
+                         f"{'them' if len(problems) > 1 else 'it'}")
 
 
 def check_runner_paths(runner_name: str, beam_args: list[str], paths: list[str]) -> None:
