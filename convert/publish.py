@@ -6,9 +6,12 @@ Local paths use the OS (rename is atomic); URLs (gs://, s3://, ...) go through B
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
+import time
 import uuid
 
 from shardkit.spec import METADATA_FILE, Metadata
@@ -16,6 +19,8 @@ from shardkit.spec import METADATA_FILE, Metadata
 from .encoders import InputError
 
 TMP_MARK = ".shardkit-tmp-"
+LEASE_SECONDS = 24 * 3600  # a temp dir nothing was written to for this long is abandoned, whatever its host
+SHOWN = 5  # foreign entries named in the --overwrite refusal
 
 
 class PublishError(RuntimeError):
@@ -43,23 +48,82 @@ def _split(out: str) -> tuple[str, str]:
     return os.path.split(os.path.abspath(out).rstrip("/"))
 
 
+def host_name() -> str:
+    """This machine's name as used in temp dir names (characters outside [A-Za-z0-9._] become '_')."""
+    return re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname()) or "localhost"
+
+
 def tmp_dir_for(out: str) -> str:
-    """A hidden sibling of OUT, named so that it is never mistaken for a dataset and can be traced to its run."""
+    """A hidden sibling of OUT, named so that it is never mistaken for a dataset and can be traced to its run:
+    ``.<name>.shardkit-tmp-<host>-<pid>-<random>`` (host and pid say who may clean it up)."""
     parent, name = _split(out)
-    return join(parent, f".{name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return join(parent, f".{name}{TMP_MARK}{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def dataset_entries(out: str) -> tuple[set[str], list[str]]:
+    """(what belongs to the dataset at ``out``, everything under ``out``), as paths relative to ``out``;
+    directories end with '/'. The dataset is metadata.json, the shards it lists and their split folders."""
+    text = read_text(join(out, METADATA_FILE))
+    ours = {METADATA_FILE}
+    try:
+        splits = json.loads(text)["splits"].values() if text is not None else ()
+        shards = [str(sh["path"]) for split in splits for sh in split["shards"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        shards = []
+    for path in shards:
+        ours.add(path)
+        while "/" in path:
+            path = path.rsplit("/", 1)[0]
+            ours.add(path + "/")
+    if is_remote(out):
+        try:
+            found = _fs().match([join(out, "**")])[0].metadata_list
+        except Exception:  # noqa: BLE001 - no match is an error on some filesystems
+            found = []
+        return ours, sorted(m.path[len(out.rstrip("/")) + 1 :] for m in found)
+    everything = []
+    for root, dirs, files in os.walk(out):
+        rel = os.path.relpath(root, out)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        everything += [prefix + d + "/" for d in dirs] + [prefix + f for f in files]
+    return ours, sorted(everything)
+
+
+def foreign_entries(out: str) -> list[str]:
+    """Files and folders under ``out`` that are not part of its dataset (a foreign folder, not its contents)."""
+    ours, everything = dataset_entries(out)
+    foreign: list[str] = []
+    for entry in everything:
+        if entry not in ours and not any(entry.startswith(f) for f in foreign if f.endswith("/")):
+            foreign.append(entry)
+    return foreign
+
+
+def check_foreign(out: str) -> None:
+    """InputError naming what --overwrite would delete beyond the dataset at ``out``, if anything."""
+    foreign = foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:SHOWN]) + (f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else "")
+        it, are = ("them", "are") if len(foreign) > 1 else ("it", "is")
+        raise InputError(f"{out}: holds {shown}, which {are} not part of the dataset; --overwrite replaces only "
+                         f"a dataset: move {it} out of {out} or choose another --out")
 
 
 def check_out(out: str, overwrite: bool) -> None:
-    """Refuse an existing OUT unless --overwrite (and then only a shardkit dataset), or an unwritable parent."""
+    """Refuse an existing OUT unless --overwrite, and then only a shardkit dataset with nothing else in it;
+    refuse an unwritable parent."""
     if is_remote(out):
-        if _fs().exists(join(out, METADATA_FILE)) and not overwrite:
-            raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+        if _fs().exists(join(out, METADATA_FILE)):
+            if not overwrite:
+                raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+            check_foreign(out)
         return
     if os.path.exists(out):
         if not overwrite:
             raise InputError(f"{out}: already exists; pass --overwrite to replace it")
         if not os.path.isdir(out) or (os.listdir(out) and not os.path.exists(os.path.join(out, METADATA_FILE))):
             raise InputError(f"{out}: exists and is not a shardkit dataset; refusing to replace it")
+        check_foreign(out)
     parent = os.path.dirname(os.path.abspath(out).rstrip("/"))
     if not os.path.isdir(parent):
         raise InputError(f"{out}: parent directory {parent} does not exist")
@@ -156,6 +220,7 @@ def publish(tmp: str, out: str, metadata: Metadata, overwrite: bool, skip: tuple
             write_text(join(tmp, METADATA_FILE), text)
             trash = None
             if os.path.exists(out) and overwrite:
+                _recheck_foreign(out)
                 trash = tmp + "-old"
                 os.rename(out, trash)
             os.rename(tmp, out)
@@ -168,6 +233,7 @@ def publish(tmp: str, out: str, metadata: Metadata, overwrite: bool, skip: tuple
     if overwrite:
         old = join(out, METADATA_FILE)
         if fs.exists(old):
+            _recheck_foreign(out)
             fs.delete([old])
         remove(out)
     files = [m.path for m in fs.match([join(tmp, "**")])[0].metadata_list]
@@ -176,18 +242,60 @@ def publish(tmp: str, out: str, metadata: Metadata, overwrite: bool, skip: tuple
     remove(tmp)
 
 
-def clean_stale(out: str) -> None:
-    """Remove temp dirs of killed runs for the same local OUT (their owner pid is gone)."""
+def _recheck_foreign(out: str) -> None:
+    """Right before replacing ``out``: files that appeared in it during the conversion stop the publication."""
+    try:
+        check_foreign(out)
+    except InputError as e:
+        raise PublishError(str(e)) from None
+
+
+def _last_write(path: str) -> float:
+    """The newest modification time in a directory tree."""
+    newest = os.path.getmtime(path)
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            try:
+                newest = max(newest, os.path.getmtime(os.path.join(root, n)))
+            except OSError:
+                pass
+    return newest
+
+
+def is_stale(entry: str, name: str, path: str, now: float | None = None) -> bool:
+    """Whether temp dir ``entry`` (beside dataset ``name``, at ``path``) belongs to a conversion that is over.
+
+    Its pid is checked only when it names this host: on shared storage the same pid on another machine
+    is another process. Any temp dir (of any host, or named before hosts were recorded) with no write for
+    LEASE_SECONDS is abandoned.
+    """
+    m = re.match(rf"^\.{re.escape(name)}{re.escape(TMP_MARK)}(?:(?P<host>.+)-)?(?P<pid>\d+)-[0-9a-f]{{8}}(?:-old)?$",
+                 entry)
+    if not m:
+        return False
+    if m.group("host") == host_name() and not _alive(int(m.group("pid"))):
+        return True
+    try:
+        return (time.time() if now is None else now) - _last_write(path) > LEASE_SECONDS
+    except OSError:
+        return False
+
+
+def clean_stale(out: str) -> list[str]:
+    """Remove the temp dirs of conversions for the same local OUT that are over (see ``is_stale``);
+    returns the removed paths."""
     if is_remote(out):
-        return
+        return []
     parent, name = _split(out)
     if not os.path.isdir(parent):
-        return
-    pat = re.compile(rf"^\.{re.escape(name)}{re.escape(TMP_MARK)}(\d+)-[0-9a-f]+(-old)?$")
-    for entry in os.listdir(parent):
-        m = pat.match(entry)
-        if m and not _alive(int(m.group(1))):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        return []
+    removed = []
+    for entry in sorted(os.listdir(parent)):
+        path = os.path.join(parent, entry)
+        if entry.startswith(f".{name}{TMP_MARK}") and is_stale(entry, name, path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _alive(pid: int) -> bool:
