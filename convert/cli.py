@@ -13,6 +13,7 @@ import threading
 from .encoders import InputError
 from .pipeline import ConvertConfig, ConvertError, convert
 from .plan import parse_fractions
+from .runner import check_beam_args
 
 EPILOG = """\
 examples:
@@ -36,22 +37,30 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _positive(kind: type) -> object:
+def _positive(kind: type, zero: bool = False) -> object:
+    """An argparse type: a number above 0 (or 0 and above with ``zero``)."""
     def parse(text: str) -> object:
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {'an integer' if kind is int else 'a number'}") from None
+        if v < 0 or (v == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {'0 or more' if zero else 'positive'}")
         return v
 
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where help is, no usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (options as in docs/convert.md)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="shardkit-convert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Convert HDF5 / Parquet / Feather / CSV rows into shuffled, stratified, sharded TFRecords "
                     "with precomputed encodings and a metadata.json (an Apache Beam job).",
@@ -79,17 +88,19 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("splits and shards")
     g.add_argument("--split", default="0.8,0.1,0.1", help="train,validation,test fractions (default 0.8,0.1,0.1)")
     g.add_argument("--split-inputs", action="store_true", help="inputs are train=PATH validation=PATH test=PATH")
-    g.add_argument("--seed", type=int, default=0, help="shuffle/split seed (same seed -> identical bytes)")
+    g.add_argument("--seed", type=_positive(int, zero=True), default=0,
+                   help="shuffle/split seed, 0 or more (same seed -> identical bytes)")
     sz = g.add_mutually_exclusive_group()
     sz.add_argument("--num-shards", type=_positive(int), help="train shards (others proportionally, at least 1)")
     sz.add_argument("--shard-size-mb", type=_positive(float), default=128.0, help="target shard size (default 128)")
     g.add_argument("--compression", choices=["none", "gzip"], default="none")
     g = p.add_argument_group("running")
-    g.add_argument("--workers", type=int, default=0, help="local workers (default: CPU cores)")
+    g.add_argument("--workers", type=_positive(int), help="local workers (default: CPU cores)")
     g.add_argument("--worker-mode", choices=["process", "thread"], default="process",
                    help="local workers as processes (default) or threads (no start-up cost; GIL-bound)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     g.add_argument("--quiet", action="store_true", help="no progress or summary")
+    g.add_argument("-v", "--verbose", action="store_true", help="show Beam's and its workers' logs (debugging)")
     return p
 
 
@@ -105,9 +116,9 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
         image_shape=args.image_shape, image_encoding=args.image_encoding, image_scale=args.image_scale,
         max_length=args.max_length, vocabulary=args.vocabulary, unknown=args.unknown, dtype=args.dtype,
         split=split, seed=args.seed, num_shards=args.num_shards, shard_size_mb=args.shard_size_mb,
-        compression="GZIP" if args.compression == "gzip" else None, workers=args.workers,
+        compression="GZIP" if args.compression == "gzip" else None, workers=args.workers or 0,
         worker_mode=args.worker_mode, class_names=args.class_names,
-        overwrite=args.overwrite, progress=not args.quiet,
+        overwrite=args.overwrite, progress=not args.quiet, verbose=args.verbose,
     )
 
 
@@ -122,9 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    _set_logging(args.verbose)
+    try:
+        check_beam_args(beam_args)
+    except InputError as e:
+        print(f"shardkit-convert: error: {e}", file=sys.stderr)
+        return 2
     previous = _exit_on_sigterm()
-    logging.getLogger().setLevel(logging.ERROR)
-    logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         convert(config_from_args(args), beam_args)
@@ -146,6 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _set_logging(verbose: bool) -> None:
+    """Quiet by default (shardkit's own lines only); ``--verbose`` shows Beam's INFO logs."""
+    if verbose:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger().setLevel(logging.INFO)
+        logging.getLogger("apache_beam").setLevel(logging.INFO)
+    else:
+        logging.getLogger().setLevel(logging.ERROR)
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 
 
 _TERMINATED: list[int] = []

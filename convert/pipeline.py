@@ -24,7 +24,7 @@ from . import publish
 from .encoders import (ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec,
                        merge_label_specs)
 from .publish import join
-from .runner import check_runner_paths, error_from, pipeline_options, run_job
+from .runner import check_beam_args, check_runner_paths, error_from, pipeline_options, run_job
 from .shards import STATS_DIR, ConvertError, EncodeConfig, save_plan, worker_errors
 from .sources import Source, SourceSpec, file_stat, open_source
 
@@ -62,6 +62,7 @@ class ConvertConfig:
     worker_mode: str = "process"
     overwrite: bool = False
     progress: bool = True
+    verbose: bool = False
     source_splits: tuple[str, ...] = field(default=())
     class_names: tuple[str, ...] | None = None
 
@@ -308,13 +309,15 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
 
     beam_args = list(beam_args or [])
     start = time.time()
+    check_beam_args(beam_args)
     _, _, runner_name = pipeline_options(beam_args, 1)
     check_runner_paths(runner_name, beam_args, list(_order_inputs(cfg).inputs) + [cfg.out])
     publish.check_out(cfg.out, cfg.overwrite)
     prep = prepare(cfg)
     cfg = prep.cfg
     workers = min(cfg.workers or os.cpu_count() or 1, len(prep.refs))
-    opts, runner, runner_name = pipeline_options(beam_args, workers, cfg.worker_mode)
+    opts, runner, runner_name = pipeline_options(beam_args, workers, cfg.worker_mode,
+                                                 log_level="INFO" if cfg.verbose else "CRITICAL")
 
     publish.clean_stale(cfg.out)
     tmp = publish.tmp_dir_for(cfg.out)
