@@ -115,9 +115,13 @@ def checked_sequence(value: Any, row: int, where: str) -> str:
 
 @dataclass(frozen=True)
 class SequenceStats:
+    """One encoded sequence: its source length, whether --max-length cut it, the unknown letters among the
+    stored letters (stored as code 0) and how many letters were cut off."""
+
     length: int
     truncated: bool
     unknown: int
+    cut: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,8 @@ class SequenceEncoder:
         return lut
 
     def encode_one(self, value: Any, lut: np.ndarray, row: int, where: str) -> tuple[bytes, SequenceStats]:
-        """Encode one sequence; returns the padded codes and (original length, truncated?, unknown letters)."""
+        """Encode one sequence; returns the padded codes and its stats (unknown letters counted among the
+        stored ones; ``--unknown reject`` refuses an unknown letter anywhere in the source value)."""
         value = checked_sequence(value, row, where)
         if value.isascii():
             codes = lut[np.frombuffer(value.encode("ascii"), dtype=np.uint8)]
@@ -163,7 +168,8 @@ class SequenceEncoder:
         out = np.zeros(self.max_length, dtype=np.uint8)
         n = min(len(codes), self.max_length)
         out[:n] = codes[:n]
-        return out.tobytes(), SequenceStats(len(codes), len(codes) > self.max_length, unknown)
+        stored_unknown = unknown if n == len(codes) else int(n - np.count_nonzero(codes[:n]))
+        return out.tobytes(), SequenceStats(len(codes), len(codes) > n, stored_unknown, len(codes) - n)
 
 
 def label_spec(values: np.ndarray, where: str, onehot: bool = False, first_row: int = 0) -> tuple[LabelSpec, np.ndarray]:

@@ -94,6 +94,7 @@ class Progress:
                   f"{_human(sum(s.bytes for s in info.shards)):>10}  classes {classes}", file=out)
         st = meta.stats
         if meta.features[0].kind == "sequence":
-            print(f"  sequences: max length {st.get('max_length')}, {st.get('truncated_sequences', 0)} truncated, "
-                  f"{st.get('unknown_letters', 0)} unknown letters", file=out)
+            print(f"  sequences: max length {st.get('max_length')}, {st.get('truncated_sequences', 0)} truncated "
+                  f"({st.get('truncated_letters', 0)} letters cut off), {st.get('unknown_letters', 0)} unknown "
+                  "letters stored as 0", file=out)
         out.flush()

@@ -118,7 +118,7 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
     except OSError as e:
         raise ConvertError(f"cannot write {path}: {e.strerror or e}") from e
     k = int(task.labels.max()) + 1 if len(task.labels) else 0
-    stats = {"truncated_sequences": 0, "unknown_letters": 0}
+    stats = {"truncated_sequences": 0, "truncated_letters": 0, "unknown_letters": 0}
     done = 0
     lut = enc.encoder.table() if isinstance(enc.encoder, SequenceEncoder) else None
     layout = ExampleLayout(enc.name, ("label", "row_id") + ((enc.name + "_length",) if lut is not None else ()))
@@ -133,6 +133,7 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
                 for i in range(n):
                     payload, st = enc.encoder.encode_one(values[i], lut, int(rows[i]), where)
                     stats["truncated_sequences"] += st.truncated
+                    stats["truncated_letters"] += st.cut
                     stats["unknown_letters"] += st.unknown
                     writer.write_pieces(*layout.pieces(payload, (labels[i], ids[i], st.length)))
             else:

@@ -215,7 +215,7 @@ def test_sequences_parquet_group_split(proteins_parquet: str, tmp_path) -> None:
     assert meta.label.names == tuple(str(i) for i in range(1, 8))
     lut = {ch: i + 1 for i, ch in enumerate(AMINO_ACIDS[20])}
     by_id = df.set_index("id")
-    clusters, total, truncated, unknown = [], 0, 0, 0
+    clusters, total, truncated, cut, unknown = [], 0, 0, 0, 0
     for split in meta.splits:
         recs = read_split(out, split)
         clusters.append(set(by_id.loc[recs["row_id"], "cluster_id"].tolist()))
@@ -225,12 +225,14 @@ def test_sequences_parquet_group_split(proteins_parquet: str, tmp_path) -> None:
             assert (np.frombuffer(codes, np.uint8) == want).all()
             assert length == len(seq) and lab == by_id.loc[rid, "ec_lvl_1"] - 1
             truncated += len(seq) > 80
-            unknown += sum(ch.upper() not in lut for ch in seq)
+            cut += max(0, len(seq) - 80)
+            unknown += sum(ch.upper() not in lut for ch in seq[:80])  # stored as 0; letters cut off are not
             total += 1
     assert total == len(df)
     assert not (clusters[0] & clusters[1]) and not (clusters[0] & clusters[2]) and not (clusters[1] & clusters[2])
     assert meta.stats["truncated_sequences"] == truncated > 0
     assert meta.stats["unknown_letters"] == unknown > 0
+    assert meta.stats["truncated_letters"] == cut > 0
 
 
 def test_sequences_csv_feather_vocab25_split_inputs(tmp_path) -> None:
