@@ -173,13 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=300, help="rows (knots: rows per class)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128, help="knot image side")
+    p.add_argument("--min-length", type=int, default=50, help="proteins: shortest sequence")
+    p.add_argument("--max-length", type=int, default=1000, help="proteins: longest sequence")
     p.add_argument("--timesteps", type=int, default=100)
     p.add_argument("--dim", type=int, default=2048)
     a = p.parse_args(argv)
+    if a.kind == "proteins" and not 1 <= a.min_length <= a.max_length:
+        p.error(f"--min-length {a.min_length} and --max-length {a.max_length}: need 1 <= min <= max")
     if a.kind == "knots":
         write_knots(a.path, a.n, size=a.size, seed=a.seed)
     elif a.kind == "proteins":
-        write_proteins(a.path, a.n, seed=a.seed)
+        write_proteins(a.path, a.n, seed=a.seed, min_length=a.min_length, max_length=a.max_length)
     else:
         write_feature_sequences(a.path, a.n, seed=a.seed, timesteps=a.timesteps, dim=a.dim)
     print(a.path)
