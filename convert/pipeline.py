@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,7 @@ def _labels(cfg: ConvertConfig, sources: list[Source]) -> tuple[LabelSpec, list[
                     f"{src.where(cfg.label)}, row {i}: label {spec.names[int(ids_s[i])]!r} is out of range: "
                     f"it does not occur in the train input {sources[0].spec.path}"
                 )
+    _check_classes(spec, out[0], sources[0].where(cfg.label))
     if cfg.class_names:
         if len(cfg.class_names) != spec.num_classes:
             raise InputError(
@@ -165,6 +167,19 @@ def _labels(cfg: ConvertConfig, sources: list[Source]) -> tuple[LabelSpec, list[
             )
         spec = dataclasses.replace(spec, display_names=tuple(cfg.class_names))
     return spec, out
+
+
+def _check_classes(spec: LabelSpec, train_ids: np.ndarray, where: str) -> None:
+    """A classifier needs two classes: refuse labels that hold one (the train input holds every class)."""
+    if spec.num_classes < 2:
+        present = [0]
+    elif spec.source_kind == "onehot":  # one-hot columns may name classes that no row has
+        present = np.flatnonzero(np.bincount(train_ids, minlength=spec.num_classes)).tolist()
+    else:
+        return
+    if len(present) < 2:
+        raise InputError(f"{where}: every row has label {spec.names[int(present[0])]!r}; a classifier needs at "
+                         "least 2 classes: check --label")
 
 
 def _id_dtype(num_classes: int) -> type:
@@ -260,7 +275,8 @@ def _order_inputs(cfg: ConvertConfig) -> ConvertConfig:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The driver's result: validated encoder and labels, the shard plan, and sizes for progress."""
+    """The driver's result: validated encoder and labels, the shard plan, sizes for progress, and warnings
+    about the plan (printed even with --quiet)."""
 
     cfg: ConvertConfig
     specs: tuple[SourceSpec, ...]
@@ -270,11 +286,42 @@ class Prepared:
     refs: list[planning.ShardRef]
     record_bytes: float
     input_bytes: int
+    warnings: tuple[str, ...] = ()
+
+
+def _check_settings(cfg: ConvertConfig) -> None:
+    """Settings the CLI's parser checks too, for callers of the Python API."""
+    if cfg.seed < 0:
+        raise InputError(f"--seed {cfg.seed}: must be 0 or more")
+    if cfg.workers < 0:
+        raise InputError(f"--workers {cfg.workers}: must be positive (0 in the API means one per CPU core)")
+
+
+def plan_warnings(cfg: ConvertConfig, label: LabelSpec, plan: planning.ShardPlan) -> list[str]:
+    """What the plan did that the user may not expect: a class too small to reach every split, and
+    --num-shards above the train rows."""
+    out = []
+    if not cfg.split_inputs:
+        splits = [i for i, f in enumerate(cfg.split) if f > 0]
+        counts = {i: np.bincount(plan.labels[plan.split_rows[i][0]][plan.split_rows[i][1]],
+                                 minlength=label.num_classes) for i in splits}
+        for c, name in enumerate(label.names):
+            total = int(sum(counts[i][c] for i in splits))
+            if 0 < total < len(splits):
+                where = ", ".join(f"{SPLITS[i]} {int(counts[i][c])}" for i in splits)
+                out.append(f"class {name!r} has {total} row{'s' if total > 1 else ''}, fewer than the "
+                           f"{len(splits)} splits; its rows went to: {where}")
+    rows, shards = len(plan.split_rows[0][1]), plan.shards_per_split[0]
+    if cfg.num_shards and cfg.num_shards > rows:
+        out.append(f"--num-shards {cfg.num_shards} is more than the {rows} train rows: writing {shards} train "
+                   f"shard{'s' if shards != 1 else ''} of one row each instead")
+    return out
 
 
 def prepare(cfg: ConvertConfig) -> Prepared:
     """Open the inputs, validate them, map labels and plan every shard; reads only small columns
     (plus one pass over a sequence column for its lengths)."""
+    _check_settings(cfg)
     cfg = _order_inputs(cfg)
     specs = _source_specs(cfg)
     sources: list[Source] = []
@@ -300,7 +347,8 @@ def prepare(cfg: ConvertConfig) -> Prepared:
             s.close()
     refs = shard_plan.refs()
     in_bytes = sum(r.count * row_bytes[r.source] for r in refs)
-    return Prepared(cfg, tuple(specs), enc, label, shard_plan, refs, rec, in_bytes)
+    return Prepared(cfg, tuple(specs), enc, label, shard_plan, refs, rec, in_bytes,
+                    tuple(plan_warnings(cfg, label, shard_plan)))
 
 
 def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = None) -> Metadata:
@@ -315,6 +363,8 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     publish.check_out(cfg.out, cfg.overwrite)
     prep = prepare(cfg)
     cfg = prep.cfg
+    for w in prep.warnings:
+        print(f"shardkit-convert: warning: {w}", file=log or sys.stderr, flush=True)
     workers = min(cfg.workers or os.cpu_count() or 1, len(prep.refs))
     opts, runner, runner_name = pipeline_options(beam_args, workers, cfg.worker_mode,
                                                  log_level="INFO" if cfg.verbose else "CRITICAL")
@@ -401,6 +451,7 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
     }
     all_stats = {
         "truncated_sequences": sum(s["truncated_sequences"] for s in stats.values()),
+        "truncated_letters": sum(s.get("truncated_letters", 0) for s in stats.values()),
         "unknown_letters": sum(s["unknown_letters"] for s in stats.values()),
         "seconds": round(elapsed, 3), "rows_per_second": round(rows / max(elapsed, 1e-9), 1),
         "write_phase_seconds": round(max(s["finished"] for s in stats.values())
