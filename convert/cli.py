@@ -43,7 +43,8 @@ def _positive(kind: type, zero: bool = False) -> object:
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {'an integer' if kind is int else 'a number'}") from None
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}") from None
         if v < 0 or (v == 0 and not zero):
             raise argparse.ArgumentTypeError(f"{text!r}: must be {'0 or more' if zero else 'positive'}")
         return v

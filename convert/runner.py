@@ -16,6 +16,7 @@ from .encoders import InputError
 from .shards import EncodeConfig, write_shard
 from .sources import Source
 
+BEAM_WORKER = b"-m apache_beam.runners.worker.sdk_worker_main"  # the FnApiRunner's multi_processing command
 LOCAL_RUNNERS = {"fnapirunner", "directrunner", "daskrunner", "swallowingdirectrunner"}
 
 
@@ -48,10 +49,12 @@ def _local_runner(log_level: str) -> Any:
     from .worker import command
 
     class LocalRunner(FnApiRunner):
+        """Swaps the worker command in the pipeline's environments just before the run."""
+
         def run_via_runner_api(self, pipeline_proto: Any, options: Any) -> Any:
             ours = command(os.getpid(), log_level).encode()
             for env in pipeline_proto.components.environments.values():
-                if env.urn == python_urns.SUBPROCESS_SDK and env.payload.endswith(b"-m apache_beam.runners.worker.sdk_worker_main"):
+                if env.urn == python_urns.SUBPROCESS_SDK and env.payload.endswith(BEAM_WORKER):
                     env.payload = ours
             return super().run_via_runner_api(pipeline_proto, options)
 
@@ -82,13 +85,14 @@ def _runner_class(name: str) -> Any:
     import importlib
 
     from apache_beam.options.pipeline_options import StandardOptions
-    from apache_beam.runners.runner import _RUNNER_MAP
 
-    path = _RUNNER_MAP.get(name.lower(), _RUNNER_MAP.get(name.lower() + "runner", name))
+    known = {p.rsplit(".", 1)[-1].lower(): p for p in StandardOptions.ALL_KNOWN_RUNNERS}
+    path = known.get(name.lower(), known.get(name.lower() + "runner", name))
     module, _, cls = path.rpartition(".")
     if not module:
-        raise InputError(f"--runner={name}: unknown runner; known runners: {', '.join(StandardOptions.KNOWN_RUNNER_NAMES)}, "
-                         "or a runner class's full path such as apache_beam.runners.dask.dask_runner.DaskRunner")
+        raise InputError(f"--runner={name}: unknown runner; known runners: "
+                         f"{', '.join(StandardOptions.KNOWN_RUNNER_NAMES)}, or a runner class's full path such as "
+                         "apache_beam.runners.dask.dask_runner.DaskRunner")
     try:
         return getattr(importlib.import_module(module), cls)
     except ImportError as e:
