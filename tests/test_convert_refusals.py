@@ -13,6 +13,7 @@ import pytest
 import tables
 
 from conftest import IMAGE_ARGS, no_leftovers, run_convert
+from test_convert_remote import mounted  # noqa: F401 - the fixture: a URL scheme only Beam's FileSystems know
 from shardkit.convert import examples, publish
 from shardkit.convert.encoders import InputError, SequenceEncoder
 from shardkit.convert.runner import check_beam_args
@@ -80,6 +81,22 @@ def test_overwrite_refuses_foreign_files_and_changes_nothing(knots_h5: str, tmp_
     rc, err = run_convert([*argv, "--seed", "3", "--overwrite"])
     assert rc == 0, err
     assert read_metadata(out).seed == 3
+
+
+def test_overwrite_on_an_object_store_refuses_foreign_files_too(knots_h5: str, mounted: str) -> None:
+    argv = [knots_h5, "--out", "mounted://data/ds", *IMAGE_ARGS, "--num-shards", "2", "--workers", "1"]
+    rc, err = run_convert(argv)
+    assert rc == 0, err
+    published = os.path.join(mounted, "data", "ds")
+    with open(os.path.join(published, "NOTES.txt"), "w") as f:
+        f.write("my notes")
+    before = _tree(published)
+    rc, err = run_convert([*argv, "--seed", "3", "--overwrite"])
+    assert rc == 1
+    assert err.splitlines()[0] == ("shardkit-convert: error: mounted://data/ds: holds NOTES.txt, which is not part "
+                                   "of the dataset; --overwrite replaces only a dataset: move it out of "
+                                   "mounted://data/ds or choose another --out")
+    assert _tree(published) == before
 
 
 def test_publish_rechecks_for_files_added_during_the_conversion(knots_h5: str, tmp_path) -> None:
