@@ -38,8 +38,7 @@ def _start(tmp_path, rows: int, *extra: str, writing: bool = True) -> tuple[subp
     deadline = time.time() + 120
     workers: list[psutil.Process] = []
     while proc.poll() is None and time.time() < deadline:
-        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "shardkit.convert.worker" in " ".join(p.cmdline())]
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if _is_worker(p)]
         if len(workers) == 2 and (not writing or glob.glob(pattern)):
             break
         time.sleep(0.01)
@@ -48,8 +47,22 @@ def _start(tmp_path, rows: int, *extra: str, writing: bool = True) -> tuple[subp
     return proc, workers
 
 
+def _is_worker(p: psutil.Process) -> bool:
+    try:
+        return "shardkit.convert.worker" in " ".join(p.cmdline())
+    except psutil.NoSuchProcess:  # a short-lived child that has already gone
+        return False
+
+
 def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def test_ctrl_c_prints_one_clean_line(tmp_path) -> None:
