@@ -158,6 +158,24 @@ def test_an_interrupted_run_resumes_only_with_its_settings(
     assert fingerprint(run) == before  # config.json included: a refused resume rewrites nothing
 
 
+def test_repeat_keeps_the_seeds_it_finished_and_refuses_a_finished_repeat(
+    knots: str, finished: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished, run / "seed-0")  # a --repeat 2 killed during seed 1: seed 0 is done
+    seed_0 = fingerprint(run / "seed-0")
+    args = fit_args(knots, run, "--repeat", "2")
+    assert cli.main(args) == 0
+    assert f"{run / 'seed-0'}: finished earlier with these settings; keeping its results" in capsys.readouterr().err
+    assert fingerprint(run / "seed-0") == seed_0
+    assert json.loads((run / "summary.json").read_text())["seeds"] == [0, 1]
+
+    done = fingerprint(run)
+    assert cli.main(args) == 2
+    assert error_line(capsys) == f"{run}: holds a finished run (summary.json); pass --overwrite to replace it, or choose another --out"
+    assert fingerprint(run) == done
+
+
 def test_a_failed_fit_leaves_no_directory_behind(knots: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "new" / "nested" / "run"
     assert cli.main(fit_args(knots, out, "--model", "test_train_fit:wrong_size_model")) == 2  # refused up front

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
 from shardkit.train import integrity, models, report, rundir
@@ -83,13 +84,23 @@ def fit(config: FitConfig, strategy: tf.distribute.Strategy | None = None, overw
     for i in range(config.repeat):
         seed = config.seed + i
         one = dataclasses.replace(config, seed=seed, repeat=1, out=os.path.join(config.out, f"seed-{seed}"))
-        results.append(run_once(one, strategy, overwrite))
+        done = None if overwrite else _finished_seed(one)
+        results.append(done or run_once(one, strategy, overwrite))
     summary = summarise(results)
     if worker_of(strategy).is_chief:
         _write_json(os.path.join(config.out, "summary.json"), summary)
     for name, s in summary["test"].items():
         log(f"test {name}: {s['mean']:.4f} +- {s['ci95']:.4f} (95% CI over {s['n']} seeds)")
     return summary
+
+
+def _finished_seed(config: FitConfig) -> dict[str, Any] | None:
+    """The result of a seed an earlier (interrupted) --repeat finished with these same settings, or None."""
+    settings = {**dataclasses.asdict(config), "dataset_id": spec.read_metadata(config.dataset).dataset_id}
+    result = rundir.finished_with(config.out, settings)
+    if result is not None:
+        log(f"{config.out}: finished earlier with these settings; keeping its results")
+    return result
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -110,6 +110,19 @@ def _difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     return None
 
 
+def finished_with(path: str, settings: Mapping[str, Any], ignore: tuple[str, ...] = ("verbose", "dataset", "out")) -> dict[str, Any] | None:
+    """The metrics.json of a run finished in ``path`` with exactly these settings (those in ``ignore`` aside:
+    they change no result), or None. Lets a rerun of an interrupted ``--repeat`` keep the seeds it finished."""
+    old = read_config(path)
+    metrics = os.path.join(path, "metrics.json")
+    if old is None or not os.path.exists(metrics):
+        return None
+    if {k: v for k, v in old.items() if k not in ignore} != {k: v for k, v in settings.items() if k not in ignore}:
+        return None
+    with open(metrics, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def prepare(path: str, overwrite: bool, keep: tuple[str, ...] = ("worker-*",)) -> list[str]:
     """Make ``path`` ready to write (after ``check``): create it, or with ``overwrite`` remove the old run's
     files (except entries matching ``keep``: other workers' directories, which each worker replaces itself).
