@@ -122,6 +122,8 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
     worker = worker_of(strategy)
     out = config.out if worker.is_chief else os.path.join(config.out, f"worker-{worker.index}")
     rundir.check(out, None, overwrite)
+    if not worker.is_chief:
+        rundir.check(config.out, None, overwrite)  # refuse together with the chief, or it would wait for it forever
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
     ds = reader.open_dataset(config.dataset, config.skip_corrupt)
@@ -354,14 +356,15 @@ def evaluate_run(
         raise DatasetError(f"{os.path.join(run_dir, rundir.CONFIG_FILE)}: missing or unreadable; {run_dir} is not a shardkit-train run directory")
     config = FitConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(FitConfig)}})
     trained_id = saved.get("dataset_id")
-    log(f"{run_dir} was trained on {config.dataset} (dataset id {trained_id or 'not recorded'})")
+    trained_on = (rundir.read_json(os.path.join(run_dir, "metrics.json")) or {}).get("dataset", config.dataset)
+    log(f"{run_dir} was trained on {trained_on} (dataset id {trained_id or 'not recorded'})")
     ds = reader.open_dataset(dataset, config.skip_corrupt)
     before = integrity.snapshot(ds)
-    same = trained_id == ds.metadata.dataset_id if trained_id else os.path.abspath(dataset) == os.path.abspath(config.dataset)
+    same = trained_id == ds.metadata.dataset_id if trained_id else os.path.abspath(dataset) == os.path.abspath(trained_on)
     if not same and not other_dataset:
         raise ValueError(
             f"{dataset}: dataset id {ds.metadata.dataset_id} is not the one {run_dir} was trained on "
-            f"({trained_id or 'not recorded'}, {config.dataset}); its splits may overlap that training data; "
+            f"({trained_id or 'not recorded'}, {trained_on}); its splits may overlap that training data; "
             "pass --other-dataset to evaluate on it anyway"
         )
     model = models.build_model(config.model, ds.metadata, config.read_options())
@@ -382,7 +385,7 @@ def evaluate_run(
     result["dataset"] = os.path.abspath(dataset)
     result["dataset_id"] = ds.metadata.dataset_id
     result["split"] = split
-    result["trained_on"] = {"dataset": config.dataset, "dataset_id": trained_id}
+    result["trained_on"] = {"dataset": trained_on, "dataset_id": trained_id}
     _write_json(os.path.join(run_dir, f"evaluation_{name}.json"), result)
     return result
 

@@ -33,8 +33,12 @@ def is_run_entry(name: str) -> bool:
 
 
 def foreign_entries(path: str) -> list[str]:
-    """Entries of ``path`` that no run writes (a user's notes, another tool's output), sorted."""
-    return sorted(e for e in os.listdir(path) if not is_run_entry(e))
+    """Entries of ``path`` that no run wrote (a user's notes, another tool's output, a config.json that is
+    not a run's), sorted."""
+    foreign = [e for e in os.listdir(path) if not is_run_entry(e)]
+    if os.path.exists(os.path.join(path, CONFIG_FILE)) and read_config(path) is None:
+        foreign.append(CONFIG_FILE)
+    return sorted(foreign)
 
 
 def finished(path: str) -> bool:
@@ -42,14 +46,20 @@ def finished(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, name)) for name in FINISHED_FILES)
 
 
-def read_config(path: str) -> dict[str, Any] | None:
-    """The run's config.json as a dict, or None when there is none (or it is unreadable)."""
+def read_json(path: str) -> dict[str, Any] | None:
+    """A JSON object file as a dict, or None when it is missing or unreadable."""
     try:
-        with open(os.path.join(path, CONFIG_FILE), encoding="utf-8") as f:
-            config = json.load(f)
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
     except (OSError, ValueError):
         return None
-    return config if isinstance(config, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def read_config(path: str) -> dict[str, Any] | None:
+    """The run's config.json as a dict, or None when there is none or it is not a run's."""
+    config = read_json(os.path.join(path, CONFIG_FILE))
+    return config if config is not None and {"dataset", "model", "batch_size"} <= config.keys() else None
 
 
 def check(path: str, settings: Mapping[str, Any] | None, overwrite: bool) -> None:
@@ -113,14 +123,12 @@ def _difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
 def finished_with(path: str, settings: Mapping[str, Any], ignore: tuple[str, ...] = ("verbose", "dataset", "out")) -> dict[str, Any] | None:
     """The metrics.json of a run finished in ``path`` with exactly these settings (those in ``ignore`` aside:
     they change no result), or None. Lets a rerun of an interrupted ``--repeat`` keep the seeds it finished."""
-    old = read_config(path)
-    metrics = os.path.join(path, "metrics.json")
-    if old is None or not os.path.exists(metrics):
+    old, metrics = read_config(path), read_json(os.path.join(path, "metrics.json"))
+    if old is None or metrics is None:
         return None
     if {k: v for k, v in old.items() if k not in ignore} != {k: v for k, v in settings.items() if k not in ignore}:
         return None
-    with open(metrics, encoding="utf-8") as f:
-        return json.load(f)
+    return metrics
 
 
 def prepare(path: str, overwrite: bool, keep: tuple[str, ...] = ("worker-*",)) -> list[str]:
