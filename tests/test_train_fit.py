@@ -58,7 +58,7 @@ def test_class_sorted_knots_learn_and_evaluate(knots: str, tmp_path: Path, capsy
     assert os.listdir(out / "logs")  # TensorBoard
 
     assert cli.main(["evaluate", str(out), knots, "--split", "validation"]) == 0
-    evaluation = json.loads((out / "evaluation_validation.json").read_text())
+    evaluation = json.loads((out / f"evaluation_validation_{spec.read_metadata(knots).dataset_id}.json").read_text())
     assert evaluation["examples"] == 60 and evaluation["accuracy"] >= 0.9
 
 

@@ -42,7 +42,7 @@ def _fit(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         tensorboard=not args.no_tensorboard,
     )
-    result = fit.fit(config)
+    result = fit.fit(config, overwrite=args.overwrite)
     print(json.dumps(result.get("test", {}), sort_keys=True, default=str))
     return 0
 
@@ -50,7 +50,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from shardkit.train import fit
 
-    result = fit.evaluate_run(args.run_dir, args.dataset, args.split, args.batch_size)
+    result = fit.evaluate_run(args.run_dir, args.dataset, args.split, args.batch_size, args.other_dataset)
     print(json.dumps({k: v for k, v in result.items() if k != "confusion_matrix"}, sort_keys=True))
     return 0
 
@@ -67,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=int, required=True)
     f.add_argument("--batch-size", type=int, required=True, help="global batch (per-replica batch x replicas)")
     f.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory; rerunning into it resumes from its backup")
+    f.add_argument("--overwrite", action="store_true", help="replace the run in RUN_DIR (finished or interrupted) instead of refusing")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--strategy", default="auto", choices=("auto", "one", "mirrored", "multiworker"))
     f.add_argument("--sampling", default="epoch", choices=("epoch", "replacement", "balanced"), help=SAMPLING_HELP)
@@ -92,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("dataset", metavar="DATASET")
     e.add_argument("--split", default="test")
     e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--other-dataset", action="store_true", help="evaluate on a dataset other than the one the run was trained on")
     e.set_defaults(func=_evaluate)
 
     inspect.register(sub)

@@ -185,19 +185,29 @@ def decode_batch(ds: Dataset, options: ReadOptions) -> Callable[[tf.Tensor], tup
     return decode
 
 
-def _file_table(ds: Dataset, split: str) -> tuple[tf.Tensor, tf.Tensor]:
+def _file_table(ds: Dataset, split: str) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Paths, record counts and read limits of a split's shards: the limit is the count for a shard read
+    only up to its intact prefix (--skip-corrupt), -1 (to the end) for every other shard."""
     paths = ds.shard_paths(split)
-    return tf.constant(paths), tf.constant(np.asarray(ds.counts[split], np.int64))
+    counts = np.asarray(ds.counts[split], np.int64)
+    limits = np.asarray([c if p in ds.lost else -1 for p, c in zip(paths, counts)], np.int64)
+    return tf.constant(paths), tf.constant(counts), tf.constant(limits)
 
 
-def _records(paths: tf.Tensor, counts: tf.Tensor, ds: Dataset, options: ReadOptions) -> tf.data.Dataset:
-    """Records of the given shards (in that order), interleaved in parallel; each shard read up to its count."""
+def _records(paths: tf.Tensor, counts: tf.Tensor, limits: tf.Tensor, ds: Dataset, options: ReadOptions) -> tf.data.Dataset:
+    """Records of the given shards (in that order), interleaved in parallel.
+
+    Each shard must yield exactly its count: when its iterator ends with fewer records, or finds one more,
+    reading fails (``FailedPreconditionError``, "expected to contain"); ``integrity.read_error`` names the
+    shard. The check is a counter in the graph, not a second pass.
+    """
     compression = ds.metadata.compression or ""
 
-    def read(path: tf.Tensor, count: tf.Tensor) -> tf.data.Dataset:
-        return tf.data.TFRecordDataset(path, compression, options.read_buffer_bytes).take(count)
+    def read(path: tf.Tensor, count: tf.Tensor, limit: tf.Tensor) -> tf.data.Dataset:
+        records = tf.data.TFRecordDataset(path, compression, options.read_buffer_bytes).take(limit)
+        return records.apply(tf.data.experimental.assert_cardinality(count))
 
-    files = tf.data.Dataset.from_tensor_slices((paths, counts))
+    files = tf.data.Dataset.from_tensor_slices((paths, counts, limits))
     return files.interleave(
         read,
         cycle_length=options.cycle_length or AUTOTUNE,
@@ -259,14 +269,14 @@ def train_epoch(
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"sampling must be one of {SAMPLING_MODES}, not {sampling!r}")
     seed_pair = epoch_seed(seed, epoch)
-    paths, counts = _file_table(ds, "train")
+    table = _file_table(ds, "train")
     n_files = len(ds.counts["train"])
     order = _permutation(n_files, seed_pair)
-    paths, counts = tf.gather(paths, order), tf.gather(counts, order)
+    table = tuple(tf.gather(column, order) for column in table)
     if worker.count > 1 and worker.policy == "FILE":
-        paths, counts = paths[worker.index :: worker.count], counts[worker.index :: worker.count]
+        table = tuple(column[worker.index :: worker.count] for column in table)
     buffer = shuffle_buffer_size(ds, options)
-    records = _records(paths, counts, ds, options)
+    records = _records(*table, ds, options)
     if worker.count > 1 and worker.policy == "DATA":
         records = records.shard(worker.count, worker.index)
     records = records.shuffle(buffer, seed=_scalar_seed(seed_pair, 1), reshuffle_each_iteration=False)
@@ -405,9 +415,8 @@ def eval_dataset(
     ds = open_dataset(ds, options.skip_corrupt) if isinstance(ds, str) else ds
     if split not in ds.counts:
         raise DatasetError(f"{ds.path}: no split {split!r}; splits are {sorted(ds.counts)}")
-    paths, counts = _file_table(ds, split)
     ordered = replace(options, deterministic=True)
-    records = _records(paths, counts, ds, ordered).batch(batch_size)
+    records = _records(*_file_table(ds, split), ds, ordered).batch(batch_size)
     out = _finish(records, ds, ordered, steps(ds.count(split), batch_size))
     if options.cache:
         out = out.cache().apply(tf.data.experimental.assert_cardinality(steps(ds.count(split), batch_size)))
@@ -484,8 +493,7 @@ def training_input(
 def read_row_ids(ds: Dataset | str, split: str) -> np.ndarray:
     """Row ids of a split in metadata order (for checks and tests)."""
     ds = open_dataset(ds) if isinstance(ds, str) else ds
-    paths, counts = _file_table(ds, split)
-    records = _records(paths, counts, ds, ReadOptions()).batch(4096)
+    records = _records(*_file_table(ds, split), ds, ReadOptions()).batch(4096)
     key = {spec.ROW_ID_KEY: tf.io.FixedLenFeature([], tf.int64)}
     parts = [tf.io.parse_example(b, key)[spec.ROW_ID_KEY].numpy() for b in records]
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -2,6 +2,7 @@
 
 Outputs in the run directory: config.json, history.csv, best.weights.h5, model.weights.h5, model.keras,
 metrics.json, training_curves.png, confusion_test.png, logs/ (TensorBoard) and backup/ while running.
+What may be written into a run directory, and when, is ``rundir``'s; read-time checks are ``integrity``'s.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
-from shardkit.train import models, report
+from shardkit.train import integrity, models, report, rundir
 from shardkit.train.callbacks import ReaderPositionBackup, ResumableEarlyStopping, read_position
 from shardkit.train.strategy import Worker, make_strategy, set_precision, worker_of
 
@@ -68,22 +70,37 @@ def log(message: str) -> None:
     print(f"shardkit-train: {message}", file=sys.stderr, flush=True)
 
 
-def fit(config: FitConfig, strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
-    """Train ``config.repeat`` seeds; with several, also write summary.json with mean +- 95% CI of test metrics."""
+def fit(config: FitConfig, strategy: tf.distribute.Strategy | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``config.repeat`` seeds; with several, also write summary.json with mean +- 95% CI of test metrics.
+
+    ``overwrite`` replaces a finished run in ``config.out``; without it a finished run is refused."""
     strategy = strategy or make_strategy(config.strategy)
     if config.repeat <= 1:
-        return run_once(config, strategy)
+        return run_once(config, strategy, overwrite)
+    rundir.check(config.out, None, overwrite)
+    if overwrite and worker_of(strategy).is_chief and os.path.exists(os.path.join(config.out, "summary.json")):
+        os.remove(os.path.join(config.out, "summary.json"))  # derived from the seeds, each replaced below
     results = []
     for i in range(config.repeat):
         seed = config.seed + i
         one = dataclasses.replace(config, seed=seed, repeat=1, out=os.path.join(config.out, f"seed-{seed}"))
-        results.append(run_once(one, strategy))
+        done = None if overwrite else _finished_seed(one)
+        results.append(done or run_once(one, strategy, overwrite))
     summary = summarise(results)
     if worker_of(strategy).is_chief:
         _write_json(os.path.join(config.out, "summary.json"), summary)
     for name, s in summary["test"].items():
         log(f"test {name}: {s['mean']:.4f} +- {s['ci95']:.4f} (95% CI over {s['n']} seeds)")
     return summary
+
+
+def _finished_seed(config: FitConfig) -> dict[str, Any] | None:
+    """The result of a seed an earlier (interrupted) --repeat finished with these same settings, or None."""
+    settings = {**dataclasses.asdict(config), "dataset_id": spec.read_metadata(config.dataset).dataset_id}
+    result = rundir.finished_with(config.out, settings)
+    if result is not None:
+        log(f"{config.out}: finished earlier with these settings; keeping its results")
+    return result
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,14 +114,22 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"seeds": [r["seed"] for r in results], "test": test}
 
 
-def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, Any]:
-    """One seed: build, (resume and) train, evaluate on the test split, write the reports."""
+def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: bool = False) -> dict[str, Any]:
+    """One seed: build, (resume and) train, evaluate on the test split, write the reports.
+
+    Nothing is written before the run directory, the dataset and the model have passed their checks; a
+    run that fails before saving a backup removes the directory it created."""
     worker = worker_of(strategy)
     out = config.out if worker.is_chief else os.path.join(config.out, f"worker-{worker.index}")
-    os.makedirs(out, exist_ok=True)
+    rundir.check(out, None, overwrite)
+    if not worker.is_chief:
+        rundir.check(config.out, None, overwrite)  # refuse together with the chief, or it would wait for it forever
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
     ds = reader.open_dataset(config.dataset, config.skip_corrupt)
+    before = integrity.snapshot(ds)
+    settings = {**dataclasses.asdict(config), "dataset_id": ds.metadata.dataset_id}
+    rundir.check(out, settings, overwrite)
     for path, n in ds.lost.items():
         log(f"--skip-corrupt: {path}: {n} records lost (damaged shard; reading its intact prefix)")
     with strategy.scope():
@@ -112,13 +137,30 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, A
         options = config.read_options(with_row_id="row_id" in models.input_names(model))
         models.check_model(model, ds.metadata, options, config.dataset)
         models.compile_model(model, ds.metadata, config.learning_rate, config.xla)
-    _write_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
+    created = rundir.prepare(out, overwrite)
+    try:
+        return _train(config, strategy, worker, out, ds, before, settings, model, options)
+    except tf.errors.OpError as e:
+        rundir.discard(out, created)
+        error = integrity.read_error(ds, before, e)
+        if error is None:
+            raise
+        raise error from e
+    except BaseException:
+        rundir.discard(out, created)
+        raise
+
+
+def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dataset, before: dict,
+           settings: dict[str, Any], model: keras.Model, options: reader.ReadOptions) -> dict[str, Any]:
+    """Write config.json, train (resuming from a backup), then test and report."""
+    _write_json(os.path.join(out, "config.json"), settings)
 
     backup_dir = os.path.join(out, "backup")
     probe = reader.training_input(ds, config.batch_size, config.epochs, config.seed, options, config.sampling, strategy=strategy)
     plan = probe.plan
     fingerprint = {
-        "dataset": os.path.abspath(config.dataset),
+        "dataset_id": ds.metadata.dataset_id,
         "batch_size": config.batch_size,
         "seed": config.seed,
         "sampling": config.sampling,
@@ -134,7 +176,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, A
     if worker.count > 1:
         _prebuild(model, ds, options, strategy)
     save_freq = config.backup_every or max(1, plan.steps_per_epoch // 4)
-    common = _callbacks(config, out, ds, plan)
+    common = [integrity.DatasetWatch(ds, before), *_callbacks(config, out, ds, plan)]
     try:
         if start_step > 0:
             first = reader.training_input(
@@ -160,7 +202,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy) -> dict[str, A
         problems = reader.find_corrupt_shards(ds)
         detail = "; ".join(problems) or str(e).splitlines()[0]
         raise DatasetError(f"training stopped on a damaged shard: {detail} (use --skip-corrupt to read around it)") from e
-    return _finish(config, model, ds, plan, options, strategy, worker, out, position)
+    return _finish(config, model, ds, plan, options, strategy, worker, out, position, before)
 
 
 def _prebuild(model: keras.Model, ds: reader.Dataset, options: reader.ReadOptions, strategy) -> None:
@@ -232,7 +274,7 @@ def _callbacks(config: FitConfig, out: str, ds: reader.Dataset, plan: reader.Tra
     return cbs
 
 
-def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str, position) -> dict[str, Any]:
+def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str, position, before=None) -> dict[str, Any]:
     best = os.path.join(out, "best.weights.h5")
     if os.path.exists(best):
         model.load_weights(best)
@@ -244,6 +286,7 @@ def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str
         "seed": config.seed,
         "model": config.model,
         "dataset": os.path.abspath(config.dataset),
+        "dataset_id": ds.metadata.dataset_id,
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
         "workers": worker.count,
@@ -262,6 +305,8 @@ def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str
         log("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float)))
     if history:
         report.plot_history(history, os.path.join(out, "training_curves.png"))
+    if before is not None:
+        integrity.check_unchanged(ds, before, "before writing metrics.json")
     _write_json(os.path.join(out, "metrics.json"), result)
     return result
 
@@ -274,8 +319,10 @@ def evaluate_split(
     options: reader.ReadOptions,
     strategy: tf.distribute.Strategy | None = None,
     out: str | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Loss/accuracy over the whole split; with ``out`` (one worker) also the confusion matrix PNG."""
+    """Loss/accuracy over the whole split; with ``out`` (one worker) also the confusion matrix PNG, named
+    ``confusion_<name>.png`` (``name`` defaults to the split)."""
     strategy = strategy or tf.distribute.get_strategy()
     if worker_of(strategy).count > 1:
         data = strategy.distribute_datasets_from_function(
@@ -291,28 +338,55 @@ def evaluate_split(
         matrix = report.confusion_matrix(labels, predicted, ds.metadata.label.num_classes)
         metrics["confusion_matrix"] = matrix.tolist()
         metrics["examples"] = int(len(labels))
-        report.plot_confusion(matrix, ds.metadata.label.titles, os.path.join(out, f"confusion_{split}.png"), split)
+        report.plot_confusion(matrix, ds.metadata.label.titles, os.path.join(out, f"confusion_{name or split}.png"), split)
     return metrics
 
 
-def evaluate_run(run_dir: str, dataset: str, split: str = "test", batch_size: int | None = None) -> dict[str, Any]:
-    """Rebuild a run's model from config.json + model.weights.h5 and evaluate it on a dataset split."""
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise DatasetError(f"{config_path}: missing; {run_dir} is not a shardkit-train run directory")
-    with open(config_path, encoding="utf-8") as f:
-        config = FitConfig(**json.load(f))
+def evaluate_run(
+    run_dir: str, dataset: str, split: str = "test", batch_size: int | None = None, other_dataset: bool = False
+) -> dict[str, Any]:
+    """Rebuild a run's model from config.json + model.weights.h5 and evaluate it on a dataset split.
+
+    Refuses a dataset other than the one the run was trained on (its splits may overlap the training data)
+    unless ``other_dataset``. Writes ``evaluation_<split>_<dataset id>.json`` and
+    ``confusion_<split>_<dataset id>.png``: one file per split and dataset, so no evaluation replaces another.
+    """
+    saved = rundir.read_config(run_dir)
+    if saved is None:
+        raise DatasetError(f"{os.path.join(run_dir, rundir.CONFIG_FILE)}: missing or unreadable; {run_dir} is not a shardkit-train run directory")
+    config = FitConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(FitConfig)}})
+    trained_id = saved.get("dataset_id")
+    trained_on = (rundir.read_json(os.path.join(run_dir, "metrics.json")) or {}).get("dataset", config.dataset)
+    log(f"{run_dir} was trained on {trained_on} (dataset id {trained_id or 'not recorded'})")
     ds = reader.open_dataset(dataset, config.skip_corrupt)
+    before = integrity.snapshot(ds)
+    same = trained_id == ds.metadata.dataset_id if trained_id else os.path.abspath(dataset) == os.path.abspath(trained_on)
+    if not same and not other_dataset:
+        raise ValueError(
+            f"{dataset}: dataset id {ds.metadata.dataset_id} is not the one {run_dir} was trained on "
+            f"({trained_id or 'not recorded'}, {trained_on}); its splits may overlap that training data; "
+            "pass --other-dataset to evaluate on it anyway"
+        )
     model = models.build_model(config.model, ds.metadata, config.read_options())
     options = config.read_options(with_row_id="row_id" in models.input_names(model))
     models.check_model(model, ds.metadata, options, dataset)
     models.compile_model(model, ds.metadata, config.learning_rate)
     model.optimizer.build(model.trainable_variables)
     model.load_weights(os.path.join(run_dir, "model.weights.h5"))
-    result = evaluate_split(model, ds, split, batch_size or config.batch_size, options, None, run_dir)
+    name = f"{split}_{ds.metadata.dataset_id}"
+    try:
+        result = evaluate_split(model, ds, split, batch_size or config.batch_size, options, None, run_dir, name)
+    except tf.errors.OpError as e:
+        error = integrity.read_error(ds, before, e)
+        if error is None:
+            raise
+        raise error from e
+    integrity.check_unchanged(ds, before, "before writing the evaluation")
     result["dataset"] = os.path.abspath(dataset)
+    result["dataset_id"] = ds.metadata.dataset_id
     result["split"] = split
-    _write_json(os.path.join(run_dir, f"evaluation_{split}.json"), result)
+    result["trained_on"] = {"dataset": trained_on, "dataset_id": trained_id}
+    _write_json(os.path.join(run_dir, f"evaluation_{name}.json"), result)
     return result
 
 
