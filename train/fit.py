@@ -118,7 +118,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
     """One seed: build, (resume and) train, evaluate on the test split, write the reports.
 
     Nothing is written before the run directory, the dataset and the model have passed their checks; a
-    run that fails before saving a backup removes the directory it created."""
+    run that fails before any progress (a backup or a finished epoch) removes the directory it created."""
     worker = worker_of(strategy)
     out = config.out if worker.is_chief else os.path.join(config.out, f"worker-{worker.index}")
     rundir.check(out, None, overwrite)

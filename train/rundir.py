@@ -1,8 +1,8 @@
 """Run-directory rules for ``shardkit-train fit``: what may be written into ``--out`` and when.
 
 A finished run is never replaced without ``--overwrite``; an interrupted run resumes only with the dataset
-(by id), model, batch size, seed and sampling it started with; a fit that fails before saving anything
-resumable removes the directory it created; ``--overwrite`` removes only a run's own files. Every refusal
+(by id), model, batch size, seed and sampling it started with; a fit that fails before any progress (a
+backup or a finished epoch) removes the directory it created; ``--overwrite`` removes only a run's own files. Every refusal
 happens before anything is written.
 """
 
@@ -149,14 +149,18 @@ def prepare(path: str, overwrite: bool, keep: tuple[str, ...] = ("worker-*",)) -
     return created
 
 
-def resumable(path: str) -> bool:
-    """Whether a run directory holds anything a rerun would continue from (a backup, or a finished run)."""
-    return any(os.path.exists(os.path.join(path, name)) for name in ("backup", *FINISHED_FILES))
+def holds_progress(path: str) -> bool:
+    """Whether a run directory holds anything worth keeping: a backup to resume from, a finished run, or at
+    least one epoch in history.csv (Keras' CSVLogger creates the file empty when training starts)."""
+    history = os.path.join(path, "history.csv")
+    return any(os.path.exists(os.path.join(path, name)) for name in ("backup", *FINISHED_FILES)) or (
+        os.path.exists(history) and os.path.getsize(history) > 0
+    )
 
 
 def discard(path: str, created: list[str]) -> None:
-    """After a failed fit: remove the directories it created, unless a rerun could resume from them."""
-    if not created or resumable(path):
+    """After a failed fit: remove the directories it created, unless they hold progress (``holds_progress``)."""
+    if not created or holds_progress(path):
         return
     shutil.rmtree(created[0], ignore_errors=True)
     for directory in created[1:]:
