@@ -20,7 +20,7 @@ from shardkit.train import report, stats
 SUMMARY_FILE = "summary.json"
 PREDICTIONS_FILE = "predictions_test.npz"
 # FitConfig fields that say where or how loudly a run went, not what was trained
-NOT_SETTINGS = ("out", "seed", "repeat", "verbose", "tensorboard")
+NOT_SETTINGS = ("dataset", "out", "seed", "repeat", "verbose", "tensorboard")
 
 
 def seed_dir(run_dir: str, seed: int) -> str:
