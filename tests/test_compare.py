@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -224,3 +225,26 @@ def test_refuses_single_runs_and_other_datasets_in_one_line(
     assert len(err) == 1 and err[0].startswith(f"shardkit-train: error: {runs['trained']} was trained on dataset ")
     assert err[0].endswith(": compare runs of the same dataset")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_refuses_runs_tested_on_other_examples_of_the_same_dataset(runs: dict[str, str], tmp_path: Path, capsys) -> None:
+    """A copy of the dataset whose test shard lost its second half keeps the dataset id; a run reading around
+    the damage (--skip-corrupt) is tested on fewer examples, and compare refuses to pair it."""
+    from shardkit.spec import read_metadata
+    from shardkit.train import cli
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs["data"], damaged)
+    shards = read_metadata(str(damaged)).shard_paths(str(damaged), "test")
+    os.truncate(shards[0], os.path.getsize(shards[0]) // 2)
+    _fit(str(damaged), tmp_path / "short", "--epochs", "1", "--repeat", "2", "--skip-corrupt")
+    kept = json.loads((tmp_path / "short" / "summary.json").read_text())["test_examples"]
+    full = json.loads((Path(runs["trained"]) / "summary.json").read_text())["test_examples"]
+    assert 0 < kept < full
+    capsys.readouterr()
+    assert cli.main(["compare", runs["trained"], str(tmp_path / "short"), "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"shardkit-train: error: {runs['trained']} and {tmp_path / 'short'} were tested on different test splits "
+        f"({full} and {kept} examples, {kept} in common): compare runs tested on the same split"
+    ]
+    assert not (tmp_path / "c").exists()
