@@ -156,6 +156,10 @@ def test_repeat_summary_has_per_seed_values_summed_confusion_and_predictions(run
         assert np.array_equal(np.bincount(p["label"] * 2 + p["predicted"], minlength=4).reshape(2, 2), matrix)
     assert summary["test"]["recall 1"]["values"][0] == pytest.approx(matrices[0][1, 1] / matrices[0][1].sum())
     assert (run / "confusion_test_sum.png").stat().st_size > 0
+    # everything the repeat wrote is a run's own file, so --overwrite may replace it
+    from shardkit.train import rundir
+
+    assert rundir.foreign_entries(str(run)) == [] and rundir.foreign_entries(str(run / "seed-0")) == []
 
 
 def test_clearly_different_configurations_are_distinguishable(runs: dict[str, str], tmp_path: Path, capsys) -> None:
