@@ -266,7 +266,7 @@ def plot_paired(result: dict[str, Any], path: str, name_a: str = "A", name_b: st
     left.set_ylabel("test accuracy")
     left.set_title("per seed (mean ± 95% CI)")
     if diffs:
-        right.plot(np.zeros(len(diffs)), diffs, "o", color="0.6")
+        right.plot(np.linspace(-0.1, 0.1, len(diffs)), diffs, "o", color="0.6")  # spread so equal values show
     right.errorbar([0.15], [t["diff"]], yerr=[t["ci95"]], fmt="s", color="C3", capsize=6)
     right.axhline(0.0, color="k", lw=0.8)
     right.set_xticks([])
