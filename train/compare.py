@@ -299,10 +299,6 @@ def run(args: argparse.Namespace) -> int:
     a, b = load_run(args.run_a), load_run(args.run_b)
     name_a, name_b = os.path.basename(os.path.normpath(args.run_a)), os.path.basename(os.path.normpath(args.run_b))
     out = args.out or f"compare-{name_a}-vs-{name_b}"
-    if not args.overwrite:
-        for f in OUTPUTS:
-            if os.path.exists(os.path.join(out, f)):
-                raise DatasetError(f"{os.path.join(out, f)}: exists; pass --overwrite to replace it, or choose another --out")
     result = compare_runs(a, b)
     written = write_outputs(result, out, args.overwrite, name_a, name_b)
     print("\n".join(describe(result, args.run_a, args.run_b)), flush=True)
