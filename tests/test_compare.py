@@ -132,8 +132,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     barely trained one on seeds 0-2."""
     data = _features(tmp_path_factory, n=300, seed=0)
     root = tmp_path_factory.mktemp("compare-runs")
-    _fit(data, root / "trained", "--epochs", "3", "--learning-rate", "0.01", "--repeat", "3")
-    _fit(data, root / "trained-later-seeds", "--epochs", "3", "--learning-rate", "0.01", "--repeat", "3", "--seed", "3")
+    _fit(data, root / "trained", "--epochs", "2", "--learning-rate", "0.01", "--repeat", "3")
+    _fit(data, root / "trained-later-seeds", "--epochs", "2", "--learning-rate", "0.01", "--repeat", "3", "--seed", "3")
     _fit(data, root / "barely", "--epochs", "1", "--learning-rate", "0.00001", "--repeat", "3")
     return {"data": data, **{p.name: str(p) for p in root.iterdir()}}
 
@@ -143,7 +143,7 @@ def test_repeat_summary_has_per_seed_values_summed_confusion_and_predictions(run
     summary = json.loads((run / "summary.json").read_text())
     meta = json.loads((Path(runs["data"]) / "metadata.json").read_text())
     assert summary["seeds"] == [0, 1, 2]
-    assert summary["dataset_id"] == meta["dataset_id"] and summary["settings"]["epochs"] == 3
+    assert summary["dataset_id"] == meta["dataset_id"] and summary["settings"]["epochs"] == 2
     assert set(summary["test"]) == {"accuracy", "loss", "recall 0", "recall 1"}  # no averaged counts
     examples = summary["test_examples"]
     matrices = [np.array(json.loads((run / f"seed-{s}" / "metrics.json").read_text())["test"]["confusion_matrix"]) for s in (0, 1, 2)]
@@ -176,7 +176,7 @@ def test_clearly_different_configurations_are_distinguishable(runs: dict[str, st
     assert result["seed_test"]["test"] == "paired" and result["seed_test"]["p"] < 0.05
     assert result["mcnemar"]["a_only_right"] > result["mcnemar"]["b_only_right"] and result["mcnemar"]["p"] < 0.05
     assert result["run_a"]["seeds"] == result["run_b"]["seeds"] == [0, 1, 2]
-    assert result["settings_differ"] == {"epochs": [3, 1], "learning_rate": [0.01, 1e-05]}
+    assert result["settings_differ"] == {"epochs": [2, 1], "learning_rate": [0.01, 1e-05]}
     assert result["run_a"]["dir"] == os.path.abspath(runs["trained"])
     assert (out / "compare.png").stat().st_size > 0
     # per-seed accuracies are the summaries' own
