@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= cpu,convert,train,dask,test
 
-.PHONY: install demo test bench bench-quick docker clean
+.PHONY: install demo compare-demo test bench bench-quick docker clean
 DEMO ?= demo-out
 
 install: $(VENV)/.installed
@@ -29,6 +29,20 @@ demo: install
 	$(BIN)/shardkit-train fit $(DEMO)/knots --model knot-cnn --epochs 6 --batch-size 32 \
 		--out $(DEMO)/run --verbose 2
 	@echo "demo done: dataset in $(DEMO)/knots, run (metrics.json, history.csv, training_curves.png, confusion_test.png) in $(DEMO)/run"
+
+# Seed 003's question end to end: the same LSTM on (timesteps, dim) feature sequences trained with
+# once-per-epoch sampling and with sampling with replacement, five seeds each, then: is the difference real?
+compare-demo: install
+	rm -rf $(DEMO)/compare && mkdir -p $(DEMO)/compare
+	$(BIN)/python -m shardkit.convert.examples features $(DEMO)/compare/features.h5 --n 3000 --timesteps 10 --dim 16
+	$(BIN)/shardkit-convert $(DEMO)/compare/features.h5 --out $(DEMO)/compare/features --kind array \
+		--data /features --label /labels --num-shards 4 --workers 1 --worker-mode thread --quiet
+	for sampling in epoch replacement; do \
+		$(BIN)/shardkit-train fit $(DEMO)/compare/features --model sequence-lstm --epochs 5 --batch-size 64 \
+			--sampling $$sampling --repeat 5 --out $(DEMO)/compare/$$sampling --verbose 0 --no-tensorboard || exit 1; \
+	done
+	$(BIN)/shardkit-train compare $(DEMO)/compare/epoch $(DEMO)/compare/replacement --out $(DEMO)/compare/result
+	@echo "compare-demo done: runs in $(DEMO)/compare/{epoch,replacement}, compare.json and compare.png in $(DEMO)/compare/result"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -56,7 +56,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from shardkit.train import diagnose, inspect, verify
+    from shardkit.train import compare, diagnose, inspect, verify
 
     p = argparse.ArgumentParser(prog="shardkit-train", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -99,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     inspect.register(sub)
     verify.register(sub)
     diagnose.register(sub)
+    compare.register(sub)
     return p
 
 

@@ -71,47 +71,15 @@ def log(message: str) -> None:
 
 
 def fit(config: FitConfig, strategy: tf.distribute.Strategy | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train ``config.repeat`` seeds; with several, also write summary.json with mean +- 95% CI of test metrics.
+    """Train ``config.repeat`` seeds; with several, ``shardkit.train.repeat`` also writes summary.json.
 
     ``overwrite`` replaces a finished run in ``config.out``; without it a finished run is refused."""
     strategy = strategy or make_strategy(config.strategy)
     if config.repeat <= 1:
         return run_once(config, strategy, overwrite)
-    rundir.check(config.out, None, overwrite)
-    if overwrite and worker_of(strategy).is_chief and os.path.exists(os.path.join(config.out, "summary.json")):
-        os.remove(os.path.join(config.out, "summary.json"))  # derived from the seeds, each replaced below
-    results = []
-    for i in range(config.repeat):
-        seed = config.seed + i
-        one = dataclasses.replace(config, seed=seed, repeat=1, out=os.path.join(config.out, f"seed-{seed}"))
-        done = None if overwrite else _finished_seed(one)
-        results.append(done or run_once(one, strategy, overwrite))
-    summary = summarise(results)
-    if worker_of(strategy).is_chief:
-        _write_json(os.path.join(config.out, "summary.json"), summary)
-    for name, s in summary["test"].items():
-        log(f"test {name}: {s['mean']:.4f} +- {s['ci95']:.4f} (95% CI over {s['n']} seeds)")
-    return summary
+    from shardkit.train import repeat
 
-
-def _finished_seed(config: FitConfig) -> dict[str, Any] | None:
-    """The result of a seed an earlier (interrupted) --repeat finished with these same settings, or None."""
-    settings = {**dataclasses.asdict(config), "dataset_id": spec.read_metadata(config.dataset).dataset_id}
-    result = rundir.finished_with(config.out, settings)
-    if result is not None:
-        log(f"{config.out}: finished earlier with these settings; keeping its results")
-    return result
-
-
-def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and 95% CI half-width of each test metric over runs."""
-    names = sorted({k for r in results for k in r.get("test", {})})
-    test = {}
-    for name in names:
-        values = [r["test"][name] for r in results if name in r.get("test", {})]
-        mean, half = report.mean_ci95(values)
-        test[name] = {"mean": mean, "ci95": half, "n": len(values), "values": values}
-    return {"seeds": [r["seed"] for r in results], "test": test}
+    return repeat.fit_repeats(config, strategy, overwrite)
 
 
 def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: bool = False) -> dict[str, Any]:
@@ -332,14 +300,33 @@ def evaluate_split(
     data = reader.eval_dataset(ds, split, batch_size, options)
     metrics = {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
     if out is not None:
-        labels = np.concatenate([y.numpy() for _, y in data])
-        scores = model.predict(data.map(lambda x, y: x), verbose=0)
+        row_ids, labels, scores = predict_split(model, ds, split, batch_size, options)
         predicted = (scores[:, 0] > 0.5).astype(np.int64) if scores.shape[-1] == 1 else scores.argmax(-1)
         matrix = report.confusion_matrix(labels, predicted, ds.metadata.label.num_classes)
         metrics["confusion_matrix"] = matrix.tolist()
         metrics["examples"] = int(len(labels))
         report.plot_confusion(matrix, ds.metadata.label.titles, os.path.join(out, f"confusion_{name or split}.png"), split)
+        report.write_predictions(os.path.join(out, f"predictions_{name or split}.npz"), row_ids, labels, predicted)
     return metrics
+
+
+def predict_split(
+    model: keras.Model, ds: reader.Dataset, split: str, batch_size: int, options: reader.ReadOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row_id, label, model output) of every example of a split, in one pass.
+
+    Calls the model through a tf.function of its own (keyed by the model, not by Keras' shared predict-step
+    code), so repeated seeds don't add up to TensorFlow's frequent-retracing warning."""
+    step = tf.function(model, reduce_retracing=True)
+    feature = ds.feature.name
+    ids, labels, scores = [], [], []
+    for x, y in reader.eval_dataset(ds, split, batch_size, dataclasses.replace(options, with_row_id=True)):
+        scores.append(step(x if options.with_row_id else x[feature], training=False).numpy())
+        ids.append(x[spec.ROW_ID_KEY].numpy())
+        labels.append(y.numpy())
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
+    return np.concatenate(ids), np.concatenate(labels).astype(np.int64), np.concatenate(scores)
 
 
 def evaluate_run(

@@ -1,32 +1,19 @@
-"""Run outputs: confusion matrix, mean +- 95% CI over repeated runs, training-curve and confusion PNGs."""
+"""Run outputs: confusion matrix, per-example predictions, training-curve and confusion PNGs."""
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 from typing import Sequence
 
 import numpy as np
-
-# two-sided 95% Student t quantiles for 1..30 degrees of freedom
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """counts[i, j] = examples of class i predicted as j."""
     m = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(m, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
     return m
-
-
-def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95% confidence interval (Student t; 0 half-width for one value)."""
-    v = np.asarray(values, np.float64)
-    if len(v) < 2:
-        return float(v.mean()) if len(v) else math.nan, 0.0
-    t = _T95[len(v) - 2] if len(v) - 1 <= len(_T95) else 1.96
-    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 def read_history(path: str) -> dict[str, list[float]]:
@@ -87,3 +74,18 @@ def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: str, title: s
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def write_predictions(path: str, row_id: np.ndarray, label: np.ndarray, predicted: np.ndarray) -> str:
+    """Per-example test predictions (row_id, label, predicted class), so runs can be compared example by example."""
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, row_id=np.asarray(row_id, np.int64), label=np.asarray(label, np.int64),
+                        predicted=np.asarray(predicted, np.int64))
+    os.replace(tmp, path)
+    return path
+
+
+def read_predictions(path: str) -> dict[str, np.ndarray]:
+    """``write_predictions``' arrays: row_id, label, predicted."""
+    with np.load(path) as f:
+        return {k: f[k] for k in ("row_id", "label", "predicted")}

@@ -19,8 +19,8 @@ FINISHED_FILES = ("metrics.json", "summary.json")  # written last by a single ru
 # Everything a run writes into its directory; --overwrite removes these and refuses to touch anything else.
 RUN_ENTRIES = (
     CONFIG_FILE, "history.csv", "best.weights.h5", "model.weights.h5", "model.keras", "metrics.json",
-    "summary.json", "training_curves.png", "confusion_*.png", "evaluation_*.json", "logs", "backup",
-    "seed-*", "worker-*", "*.tmp",
+    "summary.json", "training_curves.png", "confusion_*.png", "evaluation_*.json", "predictions_*.npz", "logs",
+    "backup", "seed-*", "worker-*", "*.tmp",
 )
 # The settings an interrupted run must be resumed with, and how the command line spells them.
 RESUME_SETTINGS = {"dataset_id": "dataset", "model": "--model", "batch_size": "--batch-size", "seed": "--seed",
