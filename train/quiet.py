@@ -23,16 +23,18 @@ IMPORT_NOISE = ("All log messages before absl::InitializeLog() is called", "oneD
 
 def configure(show_logs: bool = False) -> None:
     """Set TensorFlow's log level and import it (quietly unless ``show_logs``); call before anything imports it."""
-    if show_logs:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-        import tensorflow  # noqa: F401
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
-    if "tensorflow" not in sys.modules:
-        with _stderr_without(IMPORT_NOISE):
+    if "tensorflow" not in sys.modules:  # the C++ log level is read once, when TensorFlow loads
+        if show_logs:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
             import tensorflow  # noqa: F401
+        else:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
+            with _stderr_without(IMPORT_NOISE):
+                import tensorflow  # noqa: F401
     tf_logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, KerasStepRetracing) for f in tf_logger.filters):
+    for f in [f for f in tf_logger.filters if isinstance(f, KerasStepRetracing)]:
+        tf_logger.removeFilter(f)
+    if not show_logs:
         tf_logger.addFilter(KerasStepRetracing())
 
 
