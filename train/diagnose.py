@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-DEFAULT_MODELS = {"image": "knot-cnn", "sequence": "protein-cnn", "array": "sequence-lstm"}
 FED_OK = 0.9  # reader-fed training at >= 90% of compute-only speed counts as not input-bound
 
 
@@ -94,7 +93,7 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, 
     ds = reader.open_dataset(dataset)
     if ds.count("train") < batch_size:
         raise DatasetError(f"{dataset}: {ds.count('train')} training records are fewer than one batch of {batch_size}")
-    name = model_name or DEFAULT_MODELS[ds.feature.kind]
+    name = model_name or models.PRESET_FOR_KIND[ds.feature.kind]
     keras.utils.set_random_seed(seed)
     strategy.set_precision(precision)
     options = reader.ReadOptions(sequence_encoding=sequence_encoding, cycle_length=cycle_length)

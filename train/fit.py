@@ -365,7 +365,7 @@ def evaluate_run(
         options = config.read_options(with_row_id="row_id" in models.input_names(model))
         models.check_model(model, ds.metadata, options, dataset)
     except DatasetError as e:
-        raise DatasetError(f"{models.run_describe(run_dir, config.model, trained_on)}; {e}") from None
+        raise DatasetError(f"{models.run_describe(run_dir, config.model, trained_on)}; {e}") from e
     models.check_run_fits(model, run_dir, trained_on, config.model, dataset)
     same = trained_id == ds.metadata.dataset_id if trained_id else os.path.abspath(dataset) == os.path.abspath(trained_on)
     if not same and not other_dataset:
@@ -381,7 +381,7 @@ def evaluate_run(
     except ValueError as e:
         reason = str(e).strip().splitlines()[0]
         raise DatasetError(f"{models.run_describe(run_dir, config.model, trained_on)}; its weights do not fit "
-                           f"the model built for {dataset}: {reason}") from None
+                           f"the model built for {dataset}: {reason}") from e
     name = f"{split}_{ds.metadata.dataset_id}"
     try:
         result = evaluate_split(model, ds, split, batch_size or config.batch_size, options, None, run_dir, name)

@@ -13,7 +13,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from shardkit.spec import DatasetError, Metadata
+from shardkit.spec import DatasetError, Feature, Metadata
 from shardkit.train.dataset import ReadOptions
 
 PRESETS = ("knot-cnn", "protein-cnn", "sequence-lstm")
@@ -90,17 +90,19 @@ def sequence_lstm(metadata: Metadata, options: ReadOptions = ReadOptions()) -> k
     return keras.Model(inputs, _head(x, metadata.label.num_classes), name="sequence_lstm")
 
 
-def _require(metadata: Metadata, preset: str, kind: str, rank: int):
+def _require(metadata: Metadata, preset: str, kind: str, rank: int) -> Feature:
     f = metadata.features[0]
     if f.kind != kind or len(f.shape) != rank:
-        article = "an" if kind[0] in "aeiou" else "a"
         fits = PRESET_FOR_KIND.get(f.kind)
         raise DatasetError(
-            f"model {preset} needs {article} {kind} feature of rank {rank}, but this dataset's feature {f.name!r} is "
-            f"{'an' if f.kind[0] in 'aeiou' else 'a'} {f.kind} of shape {tuple(f.shape)}"
-            + (f" (try --model {fits})" if fits and fits != preset else "")
+            f"model {preset} needs {_a(kind)} feature of rank {rank}, but this dataset's feature {f.name!r} is "
+            f"{_a(f.kind)} of shape {tuple(f.shape)}" + (f" (try --model {fits})" if fits and fits != preset else "")
         )
     return f
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 def build_model(name: str, metadata: Metadata, options: ReadOptions = ReadOptions(), dataset: str = "") -> keras.Model:
@@ -119,7 +121,7 @@ def build_model(name: str, metadata: Metadata, options: ReadOptions = ReadOption
         try:
             return presets[name](metadata, options)
         except DatasetError as e:
-            raise DatasetError(f"{dataset}: {e}" if dataset else str(e)) from None
+            raise DatasetError(f"{dataset}: {e}" if dataset else str(e)) from e
     if ":" not in name:
         raise ValueError(f"--model {name!r}: not a preset ({', '.join(PRESETS)}) nor pkg.module:callable")
     build = _user_callable(name)
@@ -133,7 +135,7 @@ def build_model(name: str, metadata: Metadata, options: ReadOptions = ReadOption
     try:
         outputs_logits(model)
     except ValueError as e:
-        raise ValueError(f"--model {name}: {e}") from None
+        raise ValueError(f"--model {name}: {e}") from e
     return model
 
 
@@ -159,7 +161,7 @@ def _user_callable(name: str) -> Callable[..., keras.Model]:
             raise ValueError(
                 f"--model {name}: no module named {e.name!r} (looked for {os.path.join(base, leaf)}.py and on "
                 "PYTHONPATH); run from the directory that holds it, or add that directory to PYTHONPATH"
-            ) from None
+            ) from e
         raise ValueError(f"--model {name}: importing {module_name} failed: {_one_line(e)}") from e
     except Exception as e:  # SyntaxError, or an error while the module runs
         raise ValueError(f"--model {name}: importing {module_name} failed: {_one_line(e)}") from e
