@@ -311,3 +311,20 @@ def test_keras_step_retracing_across_models_is_not_reported(capsys) -> None:
     finally:
         tf_logger.removeHandler(handler)
         tf_logger.setLevel(level)
+
+
+def test_ctrl_c_during_fit_is_one_line(knots: str, tmp_path: Path) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [SHARDKIT_TRAIN, "fit", knots, "--model", "knot-cnn", "--epochs", "50", "--batch-size", "2", "--out", "run",
+         "--verbose", "0", "--no-tensorboard"],
+        cwd=tmp_path, env=_env(), stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the plan line: training is about to start
+    assert " steps of global batch 2" in first, first
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert rest.strip() == "shardkit-train: interrupted (rerun the same command to resume from its last backup)", rest

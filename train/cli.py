@@ -110,11 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     quiet.configure(args.log)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, ValueError, FileNotFoundError) as e:
+    except (DatasetError, ValueError, OSError) as e:
         if args.log:
             traceback.print_exc()
         print(f"shardkit-train: error: {_first_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.log:
+            traceback.print_exc()
+        resume = " (rerun the same command to resume from its last backup)" if args.command == "fit" else ""
+        print(f"shardkit-train: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 def _first_line(e: Exception) -> str:
