@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.log:
             traceback.print_exc()
-        resume = " (rerun the same command to resume from its last backup)" if args.command == "fit" else ""
-        print(f"shardkit-train: interrupted{resume}", file=sys.stderr)
+        resume = " (rerun the same command to resume from the last backup, if one was written)"
+        print(f"shardkit-train: interrupted{resume if args.command == 'fit' else ''}", file=sys.stderr)
         return 130
 
 
