@@ -262,7 +262,7 @@ def test_log_flag_shows_tensorflow_but_no_cache_or_deprecation_warnings(knots: s
     cache is filled whole (Keras stops before the end of the stream, and tf.data then discards a partial cache
     and warns), and damaged shards are counted without the deprecated tf_record_iterator."""
     shard = _flip_a_byte(knots, tmp_path / "flipped", shard=1)
-    done = _cli(["fit", str(tmp_path / "flipped"), "--model", "knot-cnn", "--epochs", "2", "--batch-size", "2",
+    done = _cli(["fit", str(tmp_path / "flipped"), "--model", "knot-cnn", "--epochs", "1", "--batch-size", "2",
                  "--out", "run", "--cache-validation", "--skip-corrupt", "--verbose", "0", "--no-tensorboard", "-v"],
                 tmp_path)
     assert done.returncode == 0, done.stderr
