@@ -150,6 +150,12 @@ def relu_output(metadata: spec.Metadata):
     return keras.Model(inputs, keras.layers.Dense(3, activation="relu", name="scores")(x))
 
 
+def unbuilt(metadata: spec.Metadata):
+    import keras
+
+    return keras.Sequential([keras.layers.Dense(3, activation="softmax")])
+
+
 def zero_logits(metadata: spec.Metadata):
     """Outputs logits that are all zero: the loss is exactly log(num_classes) if taken as logits."""
     import keras
@@ -172,6 +178,8 @@ def zero_logits(metadata: spec.Metadata):
     ("test_train_ux:relu_output", "--model test_train_ux:relu_output: the model's last layer 'scores' has activation "
                                   "relu; end it with softmax (or one sigmoid unit for two classes), or with no "
                                   "activation to output logits"),
+    ("test_train_ux:unbuilt", "--model test_train_ux:unbuilt: unbuilt(metadata) returned a model without defined "
+                              "inputs and outputs; build it with keras.Input(...)"),
     ("knotcnn", "--model 'knotcnn': not a preset (knot-cnn, protein-cnn, sequence-lstm) nor pkg.module:callable"),
     ("protein-cnn", "{knots}: model protein-cnn needs a sequence feature of rank 1, but this dataset's feature "
                     "'image' is an image of shape (24, 24, 3) (try --model knot-cnn)"),

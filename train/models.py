@@ -133,6 +133,13 @@ def build_model(name: str, metadata: Metadata, options: ReadOptions = ReadOption
         got = "None" if model is None else f"a {type(model).__name__}"
         raise ValueError(f"--model {name}: {_called(name)} returned {got}, not a keras.Model")
     try:
+        model.outputs[0]
+    except (AttributeError, IndexError, TypeError):
+        raise ValueError(
+            f"--model {name}: {_called(name)} returned a model without defined inputs and outputs; build it with "
+            "keras.Input(...) (functional, or as a Sequential's first layer) so its shapes can be checked"
+        ) from None
+    try:
         outputs_logits(model)
     except ValueError as e:
         raise ValueError(f"--model {name}: {e}") from e
@@ -146,11 +153,11 @@ def _called(name: str) -> str:
 def _user_callable(name: str) -> Callable[..., keras.Model]:
     """Import ``pkg.module:attr`` the way ``python -m`` would: the working directory first on the path."""
     module_name, attr = name.split(":", 1)
+    if not module_name or not attr:
+        raise ValueError(f"--model {name!r}: expected pkg.module:callable")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
-    if not module_name or not attr:
-        raise ValueError(f"--model {name!r}: expected pkg.module:callable")
     importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
@@ -175,7 +182,8 @@ def _user_callable(name: str) -> Callable[..., keras.Model]:
 
 
 def _one_line(e: BaseException) -> str:
-    """``Type: message (file:line)`` of an exception from user code, the innermost frame outside Keras."""
+    """``Type: message (file:line)`` of an exception from user code, at its innermost frame outside installed
+    packages (site-packages)."""
     message = str(e).strip().splitlines()[0] if str(e).strip() else ""
     if isinstance(e, SyntaxError) and e.filename:
         return f"SyntaxError: {e.msg} ({e.filename}:{e.lineno})"
