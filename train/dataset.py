@@ -431,9 +431,11 @@ def eval_dataset(
     out = _finish(records, ds, ordered, steps(ds.count(split), batch_size))
     if options.cache:
         out = out.cache().apply(tf.data.experimental.assert_cardinality(steps(ds.count(split), batch_size)))
+        # Fill the cache with one whole pass now: Keras stops after the split's last batch without reading the
+        # end of the stream, and tf.data discards (and warns about) a cache that was never completed.
         if tf.executing_eagerly():
-            out.reduce(0, lambda n, _: n)  # fill the cache now: Keras stops after the last batch, before the end
-    return out                             # of the stream, and tf.data discards a cache that was never completed
+            out.reduce(0, lambda n, _: n)
+    return out
 
 
 @dataclass
