@@ -97,12 +97,14 @@ def test_user_model_imports_from_the_working_directory_and_runs_quietly(
 
 
 def test_model_not_importable_from_here_names_module_and_path(
-    user_run: tuple[Path, subprocess.CompletedProcess], knots: str, tmp_path: Path
+    user_run: tuple[Path, subprocess.CompletedProcess], knots: str, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     work, _ = user_run
-    done = _cli(["evaluate", str(work / "run"), knots], tmp_path)  # run from a directory without mymodels.py
-    line = _one_line_error(done.returncode, done.stderr)
-    assert line == (
+    monkeypatch.chdir(tmp_path)  # a directory without mymodels.py, as a user in the wrong place
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(work)])
+    monkeypatch.delitem(sys.modules, "mymodels", raising=False)
+    rc = cli.main(["evaluate", str(work / "run"), knots])
+    assert _one_line_error(rc, capsys.readouterr().err) == (
         f"shardkit-train: error: --model mymodels:build: no module named 'mymodels' (looked for {tmp_path}/mymodels.py "
         "and on PYTHONPATH); run from the directory that holds it, or add that directory to PYTHONPATH"
     )
@@ -113,6 +115,8 @@ def test_evaluate_on_a_dataset_of_another_shape_names_both_sides(
 ) -> None:
     work, _ = user_run
     monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "mymodels", raising=False)
     rc = cli.main(["evaluate", "run", small_knots])
     line = _one_line_error(rc, capsys.readouterr().err)
     assert f"run run (--model mymodels:build) was trained on input (24, 24, 3) with 3 output(s) from {knots}; " in line
