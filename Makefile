@@ -19,16 +19,22 @@ $(VENV)/.installed: pyproject.toml
 # The seed-000 situation in miniature: knot images written class-sorted into a PyTables EArray, converted
 # to shuffled, stratified shards, checked, then trained with validation every epoch and tested at the end.
 demo: install
-	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)
+	@echo "== 1/5 The source, sorted by class as in seed 000: 1,500 knot images of 3 classes in a PyTables file"
 	$(BIN)/python -m shardkit.convert.examples knots $(DEMO)/knots.h5 --n 500 --size 48
+	@echo "== 2/5 Convert: shuffled, stratified train/validation/test shards and metadata.json"
 	$(BIN)/shardkit-convert $(DEMO)/knots.h5 --out $(DEMO)/knots --kind image \
 		--data /train_data --label /train_label --image-shape 48,48,3 --num-shards 4 \
 		--class-names unknot,plus_trefoil,minus_trefoil
-	$(BIN)/shardkit-train verify $(DEMO)/knots
-	$(BIN)/shardkit-train inspect $(DEMO)/knots --out $(DEMO)/inspect
+	@echo "== 3/5 Verify: read every record back (CRCs, counts per shard and class, no row in two splits)"
+	$(BIN)/shardkit-train verify --quiet $(DEMO)/knots
+	@echo "== 4/5 Inspect: what the dataset holds, with a few decoded examples (and a picture of them)"
+	$(BIN)/shardkit-train inspect $(DEMO)/knots --out $(DEMO)/inspect --examples 4
+	@echo "== 5/5 Train knot-cnn: each example once per epoch, validation every epoch, the test split at the end"
 	$(BIN)/shardkit-train fit $(DEMO)/knots --model knot-cnn --epochs 6 --batch-size 32 \
 		--out $(DEMO)/run --verbose 2
-	@echo "demo done: dataset in $(DEMO)/knots, run (metrics.json, history.csv, training_curves.png, confusion_test.png) in $(DEMO)/run"
+	@echo "demo done: the dataset is in $(DEMO)/knots, example images in $(DEMO)/inspect/examples.png, and the run"
+	@echo "  (metrics.json, history.csv, training_curves.png, confusion_test.png) in $(DEMO)/run"
 
 # Seed 003's question end to end: the same LSTM on (timesteps, dim) feature sequences trained with
 # once-per-epoch sampling and with sampling with replacement, five seeds each, then: is the difference real?

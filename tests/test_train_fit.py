@@ -169,7 +169,7 @@ def test_repeat_reports_mean_and_confidence_interval(tmp_path_factory: pytest.Te
 def test_spec_the_model_cannot_take(tmp_path_factory: pytest.TempPathFactory, knots: str, tmp_path: Path, capsys) -> None:
     proteins = proteins_dataset(tmp_path_factory, n=400, max_length=80, num_shards=2)
     rc = cli.main(["fit", proteins, "--model", "knot-cnn", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "a")])
-    assert rc == 2 and "knot-cnn needs a image feature" in capsys.readouterr().err
+    assert rc == 2 and "knot-cnn needs an image feature" in capsys.readouterr().err
     rc = cli.main(["fit", knots, "--model", "test_train_fit:wrong_size_model", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert rc == 2 and f"{knots}: model" in err and "(64, 64, 3)" in err and "(32, 32, 3)" in err

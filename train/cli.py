@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import traceback
 
 from shardkit.spec import DatasetError
 
@@ -100,16 +98,36 @@ def parser() -> argparse.ArgumentParser:
     verify.register(sub)
     diagnose.register(sub)
     compare.register(sub)
+    for command in sub.choices.values():
+        command.add_argument("-v", "--log", action="store_true",
+                             help="show TensorFlow's own log lines and warnings, and tracebacks (for debugging)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from shardkit.train import quiet
+
+    quiet.configure(args.log)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, ValueError, FileNotFoundError) as e:
-        print(f"shardkit-train: error: {e}", file=sys.stderr)
+    except (DatasetError, ValueError, OSError) as e:
+        if args.log:
+            traceback.print_exc()
+        print(f"shardkit-train: error: {_first_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.log:
+            traceback.print_exc()
+        resume = " (rerun the same command to resume from the last backup, if one was written)"
+        print(f"shardkit-train: interrupted{resume if args.command == 'fit' else ''}", file=sys.stderr)
+        return 130
+
+
+def _first_line(e: Exception) -> str:
+    """The message of an error as one line (Keras and TensorFlow errors span several)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 if __name__ == "__main__":

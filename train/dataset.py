@@ -117,13 +117,24 @@ def _shard_problem(path: str, expected_bytes: int) -> str | None:
 
 
 def intact_count(path: str, compression: str | None = None) -> int:
-    """Number of records at the start of a shard that pass their CRC (the readable prefix)."""
-    options = tf.io.TFRecordOptions(compression_type=compression or "")
+    """Number of records at the start of a shard that pass their CRC (the readable prefix).
+
+    Counts whole batches first; after a read error, recounts one record at a time from the failed batch.
+    """
+    def records() -> tf.data.Dataset:
+        return tf.data.TFRecordDataset(path, compression_type=compression or "")
+
     n = 0
     try:
-        for _ in tf.compat.v1.io.tf_record_iterator(path, options):
+        for size in records().batch(1024).map(lambda b: tf.shape(b)[0]).as_numpy_iterator():
+            n += int(size)
+        return n
+    except tf.errors.OpError:
+        pass
+    try:
+        for _ in records().skip(n).map(lambda r: 0).as_numpy_iterator():
             n += 1
-    except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+    except tf.errors.OpError:
         pass
     return n
 
@@ -420,6 +431,10 @@ def eval_dataset(
     out = _finish(records, ds, ordered, steps(ds.count(split), batch_size))
     if options.cache:
         out = out.cache().apply(tf.data.experimental.assert_cardinality(steps(ds.count(split), batch_size)))
+        # Fill the cache with one whole pass now: Keras stops after the split's last batch without reading the
+        # end of the stream, and tf.data discards (and warns about) a cache that was never completed.
+        if tf.executing_eagerly():
+            out.reduce(0, lambda n, _: n)
     return out
 
 

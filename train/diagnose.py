@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-DEFAULT_MODELS = {"image": "knot-cnn", "sequence": "protein-cnn", "array": "sequence-lstm"}
 FED_OK = 0.9  # reader-fed training at >= 90% of compute-only speed counts as not input-bound
 
 
@@ -85,6 +84,7 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, 
              precision: str = "float32", xla: bool = False) -> Diagnosis:
     """Measure reader-only, compute-only and reader-fed rates of ``model_name`` on ``dataset``'s train split."""
     import keras
+    import tensorflow as tf
 
     from shardkit.spec import DatasetError
     from shardkit.train import models, strategy
@@ -93,11 +93,11 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, 
     ds = reader.open_dataset(dataset)
     if ds.count("train") < batch_size:
         raise DatasetError(f"{dataset}: {ds.count('train')} training records are fewer than one batch of {batch_size}")
-    name = model_name or DEFAULT_MODELS[ds.feature.kind]
+    name = model_name or models.PRESET_FOR_KIND[ds.feature.kind]
     keras.utils.set_random_seed(seed)
     strategy.set_precision(precision)
     options = reader.ReadOptions(sequence_encoding=sequence_encoding, cycle_length=cycle_length)
-    model = models.build_model(name, ds.metadata, options)
+    model = models.build_model(name, ds.metadata, options, dataset)
     models.check_model(model, ds.metadata, options, dataset)
     models.compile_model(model, ds.metadata, jit=xla)
     per_epoch = reader.plan(ds, batch_size).steps_per_epoch
@@ -105,26 +105,39 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, 
     epochs = math.ceil((2 * warmup + steps + reader_steps) / max(1, per_epoch - 1)) + 1
     stream = reader.train_dataset(ds, batch_size, epochs, seed, options=options)
 
-    batches = _full_batches(stream, batch_size)
-    for _ in range(warmup):
-        next(batches)
-    reader_rate = _rate(batch_size, reader_steps, lambda: next(batches))
+    try:
+        batches = _full_batches(stream, batch_size)
+        for _ in range(warmup):
+            next(batches)
+        reader_rate = _rate(batch_size, reader_steps, lambda: next(batches))
 
-    x, y = next(batches)
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    compute_rate = _rate(batch_size, steps, lambda: model.train_on_batch(x, y))
+        x, y = next(batches)
+        for _ in range(warmup):
+            model.train_on_batch(x, y)
+        compute_rate = _rate(batch_size, steps, lambda: model.train_on_batch(x, y))
 
-    fed = _full_batches(stream, batch_size)
+        fed = _full_batches(stream, batch_size)
 
-    def fed_step() -> None:
-        xb, yb = next(fed)
-        model.train_on_batch(xb, yb)
+        def fed_step() -> None:
+            xb, yb = next(fed)
+            model.train_on_batch(xb, yb)
 
-    for _ in range(warmup):
-        fed_step()
-    fed_rate = _rate(batch_size, steps, fed_step)
+        for _ in range(warmup):
+            fed_step()
+        fed_rate = _rate(batch_size, steps, fed_step)
+    except tf.errors.DataLossError as e:
+        raise _damaged(ds, e) from e
     return Diagnosis(dataset, name, batch_size, steps, reader_rate, compute_rate, fed_rate)
+
+
+def _damaged(ds: Any, error: Exception) -> Exception:
+    """A ``DatasetError`` naming the damaged shard and its first bad record (found by a CRC scan)."""
+    from shardkit.spec import DatasetError
+    from shardkit.train import dataset as reader
+
+    detail = "; ".join(reader.find_corrupt_shards(ds)) or str(error).strip().splitlines()[0]
+    return DatasetError(f"bench stopped on a damaged shard: {detail} (shardkit-train verify {ds.path} lists every "
+                        "problem; fit --skip-corrupt reads around it)")
 
 
 def run(args: argparse.Namespace) -> int:

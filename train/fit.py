@@ -101,7 +101,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
     for path, n in ds.lost.items():
         log(f"--skip-corrupt: {path}: {n} records lost (damaged shard; reading its intact prefix)")
     with strategy.scope():
-        model = models.build_model(config.model, ds.metadata, config.read_options())
+        model = models.build_model(config.model, ds.metadata, config.read_options(), config.dataset)
         options = config.read_options(with_row_id="row_id" in models.input_names(model))
         models.check_model(model, ds.metadata, options, config.dataset)
         models.compile_model(model, ds.metadata, config.learning_rate, config.xla)
@@ -301,7 +301,7 @@ def evaluate_split(
     metrics = {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
     if out is not None:
         row_ids, labels, scores = predict_split(model, ds, split, batch_size, options)
-        predicted = (scores[:, 0] > 0.5).astype(np.int64) if scores.shape[-1] == 1 else scores.argmax(-1)
+        predicted = models.predicted_classes(scores, model)
         matrix = report.confusion_matrix(labels, predicted, ds.metadata.label.num_classes)
         metrics["confusion_matrix"] = matrix.tolist()
         metrics["examples"] = int(len(labels))
@@ -347,6 +347,13 @@ def evaluate_run(
     log(f"{run_dir} was trained on {trained_on} (dataset id {trained_id or 'not recorded'})")
     ds = reader.open_dataset(dataset, config.skip_corrupt)
     before = integrity.snapshot(ds)
+    try:
+        model = models.build_model(config.model, ds.metadata, config.read_options(), dataset)
+        options = config.read_options(with_row_id="row_id" in models.input_names(model))
+        models.check_model(model, ds.metadata, options, dataset)
+    except DatasetError as e:
+        raise DatasetError(f"{models.run_describe(run_dir, config.model, trained_on)}; {e}") from e
+    models.check_run_fits(model, run_dir, trained_on, config.model, dataset)
     same = trained_id == ds.metadata.dataset_id if trained_id else os.path.abspath(dataset) == os.path.abspath(trained_on)
     if not same and not other_dataset:
         raise ValueError(
@@ -354,12 +361,14 @@ def evaluate_run(
             f"({trained_id or 'not recorded'}, {trained_on}); its splits may overlap that training data; "
             "pass --other-dataset to evaluate on it anyway"
         )
-    model = models.build_model(config.model, ds.metadata, config.read_options())
-    options = config.read_options(with_row_id="row_id" in models.input_names(model))
-    models.check_model(model, ds.metadata, options, dataset)
-    models.compile_model(model, ds.metadata, config.learning_rate)
+    models.compile_model(model, ds.metadata, config.learning_rate, quiet=True)
     model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(run_dir, "model.weights.h5"))
+    try:
+        model.load_weights(os.path.join(run_dir, "model.weights.h5"))
+    except ValueError as e:
+        reason = str(e).strip().splitlines()[0]
+        raise DatasetError(f"{models.run_describe(run_dir, config.model, trained_on)}; its weights do not fit "
+                           f"the model built for {dataset}: {reason}") from e
     name = f"{split}_{ds.metadata.dataset_id}"
     try:
         result = evaluate_split(model, ds, split, batch_size or config.batch_size, options, None, run_dir, name)

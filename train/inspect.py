@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = inspect_dataset(args.dataset, args.out, args.examples)
     except spec.DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"shardkit-train: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
