@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
 from shardkit import spec
 from shardkit.train import report, stats
+
+if TYPE_CHECKING:  # TensorFlow loads only when a command runs, after shardkit.train.quiet has set its log level
+    import tensorflow as tf
 
 SUMMARY_FILE = "summary.json"
 PREDICTIONS_FILE = "predictions_test.npz"
