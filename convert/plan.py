@@ -141,13 +141,25 @@ def shard_count(num_rows: int, record_bytes: float, target_bytes: float) -> int:
     return max(1, min(num_rows, math.ceil(num_rows * record_bytes / target_bytes))) if num_rows else 0
 
 
+MIN_TRAIN_SHARDS = 64
+MIN_SHARD_ROWS = 16
+
+
 def split_shard_counts(counts: list[int], num_shards: int | None, record_bytes: float, target_bytes: float) -> list[int]:
-    """Shards per split: ``num_shards`` for train and proportionally (at least 1) for the others, or by size."""
+    """Shards per split: ``num_shards`` for train and proportionally (at least 1) for the others, or by size.
+
+    By size, train gets at least ``MIN_TRAIN_SHARDS`` shards (of at least ``MIN_SHARD_ROWS`` rows): the reader
+    draws a new shard order every epoch, and with fewer shards than it reads at once an epoch's order would
+    barely differ from the last (the epoch-order rows of docs/benchmarks.md).
+    """
     if num_shards:
         ref = max(counts[0], 1)
         out = [num_shards if s == 0 else max(1, round(num_shards * n / ref)) for s, n in enumerate(counts)]
         return [min(o, n) if n else 0 for o, n in zip(out, counts)]
-    return [shard_count(n, record_bytes, target_bytes) for n in counts]
+    out = [shard_count(n, record_bytes, target_bytes) for n in counts]
+    if counts and counts[0]:
+        out[0] = max(out[0], min(MIN_TRAIN_SHARDS, counts[0] // MIN_SHARD_ROWS))
+    return out
 
 
 @dataclass(frozen=True)

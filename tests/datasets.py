@@ -40,7 +40,8 @@ def knots_dataset(
     compression: str = "none",
     seed: int = 0,
 ) -> str:
-    """Class-sorted knot images (seed 000's layout) converted to ``num_shards`` train shards."""
+    """Class-sorted knot images (seed 000's layout) converted to ``num_shards`` train shards (0: the
+    converter's default)."""
     from shardkit.convert.examples import write_knots
 
     key = ("knots", n_per_class, size, num_shards, compression, seed)
@@ -49,7 +50,7 @@ def knots_dataset(
         key,
         lambda root: write_knots(os.path.join(root, "knots.h5"), n_per_class, size=size, seed=seed),
         ["--kind", "image", "--data", "/train_data", "--label", "/train_label", "--image-shape", f"{size},{size},3",
-         "--num-shards", str(num_shards), "--compression", compression, "--seed", str(seed)],
+         *(["--num-shards", str(num_shards)] if num_shards else []), "--compression", compression, "--seed", str(seed)],
     )
 
 

@@ -57,7 +57,10 @@ def test_shard_counts_and_plan() -> None:
     assert plan.shard_count(1000, 1e6, 128e6) == 8
     assert plan.shard_count(3, 1e9, 1e6) == 3
     assert plan.split_shard_counts([800, 100, 100], 4, 1, 1) == [4, 1, 1]
-    assert plan.split_shard_counts([800, 100, 0], None, 1e6, 100e6) == [8, 1, 0]
+    assert plan.split_shard_counts([800, 100, 0], None, 1e6, 100e6) == [50, 1, 0]  # at least 16 rows a shard
+    assert plan.split_shard_counts([8000, 100, 0], None, 1e6, 100e6) == [80, 1, 0]  # by size, above the minimum
+    assert plan.split_shard_counts([8000, 100, 0], None, 1e3, 100e6) == [64, 1, 0]  # the minimum
+    assert plan.split_shard_counts([20, 5, 5], None, 1e3, 100e6) == [1, 1, 1]
     labels = np.arange(10) % 2
     split_rows = [(0, np.arange(10)[::-1]), (0, np.zeros(0, int)), (0, np.zeros(0, int))]
     shard_plan = plan.ShardPlan(split_rows, [labels], [np.arange(10) + 100], [0], [3, 0, 0], None)
