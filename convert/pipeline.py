@@ -25,7 +25,8 @@ from . import publish
 from .encoders import (ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec,
                        merge_label_specs)
 from .publish import join
-from .runner import check_beam_args, check_runner_paths, error_from, pipeline_options, run_job
+from .runner import (check_beam_args, check_runner_paths, error_from, filesystem_options, pipeline_options,
+                     restore_filesystem_options, run_job)
 from .shards import STATS_DIR, ConvertError, EncodeConfig, save_plan, worker_errors
 from .sources import Source, SourceSpec, file_stat, open_source
 
@@ -353,12 +354,20 @@ def prepare(cfg: ConvertConfig) -> Prepared:
 
 def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = None) -> Metadata:
     """Convert ``cfg.inputs`` into the dataset ``cfg.out``; publishes nothing unless everything succeeded."""
-    from .progress import Progress
-
     beam_args = list(beam_args or [])
     start = time.time()
     check_beam_args(beam_args)
-    _, _, runner_name = pipeline_options(beam_args, 1)
+    fs_opts, _, runner_name = pipeline_options(beam_args, 1)
+    previous = filesystem_options(fs_opts)  # gs://, s3:// calls in this process need the job's options
+    try:
+        return _convert(cfg, beam_args, log, start, runner_name)
+    finally:
+        restore_filesystem_options(previous)
+
+
+def _convert(cfg: ConvertConfig, beam_args: list[str], log: Any, start: float, runner_name: str) -> Metadata:
+    from .progress import Progress
+
     check_runner_paths(runner_name, beam_args, list(_order_inputs(cfg).inputs) + [cfg.out])
     publish.check_out(cfg.out, cfg.overwrite)
     prep = prepare(cfg)

@@ -1,0 +1,92 @@
+"""Object storage end to end: a real S3 API (moto in server mode on loopback) reached through Beam's S3
+filesystem, for output, inputs (HDF5 and Parquet part files) and training."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import IMAGE_ARGS, run_convert, shard_bytes
+
+pytest.importorskip("boto3")
+pytest.importorskip("moto")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: Any) -> Iterator[str]:
+    """``python -m moto.server`` on 127.0.0.1 on a free port, in its own process; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"moto server did not start (exit {proc.poll()}), see {log.name}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+
+
+def s3_args(url: str) -> list[str]:
+    """The Beam options after ``--`` that point its S3 filesystem at the loopback server."""
+    return [f"--s3_endpoint_url={url}", f"--s3_access_key_id={CREDS['aws_access_key_id']}",
+            f"--s3_secret_access_key={CREDS['aws_secret_access_key']}", f"--s3_region_name={CREDS['region_name']}"]
+
+
+@pytest.fixture
+def bucket(s3_server: str) -> tuple[Any, str]:
+    """A fresh, empty bucket: (boto3 client, bucket name)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server, **CREDS)
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    return client, name
+
+
+def keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def download(client: Any, bucket: str, prefix: str) -> dict[str, bytes]:
+    """Every shard under ``prefix``, relative path -> bytes (as ``shard_bytes`` gives for a local dataset)."""
+    return {k[len(prefix) + 1:]: client.get_object(Bucket=bucket, Key=k)["Body"].read()
+            for k in keys(client, bucket, prefix + "/") if ".tfrecord" in k}
+
+
+def test_s3_output_gets_the_pipeline_options(knots_h5: str, s3_server: str, bucket, tmp_path) -> None:
+    client, name = bucket
+    local = str(tmp_path / "local")
+    assert run_convert([knots_h5, "--out", local, *IMAGE_ARGS, "--num-shards", "2", "--workers", "1"])[0] == 0
+    rc, err = run_convert([knots_h5, "--out", f"s3://{name}/ds", *IMAGE_ARGS, "--num-shards", "2", "--workers", "2",
+                           "--quiet", "--", *s3_args(s3_server)])
+    assert rc == 0, err
+    assert download(client, name, "ds") == shard_bytes(local) and len(shard_bytes(local)) == 4
+    assert keys(client, name) == ["ds/metadata.json"] + sorted(f"ds/{k}" for k in shard_bytes(local))
