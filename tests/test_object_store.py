@@ -90,3 +90,38 @@ def test_s3_output_gets_the_pipeline_options(knots_h5: str, s3_server: str, buck
     assert rc == 0, err
     assert download(client, name, "ds") == shard_bytes(local) and len(shard_bytes(local)) == 4
     assert keys(client, name) == ["ds/metadata.json"] + sorted(f"ds/{k}" for k in shard_bytes(local))
+
+
+def test_s3_killed_driver_publishes_nothing_and_a_rerun_publishes(knots_h5: str, s3_server: str, bucket) -> None:
+    client, name = bucket
+    argv = [sys.executable, "-m", "shardkit.convert", knots_h5, "--out", f"s3://{name}/ds", *IMAGE_ARGS,
+            "--num-shards", "2", "--workers", "1", "--quiet", "--", *s3_args(s3_server)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not [k for k in keys(client, name) if "/_plan/" in k]:  # the job is about to start
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    left = keys(client, name)
+    assert left and all(k.startswith(".ds.shardkit-tmp-") for k in left)  # nothing under ds/, no metadata.json
+    rc, err = run_convert([knots_h5, "--out", f"s3://{name}/ds", *IMAGE_ARGS, "--num-shards", "2", "--workers", "1",
+                           "--quiet", "--", *s3_args(s3_server)])
+    assert rc == 0, err
+    assert keys(client, name)[0] == "ds/metadata.json" and len(keys(client, name)) == 5  # stale temp prefix gone
+
+
+def test_s3_prefix_without_metadata_is_not_a_dataset(knots_h5: str, s3_server: str, bucket, tmp_path) -> None:
+    client, name = bucket
+    out = ["--out", f"s3://{name}/ds", *IMAGE_ARGS, "--num-shards", "2", "--workers", "1", "--quiet", "--",
+           *s3_args(s3_server)]
+    client.put_object(Bucket=name, Key="ds/train/train-00000-of-00002.tfrecord", Body=b"left by a killed publish")
+    rc, err = run_convert([knots_h5, *out])
+    assert rc == 0, err
+    assert b"killed" not in client.get_object(Bucket=name, Key="ds/train/train-00000-of-00002.tfrecord")["Body"].read()
+    client.put_object(Bucket=name, Key="other/notes.txt", Body=b"mine")
+    rc, err = run_convert([knots_h5, *[f"s3://{name}/other" if a == f"s3://{name}/ds" else a for a in out]])
+    assert rc == 1
+    assert err.splitlines()[0] == (f"shardkit-convert: error: s3://{name}/other: holds notes.txt but no metadata.json, "
+                                   "so it is not a shardkit dataset; refusing to write into it: choose another --out")
+    assert keys(client, name, "other/") == ["other/notes.txt"]
