@@ -6,9 +6,10 @@ data values of requested rows in the requested order, a bounded block at a time.
 
 from __future__ import annotations
 
+import glob
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -30,6 +31,8 @@ class SourceSpec:
     label: str
     id: str | None = None
     group: str | None = None
+    parts: tuple[str, ...] = ()  # the files of a glob or folder, sorted: one table, rows numbered across them
+    part_rows: tuple[int, ...] = ()  # their row counts, once the driver has opened them
 
 
 def is_remote(path: str) -> bool:
@@ -87,8 +90,56 @@ def detect_format(path: str) -> str:
     raise InputError(f"{path}: not an HDF5, Parquet, Feather or CSV file (no known signature or suffix)")
 
 
+GLOB_CHARS = "*?["
+SKIPPED_PREFIXES = ("_", ".")  # _SUCCESS, _metadata, .part-0.crc: what Spark and Hive write beside the parts
+
+
+def expand_input(path: str) -> list[str]:
+    """The files an input names, sorted: itself, the matches of a glob (``data/*.h5``,
+    ``s3://b/parts/*.parquet``), or every file under a folder or prefix (Spark's and pandas' part files)
+    except names starting with '_' or '.'. InputError when nothing matches."""
+    remote = is_remote(path)
+    if any(c in path for c in GLOB_CHARS):
+        found = _match(path) if remote else [p for p in glob.glob(path) if os.path.isfile(p)]
+        if not found:
+            raise InputError(f"{path}: matches no file")
+        return sorted(found)
+    if remote:
+        from apache_beam.io.filesystems import FileSystems
+
+        if not path.endswith("/") and FileSystems.exists(path):
+            return [path]
+        root = path.rstrip("/") + "/"
+        found = [p for p in _match(root + "**") if not _skipped(p[len(root):])]
+        if not found:
+            raise InputError(f"{path}: no such file, folder or prefix")
+        return sorted(found)
+    if os.path.isdir(path):
+        found = [os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs
+                 if not _skipped(os.path.relpath(os.path.join(r, f), path))]
+        if not found:
+            raise InputError(f"{path}: folder holds no input files (names starting with _ or . are skipped)")
+        return sorted(found)
+    return [path]
+
+
+def _skipped(rel: str) -> bool:
+    return any(part.startswith(SKIPPED_PREFIXES) for part in rel.replace(os.sep, "/").split("/"))
+
+
+def _match(pattern: str) -> list[str]:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    except Exception:  # noqa: BLE001 - no match is an error on some filesystems
+        return []
+
+
 def open_source(spec: SourceSpec) -> "Source":
-    """Open one input for reading (driver and workers alike)."""
+    """Open one input for reading (driver and workers alike); the parts of a glob or folder as one table."""
+    if spec.parts:
+        return TableSource(spec)
     fmt = detect_format(spec.path)
     if fmt == "hdf5":
         return HDF5Source(spec)
@@ -448,3 +499,89 @@ def _to_numpy(col: Any) -> np.ndarray:
         except (ValueError, TypeError):
             return np.array(vals, dtype=object)
     return np.array(col.to_pylist(), dtype=object)
+
+
+class TableSource(Source):
+    """Several files of one table (a glob, a folder of part files) read as one: rows are numbered across
+    the parts in sorted path order, so row ids and the plan do not depend on runner or worker count.
+
+    The driver opens every part (to count and check them); a worker opens a part when it first needs it.
+    """
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        self._open: dict[int, Source] = {}
+        if not spec.part_rows:
+            try:
+                for i in range(len(spec.parts)):
+                    self._part(i)
+            except BaseException:
+                self.close()
+                raise
+            counts = tuple(self._open[i].num_rows for i in range(len(spec.parts)))
+            self.spec = replace(spec, part_rows=counts)
+        first = self._part(0)
+        self.fmt = first.fmt
+        for i, src in self._open.items():
+            if src.fmt != self.fmt:
+                raise InputError(f"{spec.parts[i]}: is {src.fmt}, but {spec.parts[0]} is {self.fmt}; the files of "
+                                 f"{spec.path} must share one format")
+            if src.data_info() != first.data_info():
+                raise InputError(f"{src.where(spec.data)}: rows are {src.data_info()[0]} {src.data_info()[1]}, "
+                                 f"but in {spec.parts[0]} they are {first.data_info()[0]} {first.data_info()[1]}")
+        self.offsets = np.concatenate([[0], np.cumsum(self.spec.part_rows)]).astype(np.int64)
+        self.num_rows = int(self.offsets[-1])
+
+    def _part(self, i: int) -> Source:
+        if i not in self._open:
+            s = self.spec
+            self._open[i] = open_source(SourceSpec(s.parts[i], s.data, s.label, s.id, s.group))
+        return self._open[i]
+
+    def where(self, name: str) -> str:
+        return f"{self.spec.path} ({len(self.spec.parts)} files, rows numbered across them): " + \
+            self._part(0).where(name).rsplit(": ", 1)[-1]
+
+    def column(self, name: str) -> np.ndarray:
+        return np.concatenate([self._part(i).column(name) for i in range(len(self.spec.parts))])
+
+    def column_blocks(self, name: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        for i in range(len(self.spec.parts)):
+            for first, values in self._part(i).column_blocks(name, rows):
+                yield int(self.offsets[i]) + first, values
+
+    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
+        return self._part(0).data_info()
+
+    def iter_data(self) -> Iterator[tuple[int, Any]]:
+        for i in range(len(self.spec.parts)):
+            for first, values in self._part(i).iter_data():
+                yield int(self.offsets[i]) + first, values
+
+    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
+        """Blocks in the given order; each block asks every part for its rows once."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shape, dtype = self.data_info()
+        arrays = self.fmt == "hdf5"
+        block = max(1, BLOCK_BYTES // max(1, int(np.prod(shape or (1,))) * dtype.itemsize)) if arrays else len(rows)
+        part_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for start in range(0, len(rows), max(block, 1)):
+            blk, owner = rows[start : start + block], part_of[start : start + block]
+            values: Any = np.empty((len(blk),) + shape, dtype) if arrays else [None] * len(blk)
+            for i in np.unique(owner):
+                at = np.flatnonzero(owner == i)
+                done = 0
+                for got, vals in self._part(int(i)).read_rows(blk[at] - self.offsets[i]):
+                    where = at[done : done + len(got)]
+                    if arrays:
+                        values[where] = vals
+                    else:
+                        for k, v in zip(where, vals):
+                            values[k] = v
+                    done += len(got)
+            yield blk, values
+
+    def close(self) -> None:
+        for src in self._open.values():
+            src.close()
+        self._open.clear()

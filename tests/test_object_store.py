@@ -125,3 +125,72 @@ def test_s3_prefix_without_metadata_is_not_a_dataset(knots_h5: str, s3_server: s
     assert err.splitlines()[0] == (f"shardkit-convert: error: s3://{name}/other: holds notes.txt but no metadata.json, "
                                    "so it is not a shardkit dataset; refusing to write into it: choose another --out")
     assert keys(client, name, "other/") == ["other/notes.txt"]
+
+
+def split_h5(src: str, folder: str, cuts: list[int]) -> list[str]:
+    """``src``'s /train_data and /train_label rows cut at ``cuts`` into part files (h5py, chunked by rows)."""
+    import h5py
+
+    os.makedirs(folder, exist_ok=True)
+    with h5py.File(src, "r") as f:
+        data, labels = f["/train_data"][:], f["/train_label"][:]
+    bounds = [0, *cuts, len(labels)]
+    paths = []
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        path = os.path.join(folder, f"part-{i:02d}.h5")
+        with h5py.File(path, "w") as f:
+            f.create_dataset("train_data", data=data[a:b], chunks=(min(8, b - a),) + data.shape[1:])
+            f.create_dataset("train_label", data=labels[a:b])
+        paths.append(path)
+    return paths
+
+
+def split_parquet(src: str, folder: str, cuts: list[int]) -> list[str]:
+    """``src`` cut into part files as Spark writes them, with the _SUCCESS and .crc files beside them."""
+    import pyarrow.parquet as pq
+
+    os.makedirs(folder, exist_ok=True)
+    table = pq.read_table(src)
+    bounds = [0, *cuts, table.num_rows]
+    paths = []
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        path = os.path.join(folder, f"part-{i:05d}-abc.snappy.parquet")
+        pq.write_table(table.slice(a, b - a), path, row_group_size=40)
+        open(os.path.join(folder, f".part-{i:05d}-abc.snappy.parquet.crc"), "wb").write(b"crc")
+        paths.append(path)
+    open(os.path.join(folder, "_SUCCESS"), "wb").close()
+    return paths
+
+
+PROTEIN_ARGS = ["--kind", "sequence", "--data", "Sequence", "--label", "ec_lvl_1", "--max-length", "120"]
+
+
+def test_glob_of_hdf5_parts_is_one_table(knots_h5: str, tmp_path) -> None:
+    single = str(tmp_path / "single")
+    assert run_convert([knots_h5, "--out", single, *IMAGE_ARGS, "--num-shards", "3", "--workers", "1"])[0] == 0
+    split_h5(knots_h5, str(tmp_path / "parts"), [50, 51])  # a one-row part in the middle
+    out = str(tmp_path / "glob")
+    rc, err = run_convert([str(tmp_path / "parts" / "*.h5"), "--out", out, *IMAGE_ARGS, "--num-shards", "3",
+                           "--workers", "2"])
+    assert rc == 0, err
+    assert shard_bytes(out) == shard_bytes(single)  # same rows, same row ids, whatever the worker count
+    from shardkit.spec import read_metadata
+
+    assert read_metadata(out).source["inputs"][0]["files"] == 3
+
+
+def test_folder_of_parquet_parts_is_one_table(proteins_parquet: str, tmp_path) -> None:
+    single = str(tmp_path / "single")
+    assert run_convert([proteins_parquet, "--out", single, *PROTEIN_ARGS, "--num-shards", "2", "--workers", "1"])[0] == 0
+    split_parquet(proteins_parquet, str(tmp_path / "parts"), [120, 250])
+    out = str(tmp_path / "folder")
+    rc, err = run_convert([str(tmp_path / "parts"), "--out", out, *PROTEIN_ARGS, "--num-shards", "2", "--workers", "1"])
+    assert rc == 0, err
+    assert shard_bytes(out) == shard_bytes(single)
+
+
+def test_glob_matching_nothing_is_one_line(tmp_path) -> None:
+    rc, err = run_convert([str(tmp_path / "*.h5"), "--out", str(tmp_path / "o"), *IMAGE_ARGS])
+    assert rc == 1
+    assert err.splitlines() == [f"shardkit-convert: error: {tmp_path}/*.h5: matches no file",
+                                "shardkit-convert: nothing was published"]
