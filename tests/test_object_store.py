@@ -194,3 +194,34 @@ def test_glob_matching_nothing_is_one_line(tmp_path) -> None:
     assert rc == 1
     assert err.splitlines() == [f"shardkit-convert: error: {tmp_path}/*.h5: matches no file",
                                 "shardkit-convert: nothing was published"]
+
+
+@pytest.fixture(scope="module")
+def knots48_h5(tmp_path_factory: Any) -> str:
+    """Knot images of 48x48x3 (6,912-byte rows), 40 per class, in seed 000's PyTables layout."""
+    from shardkit.convert.examples import write_knots
+
+    return write_knots(str(tmp_path_factory.mktemp("src") / "knots48.h5"), 40, size=48, seed=4)
+
+
+IMAGE48 = ["--kind", "image", "--data", "/train_data", "--label", "/train_label", "--image-shape", "48,48,3"]
+
+
+def test_hdf5_from_s3_reads_ranges_not_the_file(knots48_h5: str, s3_server: str, bucket, tmp_path) -> None:
+    from shardkit.convert import ranged
+
+    client, name = bucket
+    client.upload_file(knots48_h5, name, "in/knots.h5")
+    local = str(tmp_path / "local")
+    assert run_convert([knots48_h5, "--out", local, *IMAGE48, "--num-shards", "4", "--workers", "1"])[0] == 0
+    before = dict(ranged.FETCHED)
+    rc, err = run_convert([f"s3://{name}/in/knots.h5", "--out", str(tmp_path / "s3in"), *IMAGE48, "--num-shards", "4",
+                           "--workers", "1", "--quiet", "--", *s3_args(s3_server)])
+    assert rc == 0, err
+    assert shard_bytes(str(tmp_path / "s3in")) == shard_bytes(local)
+    fetched = ranged.FETCHED["bytes"] - before["bytes"]
+    written = sum(len(b) for b in shard_bytes(local).values())
+    size = os.path.getsize(knots48_h5)
+    print(f"fetched {fetched} bytes in {ranged.FETCHED['requests'] - before['requests']} requests for {written} "
+          f"written; file {size}")
+    assert fetched < 1.5 * written  # the driver's label reads plus each of the 6 shards' own rows
