@@ -220,9 +220,9 @@ def publish(tmp: str, out: str, metadata: Metadata, overwrite: bool, skip: tuple
     """Write metadata.json into ``tmp`` and move it to ``out`` (an existing dataset is replaced only with
     ``overwrite``). Local: one atomic rename. Remote: shards are moved, then metadata.json is written last."""
     text = metadata.to_json() + "\n"
-    for name in skip:
-        remove(join(tmp, name))
     if not is_remote(out):
+        for name in skip:
+            remove(join(tmp, name))
         try:
             write_text(join(tmp, METADATA_FILE), text)
             trash = None
@@ -242,10 +242,11 @@ def publish(tmp: str, out: str, metadata: Metadata, overwrite: bool, skip: tuple
         _recheck_foreign(out)
         fs.delete([old])  # from here on, OUT is no dataset until the new metadata.json is written
     remove(out)  # the old dataset's shards, or shards an interrupted publication left
-    files = [m.path for m in fs.match([join(tmp, "**")])[0].metadata_list]
+    found = [m.path for m in fs.match([join(tmp, "**")])[0].metadata_list]
+    files = [f for f in found if f[len(tmp.rstrip("/")) + 1 :].split("/", 1)[0] not in skip]
     fs.rename(files, [join(out, f[len(tmp.rstrip("/")) + 1 :]) for f in files])
     write_text(join(out, METADATA_FILE), text)
-    remove(tmp)
+    fs.delete([f for f in found if f not in set(files)])  # what is left of the temporary prefix
 
 
 def _recheck_foreign(out: str) -> None:
