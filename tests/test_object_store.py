@@ -248,3 +248,40 @@ def test_dask_runner_converts_bucket_inputs_into_the_bucket(knots_h5: str, prote
             assert rc == 0, err
             assert download(client, name, ds) == shard_bytes(local) and len(shard_bytes(local)) == 5
     assert not [k for k in keys(client, name) if ".shardkit-tmp-" in k]
+
+
+def upload_dataset(client: Any, bucket: str, local: str, prefix: str) -> None:
+    for root, _, files in os.walk(local):
+        for f in files:
+            path = os.path.join(root, f)
+            client.upload_file(path, bucket, f"{prefix}/{os.path.relpath(path, local)}")
+
+
+def test_fit_on_a_dataset_in_s3_stages_it_into_the_cache(tmp_path_factory, s3_server: str, bucket, tmp_path,
+                                                         monkeypatch, capsys) -> None:
+    from datasets import knots_dataset
+
+    from shardkit.spec import read_metadata
+    from shardkit.train import cli
+
+    client, name = bucket
+    local = knots_dataset(tmp_path_factory, n_per_class=40, size=32, num_shards=2)
+    upload_dataset(client, name, local, "ds")
+    for key, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": CREDS["aws_access_key_id"],
+                       "AWS_SECRET_ACCESS_KEY": CREDS["aws_secret_access_key"],
+                       "AWS_DEFAULT_REGION": CREDS["region_name"]}.items():
+        monkeypatch.setenv(key, value)
+    cache = tmp_path / "cache"
+    rc = cli.main(["fit", f"s3://{name}/ds", "--model", "knot-cnn", "--epochs", "1", "--batch-size", "32",
+                   "--out", str(tmp_path / "run"), "--verbose", "0", "--no-tensorboard", "--cache-dir", str(cache)])
+    assert rc == 0, capsys.readouterr().err
+    assert os.path.exists(tmp_path / "run" / "metrics.json")
+    (staged,) = [str(p) for p in cache.iterdir()]
+    assert shard_bytes(staged) == shard_bytes(local)
+    assert read_metadata(staged).dataset_id == read_metadata(local).dataset_id and staged.endswith(
+        read_metadata(local).dataset_id)
+    capsys.readouterr()
+    rc = cli.main(["verify", f"s3://{name}/nothing-here"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (f"shardkit-train: error: s3://{name}/nothing-here/metadata.json: "
+                                               f"missing; s3://{name}/nothing-here is not a complete shardkit dataset")
