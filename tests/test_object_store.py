@@ -4,7 +4,6 @@ filesystem, for output, inputs (HDF5 and Parquet part files) and training."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from bench.object_store_bench import CREDS, s3_args
 from conftest import IMAGE_ARGS, run_convert, shard_bytes
 
 pytest.importorskip("boto3")
@@ -21,42 +21,13 @@ pytest.importorskip("moto")
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: Any) -> Iterator[str]:
-    """``python -m moto.server`` on 127.0.0.1 on a free port, in its own process; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"moto server did not start (exit {proc.poll()}), see {log.name}") from None
-                time.sleep(0.2)
+    """``python -m moto.server`` on 127.0.0.1 on a free port, in its own process, stopped at the end."""
+    from bench.object_store_bench import loopback_s3
+
+    with loopback_s3(str(tmp_path_factory.mktemp("moto") / "server.log")) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
-CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-def s3_args(url: str) -> list[str]:
-    """The Beam options after ``--`` that point its S3 filesystem at the loopback server."""
-    return [f"--s3_endpoint_url={url}", f"--s3_access_key_id={CREDS['aws_access_key_id']}",
-            f"--s3_secret_access_key={CREDS['aws_secret_access_key']}", f"--s3_region_name={CREDS['region_name']}"]
 
 
 @pytest.fixture
@@ -285,3 +256,22 @@ def test_fit_on_a_dataset_in_s3_stages_it_into_the_cache(tmp_path_factory, s3_se
     assert rc == 2
     assert capsys.readouterr().err.strip() == (f"shardkit-train: error: s3://{name}/nothing-here/metadata.json: "
                                                f"missing; s3://{name}/nothing-here is not a complete shardkit dataset")
+
+
+def test_compressed_hdf5_from_s3_is_read_chunk_by_chunk(knots_h5: str, s3_server: str, bucket, tmp_path) -> None:
+    import h5py
+
+    client, name = bucket
+    with h5py.File(knots_h5, "r") as f:
+        data, labels = f["/train_data"][:], f["/train_label"][:]
+    packed = str(tmp_path / "gz.h5")
+    with h5py.File(packed, "w") as f:
+        f.create_dataset("train_data", data=data, chunks=(16,) + data.shape[1:], compression="gzip", shuffle=True)
+        f.create_dataset("train_label", data=labels)
+    client.upload_file(packed, name, "gz.h5")
+    local = str(tmp_path / "local")
+    assert run_convert([knots_h5, "--out", local, *IMAGE_ARGS, "--num-shards", "2", "--workers", "1"])[0] == 0
+    rc, err = run_convert([f"s3://{name}/gz.h5", "--out", str(tmp_path / "s3gz"), *IMAGE_ARGS, "--num-shards", "2",
+                           "--workers", "1", "--quiet", "--", *s3_args(s3_server)])
+    assert rc == 0, err
+    assert shard_bytes(str(tmp_path / "s3gz")) == shard_bytes(local)
