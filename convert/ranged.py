@@ -20,6 +20,7 @@ PARALLEL = 8  # range requests in flight per file
 
 _COUNT_LOCK = threading.Lock()
 FETCHED = {"bytes": 0, "requests": 0}  # this process's totals, for measurements
+_S3_CLIENT: dict[str, Any] = {}  # the client for the FileSystems options in use
 
 
 def _count(n: int) -> None:
@@ -39,7 +40,14 @@ class _S3Ranges:
         from apache_beam.options.pipeline_options import PipelineOptions
 
         self.bucket, self.key = parse_s3_path(path)
-        self.client = Client(options=FileSystems._pipeline_options or PipelineOptions([])).client  # noqa: SLF001
+        options = FileSystems._pipeline_options or PipelineOptions([])  # noqa: SLF001 - Beam has no getter
+        with _COUNT_LOCK:
+            if _S3_CLIENT.get("options") is not options:  # a boto3 client takes ~0.2 s to make; it is thread-safe
+                _S3_CLIENT.update(options=options, client=Client(options=options).client)
+            self.client = _S3_CLIENT["client"]
+
+    def size(self) -> int:
+        return int(self.client.head_object(Bucket=self.bucket, Key=self.key)["ContentLength"])
 
     def get(self, start: int, end: int) -> bytes:
         body = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}")["Body"]
@@ -55,6 +63,12 @@ class _StreamRanges:
         f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
         self.stream = getattr(f, "raw", f)
         self.lock = threading.Lock()
+        self.path = path
+
+    def size(self) -> int:
+        from apache_beam.io.filesystems import FileSystems
+
+        return int(FileSystems.match([self.path])[0].metadata_list[0].size_in_bytes)
 
     def get(self, start: int, end: int) -> bytes:
         with self.lock:
@@ -72,12 +86,10 @@ class RangeFile(io.RawIOBase):
     """A read-only, seekable view of a remote object made of range requests."""
 
     def __init__(self, path: str) -> None:
-        from apache_beam.io.filesystems import FileSystems
-
         super().__init__()
         self.path = path
-        self.size = int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
         self._ranges: Any = _S3Ranges(path) if path.startswith("s3://") else _StreamRanges(path)
+        self.size = self._ranges.size()
         self._pos = 0
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None

@@ -330,3 +330,16 @@ def test_gs_input_and_output_through_an_emulator(knots_h5: str, gcs_server: str,
     blobs = sorted(b.name for b in client.list_blobs(name))
     assert blobs == ["ds/metadata.json", *sorted(f"ds/{k}" for k in shard_bytes(local)), "in/knots.h5"]
     assert {k: bucket.blob(f"ds/{k}").download_as_bytes() for k in shard_bytes(local)} == shard_bytes(local)
+
+
+def test_s3_glob_of_hdf5_parts_is_one_table(knots_h5: str, s3_server: str, bucket, tmp_path) -> None:
+    client, name = bucket
+    for path in split_h5(knots_h5, str(tmp_path / "parts"), [37, 90]):
+        client.upload_file(path, name, "parts/" + os.path.basename(path))
+    client.put_object(Bucket=name, Key="parts/notes.txt", Body=b"not matched by the glob")
+    single = str(tmp_path / "single")
+    assert run_convert([knots_h5, "--out", single, *IMAGE_ARGS, "--num-shards", "3", "--workers", "1"])[0] == 0
+    rc, err = run_convert([f"s3://{name}/parts/*.h5", "--out", str(tmp_path / "glob"), *IMAGE_ARGS, "--num-shards",
+                           "3", "--workers", "1", "--quiet", "--", *s3_args(s3_server)])
+    assert rc == 0, err
+    assert shard_bytes(str(tmp_path / "glob")) == shard_bytes(single)
