@@ -151,8 +151,6 @@ def measure(per_class: int, size: int, shard_counts: list[int]) -> dict[str, Any
         client = boto3.client("s3", endpoint_url=url, **CREDS)
         client.create_bucket(Bucket="bench")
         client.upload_file(src, "bench", "knots.h5")
-        from apache_beam.io.filesystems import FileSystems  # noqa: F401 - warm the import for the in-process runs
-
         for shards in shard_counts:
             result[f"ranges_{shards}_shards"] = fetched_per_written(
                 "s3://bench/knots.h5", os.path.join(tmp, f"ranges-{shards}"), [*args, "--num-shards", str(shards)],

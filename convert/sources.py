@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -143,10 +143,16 @@ def _match(pattern: str) -> list[str]:
 def open_source(spec: SourceSpec) -> "Source":
     """Open one input for reading (driver and workers alike); the parts of a glob or folder as one table."""
     if spec.parts:
+        from .table import TableSource
+
         return TableSource(spec)
     fmt = detect_format(spec.path)
     if fmt == "hdf5":
-        return RemoteHDF5Source(spec) if is_remote(spec.path) else HDF5Source(spec)
+        if is_remote(spec.path):
+            from .remote_hdf5 import RemoteHDF5Source
+
+            return RemoteHDF5Source(spec)
+        return HDF5Source(spec)
     return DataFrameSource(spec, fmt)
 
 
@@ -355,132 +361,6 @@ class RawRows:
         os.close(self.fd)
 
 
-HOLE_BYTES = 16 << 10  # rows of one chunk closer than this are fetched in one range request
-
-
-class RemoteHDF5Source(Source):
-    """An HDF5 file in an object store (any Beam FileSystems URL), opened by h5py over range requests.
-
-    Uncompressed rows are fetched directly: a shard's rows, sorted, become one request per run of nearby
-    rows within a chunk, never a whole-file download. Filtered (compressed) data is read chunk by chunk,
-    each chunk holding wanted rows once per block, as HDF5 must decompress whole chunks.
-    """
-
-    def __init__(self, spec: SourceSpec) -> None:
-        import h5py
-
-        from .ranged import RangeFile
-
-        self.spec, self.fmt = spec, "hdf5"
-        with HDF5_LOCK:
-            try:
-                self._fobj = RangeFile(spec.path)
-                self._file = h5py.File(self._fobj, "r")
-            except Exception as e:  # noqa: BLE001 - h5py raises several types for damaged files
-                raise InputError(f"{spec.path}: cannot open as HDF5: {e}") from e
-            try:
-                self._data = self._node(spec.data, numeric=True)
-                self.num_rows = int(self._data.shape[0])
-                if self.num_rows == 0:
-                    raise InputError(f"{self.where(spec.data)}: zero rows")
-                for name in (spec.label, spec.id, spec.group):
-                    if name and int(self._node(name).shape[0]) != self.num_rows:
-                        raise InputError(
-                            f"{spec.path}: row counts differ: {HDF5Source._path(spec.data)} has {self.num_rows} "
-                            f"rows, {HDF5Source._path(name)} has {int(self._node(name).shape[0])}")
-                self._layout = raw_layout(self._data)
-            except BaseException:
-                self.close()
-                raise
-        row_bytes = max(1, int(np.prod(self._data.shape[1:])) * self._data.dtype.itemsize)
-        self._block = max(1, BLOCK_BYTES // row_bytes)
-
-    def where(self, name: str) -> str:
-        return f"{self.spec.path}: node {HDF5Source._path(name)}"
-
-    def _node(self, name: str, numeric: bool = False) -> Any:
-        import h5py
-
-        node = self._file.get(HDF5Source._path(name))
-        if node is None:
-            leaves: list[str] = []
-            self._file.visititems(lambda n, o: leaves.append("/" + n) if isinstance(o, h5py.Dataset) else None)
-            raise InputError(f"{self.spec.path}: no node {HDF5Source._path(name)}; nodes are {sorted(leaves)}")
-        if not isinstance(node, h5py.Dataset) or not node.shape or node.dtype.names:
-            raise InputError(f"{self.where(name)}: not an array with one row per example")
-        if numeric and node.dtype.kind in "OSUV":
-            raise InputError(f"{self.where(name)}: holds {node.dtype} values; HDF5 data must be numeric arrays")
-        return node
-
-    def column(self, name: str) -> np.ndarray:
-        with HDF5_LOCK:
-            return np.asarray(self._node(name)[:])
-
-    def column_blocks(self, name: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        node = self._node(name)
-        for first in range(0, self.num_rows, rows):
-            with HDF5_LOCK:
-                yield first, np.asarray(node[first : first + rows])
-
-    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
-        return tuple(int(d) for d in self._data.shape[1:]), np.dtype(self._data.dtype)
-
-    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        node = self._data
-        for start in range(0, len(rows), self._block):
-            block = np.asarray(rows[start : start + self._block], dtype=np.int64)
-            out = np.empty((len(block),) + tuple(node.shape[1:]), dtype=node.dtype)
-            if self._layout is not None:
-                self._read_raw(block, out)
-            else:
-                self._read_chunks(block, out)
-            yield block, out
-
-    def _read_raw(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """Sorted rows grouped into runs (same chunk, gaps below HOLE_BYTES), one range request per run."""
-        row_bytes, chunk_rows, starts = self._layout
-        flat = out.reshape(len(rows), -1).view(np.uint8)
-        order = np.argsort(rows, kind="stable")
-        srt = rows[order]
-        offsets = starts[srt // chunk_rows] + (srt % chunk_rows) * row_bytes
-        runs: list[tuple[int, int, int, int]] = []  # (first, last) index into srt, byte range
-        i = 0
-        while i < len(srt):
-            j = i
-            while (j + 1 < len(srt) and srt[j + 1] // chunk_rows == srt[i] // chunk_rows
-                   and offsets[j + 1] - (offsets[j] + row_bytes) < HOLE_BYTES):
-                j += 1
-            runs.append((i, j, int(offsets[i]), int(offsets[j]) + row_bytes))
-            i = j + 1
-        datas = self._fobj.read_ranges([(a, b) for _, _, a, b in runs])
-        for (i, j, a, _), data in zip(runs, datas):
-            buf = np.frombuffer(data, np.uint8)
-            for k in range(i, j + 1):
-                at = int(offsets[k]) - a
-                flat[order[k]] = buf[at : at + row_bytes]
-
-    def _read_chunks(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """Each chunk that holds wanted rows is read once, whole, and the rows taken from it."""
-        chunk_rows = int(self._data.chunks[0]) if self._data.chunks else self.num_rows
-        order = np.argsort(rows, kind="stable")
-        srt = rows[order]
-        i = 0
-        while i < len(srt):
-            c = int(srt[i]) // chunk_rows
-            j = int(np.searchsorted(srt, (c + 1) * chunk_rows))
-            with HDF5_LOCK:
-                part = self._data[c * chunk_rows : min((c + 1) * chunk_rows, self.num_rows)]
-            out[order[i:j]] = part[srt[i:j] - c * chunk_rows]
-            i = j
-
-    def close(self) -> None:
-        with HDF5_LOCK:
-            if getattr(self, "_file", None) is not None:
-                self._file.close()
-            if getattr(self, "_fobj", None) is not None:
-                self._fobj.close()
-
-
 class DataFrameSource(Source):
     """A Parquet, Feather or CSV file; only the named columns are read, in row groups / batches / chunks."""
 
@@ -641,88 +521,3 @@ def _to_numpy(col: Any) -> np.ndarray:
             return np.array(vals, dtype=object)
     return np.array(col.to_pylist(), dtype=object)
 
-
-class TableSource(Source):
-    """Several files of one table (a glob, a folder of part files) read as one: rows are numbered across
-    the parts in sorted path order, so row ids and the plan do not depend on runner or worker count.
-
-    The driver opens every part (to count and check them); a worker opens a part when it first needs it.
-    """
-
-    def __init__(self, spec: SourceSpec) -> None:
-        self.spec = spec
-        self._open: dict[int, Source] = {}
-        if not spec.part_rows:
-            try:
-                for i in range(len(spec.parts)):
-                    self._part(i)
-            except BaseException:
-                self.close()
-                raise
-            counts = tuple(self._open[i].num_rows for i in range(len(spec.parts)))
-            self.spec = replace(spec, part_rows=counts)
-        first = self._part(0)
-        self.fmt = first.fmt
-        for i, src in self._open.items():
-            if src.fmt != self.fmt:
-                raise InputError(f"{spec.parts[i]}: is {src.fmt}, but {spec.parts[0]} is {self.fmt}; the files of "
-                                 f"{spec.path} must share one format")
-            if src.data_info() != first.data_info():
-                raise InputError(f"{src.where(spec.data)}: rows are {src.data_info()[0]} {src.data_info()[1]}, "
-                                 f"but in {spec.parts[0]} they are {first.data_info()[0]} {first.data_info()[1]}")
-        self.offsets = np.concatenate([[0], np.cumsum(self.spec.part_rows)]).astype(np.int64)
-        self.num_rows = int(self.offsets[-1])
-
-    def _part(self, i: int) -> Source:
-        if i not in self._open:
-            s = self.spec
-            self._open[i] = open_source(SourceSpec(s.parts[i], s.data, s.label, s.id, s.group))
-        return self._open[i]
-
-    def where(self, name: str) -> str:
-        return f"{self.spec.path} ({len(self.spec.parts)} files, rows numbered across them): " + \
-            self._part(0).where(name).rsplit(": ", 1)[-1]
-
-    def column(self, name: str) -> np.ndarray:
-        return np.concatenate([self._part(i).column(name) for i in range(len(self.spec.parts))])
-
-    def column_blocks(self, name: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        for i in range(len(self.spec.parts)):
-            for first, values in self._part(i).column_blocks(name, rows):
-                yield int(self.offsets[i]) + first, values
-
-    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
-        return self._part(0).data_info()
-
-    def iter_data(self) -> Iterator[tuple[int, Any]]:
-        for i in range(len(self.spec.parts)):
-            for first, values in self._part(i).iter_data():
-                yield int(self.offsets[i]) + first, values
-
-    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
-        """Blocks in the given order; each block asks every part for its rows once."""
-        rows = np.asarray(rows, dtype=np.int64)
-        shape, dtype = self.data_info()
-        arrays = self.fmt == "hdf5"
-        block = max(1, BLOCK_BYTES // max(1, int(np.prod(shape or (1,))) * dtype.itemsize)) if arrays else len(rows)
-        part_of = np.searchsorted(self.offsets, rows, side="right") - 1
-        for start in range(0, len(rows), max(block, 1)):
-            blk, owner = rows[start : start + block], part_of[start : start + block]
-            values: Any = np.empty((len(blk),) + shape, dtype) if arrays else [None] * len(blk)
-            for i in np.unique(owner):
-                at = np.flatnonzero(owner == i)
-                done = 0
-                for got, vals in self._part(int(i)).read_rows(blk[at] - self.offsets[i]):
-                    where = at[done : done + len(got)]
-                    if arrays:
-                        values[where] = vals
-                    else:
-                        for k, v in zip(where, vals):
-                            values[k] = v
-                    done += len(got)
-            yield blk, values
-
-    def close(self) -> None:
-        for src in self._open.values():
-            src.close()
-        self._open.clear()
