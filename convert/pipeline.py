@@ -25,6 +25,7 @@ from . import publish
 from .encoders import (ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec,
                        merge_label_specs)
 from .publish import join
+from .ranged import check_s3_buckets
 from .runner import (check_beam_args, check_runner_paths, error_from, filesystem_options, pipeline_options,
                      restore_filesystem_options, run_job)
 from .shards import STATS_DIR, ConvertError, EncodeConfig, save_plan, worker_errors
@@ -374,7 +375,9 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
 def _convert(cfg: ConvertConfig, beam_args: list[str], log: Any, start: float, runner_name: str) -> Metadata:
     from .progress import Progress
 
-    check_runner_paths(runner_name, beam_args, list(_order_inputs(cfg).inputs) + [cfg.out])
+    paths = list(_order_inputs(cfg).inputs) + [cfg.out]
+    check_runner_paths(runner_name, beam_args, paths)
+    check_s3_buckets(paths)
     publish.check_out(cfg.out, cfg.overwrite)
     prep = prepare(cfg)
     cfg = prep.cfg

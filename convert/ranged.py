@@ -158,3 +158,39 @@ class RangeFile(io.RawIOBase):
             self._pool.shutdown(wait=False)
             self._pool = None
         super().close()
+
+
+def check_s3_buckets(paths: list[str]) -> None:
+    """One quick request per s3:// bucket among ``paths`` (no retries, short timeouts): an unreachable
+    endpoint, a missing bucket or refused credentials become one InputError instead of minutes of retries."""
+    buckets = {p[len("s3://"):].split("/", 1)[0]: p for p in paths if p.startswith("s3://")}
+    if not buckets:
+        return
+    import boto3
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+    from botocore.config import Config
+
+    from .encoders import InputError
+
+    o = (FileSystems._pipeline_options or PipelineOptions([])).view_as(S3Options)  # noqa: SLF001
+    client = boto3.session.Session().client(
+        "s3", region_name=o.s3_region_name, endpoint_url=o.s3_endpoint_url, use_ssl=not o.s3_disable_ssl,
+        verify=o.s3_verify, aws_access_key_id=o.s3_access_key_id, aws_secret_access_key=o.s3_secret_access_key,
+        aws_session_token=o.s3_session_token,
+        config=Config(connect_timeout=10, read_timeout=30, retries={"max_attempts": 1}))
+    where = o.s3_endpoint_url or "AWS"
+    for bucket, path in sorted(buckets.items()):
+        try:
+            client.head_bucket(Bucket=bucket)
+        except client.exceptions.ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchBucket"):
+                raise InputError(f"{path}: no bucket {bucket!r} at {where}") from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise InputError(f"{path}: access to bucket {bucket!r} at {where} denied ({code}): check the "
+                                 "credentials (--s3_access_key_id/--s3_secret_access_key or boto3's environment)") from None
+            raise InputError(f"{path}: bucket {bucket!r} at {where}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - botocore's connection and credential errors
+            raise InputError(f"{path}: cannot reach S3 at {where} ({type(e).__name__}: {e}); check "
+                             "--s3_endpoint_url, --s3_region_name and the network") from None

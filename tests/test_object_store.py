@@ -343,3 +343,22 @@ def test_s3_glob_of_hdf5_parts_is_one_table(knots_h5: str, s3_server: str, bucke
                            "3", "--workers", "1", "--quiet", "--", *s3_args(s3_server)])
     assert rc == 0, err
     assert shard_bytes(str(tmp_path / "glob")) == shard_bytes(single)
+
+
+def test_s3_mistakes_are_one_line(knots_h5: str, s3_server: str, bucket, tmp_path) -> None:
+    _, name = bucket
+    cases = [
+        ([knots_h5, "--out", "s3://no-such-bucket/ds"], "s3://no-such-bucket/ds: no bucket 'no-such-bucket' at "
+                                                         f"{s3_server}"),
+        ([f"s3://{name}/missing.h5", "--out", str(tmp_path / "o")],
+         f"s3://{name}/missing.h5: no such file, folder or prefix"),
+        ([f"s3://{name}/none/", "--out", str(tmp_path / "o")], f"s3://{name}/none/: no such file, folder or prefix"),
+    ]
+    for argv, message in cases:
+        rc, err = run_convert([*argv, *IMAGE_ARGS, "--quiet", "--", *s3_args(s3_server)])
+        assert (rc, err.splitlines()) == (1, [f"shardkit-convert: error: {message}",
+                                              "shardkit-convert: nothing was published"])
+    rc, err = run_convert([knots_h5, "--out", f"s3://{name}/ds", *IMAGE_ARGS, "--quiet", "--",
+                           "--s3_endpoint_url=http://127.0.0.1:1", "--s3_region_name=us-east-1"])
+    assert rc == 1 and err.startswith(f"shardkit-convert: error: s3://{name}/ds: cannot reach S3 at "
+                                      "http://127.0.0.1:1 (")
