@@ -233,7 +233,7 @@ def test_fit_on_a_dataset_in_s3_stages_it_into_the_cache(tmp_path_factory, s3_se
     from datasets import knots_dataset
 
     from shardkit.spec import read_metadata
-    from shardkit.train import cli
+    from shardkit.train import cli, staging
 
     client, name = bucket
     local = knots_dataset(tmp_path_factory, n_per_class=40, size=32, num_shards=2)
@@ -251,7 +251,15 @@ def test_fit_on_a_dataset_in_s3_stages_it_into_the_cache(tmp_path_factory, s3_se
     assert shard_bytes(staged) == shard_bytes(local)
     assert read_metadata(staged).dataset_id == read_metadata(local).dataset_id and staged.endswith(
         read_metadata(local).dataset_id)
+    size = sum(s.bytes for split in read_metadata(local).splits.values() for s in split.shards)
     capsys.readouterr()
+    rc = cli.main(["fit", f"s3://{name}/ds", "--model", "knot-cnn", "--epochs", "1", "--batch-size", "32",
+                   "--out", str(tmp_path / "run2"), "--cache-dir", str(tmp_path / "small"), "--cache-max-gb",
+                   str(size / 2e9)])
+    assert rc == 2 and capsys.readouterr().err.startswith(f"shardkit-train: error: s3://{name}/ds: needs ")
+    upload_dataset(client, name, local, "copy")
+    second = staging.stage(f"s3://{name}/copy", str(cache), max_gb=size * 1.5 / 1e9)  # room for one copy
+    assert [str(p) for p in cache.iterdir()] == [second] and second != staged  # the older copy was evicted
     rc = cli.main(["verify", f"s3://{name}/nothing-here"])
     assert rc == 2
     assert capsys.readouterr().err.strip() == (f"shardkit-train: error: s3://{name}/nothing-here/metadata.json: "

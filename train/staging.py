@@ -37,7 +37,7 @@ def _client() -> Any:
     try:
         import boto3
     except ImportError:
-        raise DatasetError("reading s3:// datasets needs boto3: pip install 'shardkit[aws]'") from None
+        raise DatasetError("reading s3:// datasets needs boto3: pip install boto3") from None
     return boto3.client("s3")
 
 
