@@ -241,6 +241,11 @@ def publish(tmp: str, out: str, metadata: Metadata, overwrite: bool, skip: tuple
     if fs.exists(old):  # only with overwrite: check_out refused it otherwise
         _recheck_foreign(out)
         fs.delete([old])  # from here on, OUT is no dataset until the new metadata.json is written
+    else:
+        foreign = [e for e in dataset_entries(out)[1] if not SHARD_OBJECT.match(e)]
+        if foreign:
+            raise PublishError(f"{out}: {foreign[0]} appeared there during the conversion; nothing was replaced: "
+                               "move it or choose another --out")
     remove(out)  # the old dataset's shards, or shards an interrupted publication left
     found = [m.path for m in fs.match([join(tmp, "**")])[0].metadata_list]
     files = [f for f in found if f[len(tmp.rstrip("/")) + 1 :].split("/", 1)[0] not in skip]

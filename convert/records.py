@@ -148,7 +148,7 @@ class GatherFile:
 
 
 class ShardWriter:
-    """Write one TFRecord shard (optionally GZIP) to a temporary name and move it into place on close.
+    """Write one TFRecord shard (optionally GZIP); a local one goes to a temporary name, moved into place on close.
 
     Local paths use plain files; other schemes (gs://, s3://) go through Beam's FileSystems and are written
     under their final name: an object appears whole when its upload completes, and it lies in the
