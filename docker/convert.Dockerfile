@@ -26,7 +26,7 @@ COPY train/ train/
 
 # The constraints keep the SDK image's Beam (the worker must match the launcher) and pin TensorFlow.
 RUN printf 'apache-beam==%s\ntensorflow-cpu==%s\n' "${BEAM_VERSION}" "${TF_VERSION}" > /tmp/constraints.txt \
-    && pip install --no-cache-dir --constraint /tmp/constraints.txt ".[convert,cpu,dask,aws]" \
+    && pip install --no-cache-dir --constraint /tmp/constraints.txt ".[convert,cpu,dask]" \
     && pip check \
     && python -c "import apache_beam, tensorflow, shardkit.convert; assert apache_beam.__version__ == '${BEAM_VERSION}', apache_beam.__version__" \
     && rm /tmp/constraints.txt
