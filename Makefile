@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,convert,train,dask,test
+EXTRAS ?= cpu,convert,train,dask,aws,gcp,test
 
 .PHONY: install demo compare-demo test bench bench-quick docker clean
 DEMO ?= demo-out

@@ -25,9 +25,11 @@ from . import publish
 from .encoders import (ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec,
                        merge_label_specs)
 from .publish import join
-from .runner import check_beam_args, check_runner_paths, error_from, pipeline_options, run_job
+from .ranged import check_s3_buckets
+from .runner import (check_beam_args, check_runner_paths, error_from, filesystem_options, pipeline_options,
+                     restore_filesystem_options, run_job)
 from .shards import STATS_DIR, ConvertError, EncodeConfig, save_plan, worker_errors
-from .sources import Source, SourceSpec, file_stat, open_source
+from .sources import Source, SourceSpec, expand_input, file_stat, open_source
 
 __all__ = ["ConvertConfig", "ConvertError", "Prepared", "convert", "prepare"]
 
@@ -73,8 +75,14 @@ class ConvertConfig:
 
 
 def _source_specs(cfg: ConvertConfig) -> list[SourceSpec]:
-    return [SourceSpec(os.path.abspath(p) if "://" not in p else p, cfg.data, cfg.label, cfg.id, cfg.group_column)
-            for p in cfg.inputs]
+    """One spec per input; a glob or folder becomes one table of its files in sorted order."""
+    specs = []
+    for p in cfg.inputs:
+        path = os.path.abspath(p) if "://" not in p else p
+        files = expand_input(path)
+        parts = tuple(files) if files != [path] else ()
+        specs.append(SourceSpec(path, cfg.data, cfg.label, cfg.id, cfg.group_column, parts=parts))
+    return specs
 
 
 def _encoder(cfg: ConvertConfig, sources: list[Source], lengths: int | None) -> Any:
@@ -347,19 +355,29 @@ def prepare(cfg: ConvertConfig) -> Prepared:
             s.close()
     refs = shard_plan.refs()
     in_bytes = sum(r.count * row_bytes[r.source] for r in refs)
-    return Prepared(cfg, tuple(specs), enc, label, shard_plan, refs, rec, in_bytes,
+    return Prepared(cfg, tuple(s.spec for s in sources), enc, label, shard_plan, refs, rec, in_bytes,
                     tuple(plan_warnings(cfg, label, shard_plan)))
 
 
 def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = None) -> Metadata:
     """Convert ``cfg.inputs`` into the dataset ``cfg.out``; publishes nothing unless everything succeeded."""
-    from .progress import Progress
-
     beam_args = list(beam_args or [])
     start = time.time()
     check_beam_args(beam_args)
-    _, _, runner_name = pipeline_options(beam_args, 1)
-    check_runner_paths(runner_name, beam_args, list(_order_inputs(cfg).inputs) + [cfg.out])
+    fs_opts, _, runner_name = pipeline_options(beam_args, 1)
+    previous = filesystem_options(fs_opts)  # gs://, s3:// calls in this process need the job's options
+    try:
+        return _convert(cfg, beam_args, log, start, runner_name)
+    finally:
+        restore_filesystem_options(previous)
+
+
+def _convert(cfg: ConvertConfig, beam_args: list[str], log: Any, start: float, runner_name: str) -> Metadata:
+    from .progress import Progress
+
+    paths = list(_order_inputs(cfg).inputs) + [cfg.out]
+    check_runner_paths(runner_name, beam_args, paths)
+    check_s3_buckets(paths)
     publish.check_out(cfg.out, cfg.overwrite)
     prep = prepare(cfg)
     cfg = prep.cfg
@@ -436,9 +454,10 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
     rows = sum(s.count for s in splits.values())
     inputs = []
     for i, spec in enumerate(specs):
-        size, mtime = file_stat(spec.path)
+        found = [file_stat(p) for p in spec.parts or (spec.path,)]
+        size, mtime = sum(f[0] for f in found), max(f[1] for f in found)
         inputs.append({
-            "path": spec.path, "size": size,
+            "path": spec.path, "size": size, **({"files": len(spec.parts)} if spec.parts else {}),
             "rows": sum(t.count for t in tasks if t.source == i) if cfg.split_inputs else rows,
             "mtime": dt.datetime.fromtimestamp(mtime, dt.timezone.utc).isoformat(),
             **({"split": cfg.source_splits[i]} if cfg.split_inputs else {}),

@@ -21,6 +21,8 @@ from .encoders import InputError
 TMP_MARK = ".shardkit-tmp-"
 LEASE_SECONDS = 24 * 3600  # a temp dir nothing was written to for this long is abandoned, whatever its host
 SHOWN = 5  # foreign entries named in the --overwrite refusal
+# What an interrupted publication to an object store leaves under OUT (shards without metadata.json).
+SHARD_OBJECT = re.compile(r"^(train|validation|test)/(train|validation|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
 
 
 class PublishError(RuntimeError):
@@ -117,6 +119,11 @@ def check_out(out: str, overwrite: bool) -> None:
             if not overwrite:
                 raise InputError(f"{out}: already exists; pass --overwrite to replace it")
             check_foreign(out)
+            return
+        foreign = [e for e in dataset_entries(out)[1] if not SHARD_OBJECT.match(e)]
+        if foreign:
+            raise InputError(f"{out}: holds {foreign[0]} but no {METADATA_FILE}, so it is not a shardkit dataset; "
+                             "refusing to write into it: choose another --out")
         return
     if os.path.exists(out):
         if not overwrite:
@@ -213,9 +220,9 @@ def publish(tmp: str, out: str, metadata: Metadata, overwrite: bool, skip: tuple
     """Write metadata.json into ``tmp`` and move it to ``out`` (an existing dataset is replaced only with
     ``overwrite``). Local: one atomic rename. Remote: shards are moved, then metadata.json is written last."""
     text = metadata.to_json() + "\n"
-    for name in skip:
-        remove(join(tmp, name))
     if not is_remote(out):
+        for name in skip:
+            remove(join(tmp, name))
         try:
             write_text(join(tmp, METADATA_FILE), text)
             trash = None
@@ -230,16 +237,21 @@ def publish(tmp: str, out: str, metadata: Metadata, overwrite: bool, skip: tuple
             shutil.rmtree(trash, ignore_errors=True)
         return
     fs = _fs()
-    if overwrite:
-        old = join(out, METADATA_FILE)
-        if fs.exists(old):
-            _recheck_foreign(out)
-            fs.delete([old])
-        remove(out)
-    files = [m.path for m in fs.match([join(tmp, "**")])[0].metadata_list]
+    old = join(out, METADATA_FILE)
+    if fs.exists(old):  # only with overwrite: check_out refused it otherwise
+        _recheck_foreign(out)
+        fs.delete([old])  # from here on, OUT is no dataset until the new metadata.json is written
+    else:
+        foreign = [e for e in dataset_entries(out)[1] if not SHARD_OBJECT.match(e)]
+        if foreign:
+            raise PublishError(f"{out}: {foreign[0]} appeared there during the conversion; nothing was replaced: "
+                               "move it or choose another --out")
+    remove(out)  # the old dataset's shards, or shards an interrupted publication left
+    found = [m.path for m in fs.match([join(tmp, "**")])[0].metadata_list]
+    files = [f for f in found if f[len(tmp.rstrip("/")) + 1 :].split("/", 1)[0] not in skip]
     fs.rename(files, [join(out, f[len(tmp.rstrip("/")) + 1 :]) for f in files])
     write_text(join(out, METADATA_FILE), text)
-    remove(tmp)
+    fs.delete([f for f in found if f not in set(files)])  # what is left of the temporary prefix
 
 
 def _recheck_foreign(out: str) -> None:
@@ -262,7 +274,26 @@ def _last_write(path: str) -> float:
     return newest
 
 
-def is_stale(entry: str, name: str, path: str, now: float | None = None) -> bool:
+def _clean_stale_prefixes(parent: str, name: str) -> list[str]:
+    """``clean_stale`` on an object store: temp prefixes are grouped from one listing, their last write is
+    their newest object's time."""
+    try:
+        found = _fs().match([join(parent, f".{name}{TMP_MARK}**")])[0].metadata_list
+    except Exception:  # noqa: BLE001 - no match is an error on some filesystems
+        return []
+    newest: dict[str, float] = {}
+    for m in found:
+        entry = m.path[len(parent.rstrip("/")) + 1 :].split("/", 1)[0]
+        newest[entry] = max(newest.get(entry, 0.0), float(m.last_updated_in_seconds or 0))
+    removed = []
+    for entry, last in sorted(newest.items()):
+        if is_stale(entry, name, join(parent, entry), last_write=last):
+            remove(join(parent, entry))
+            removed.append(join(parent, entry))
+    return removed
+
+
+def is_stale(entry: str, name: str, path: str, now: float | None = None, last_write: float | None = None) -> bool:
     """Whether temp dir ``entry`` (beside dataset ``name``, at ``path``) belongs to a conversion that is over.
 
     Its pid is checked only when it names this host: on shared storage the same pid on another machine
@@ -276,17 +307,18 @@ def is_stale(entry: str, name: str, path: str, now: float | None = None) -> bool
     if m.group("host") == host_name() and not _alive(int(m.group("pid"))):
         return True
     try:
-        return (time.time() if now is None else now) - _last_write(path) > LEASE_SECONDS
+        last = _last_write(path) if last_write is None else last_write
+        return (time.time() if now is None else now) - last > LEASE_SECONDS
     except OSError:
         return False
 
 
 def clean_stale(out: str) -> list[str]:
-    """Remove the temp dirs of conversions for the same local OUT that are over (see ``is_stale``);
+    """Remove the temp dirs of conversions for the same OUT that are over (see ``is_stale``);
     returns the removed paths."""
-    if is_remote(out):
-        return []
     parent, name = _split(out)
+    if is_remote(out):
+        return _clean_stale_prefixes(parent, name)
     if not os.path.isdir(parent):
         return []
     removed = []

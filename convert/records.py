@@ -148,14 +148,17 @@ class GatherFile:
 
 
 class ShardWriter:
-    """Write one TFRecord shard (optionally GZIP) to a temporary name and move it into place on close.
+    """Write one TFRecord shard (optionally GZIP); a local one goes to a temporary name, moved into place on close.
 
-    Local paths use plain files; other schemes (gs://, s3://) go through Beam's FileSystems.
+    Local paths use plain files; other schemes (gs://, s3://) go through Beam's FileSystems and are written
+    under their final name: an object appears whole when its upload completes, and it lies in the
+    conversion's temporary prefix anyway, so a rename (a copy on object stores) would buy nothing.
     """
 
     def __init__(self, path: str, compression: str | None = None) -> None:
         self.path = path
-        self._tmp = f"{path}.inprogress-{uuid.uuid4().hex[:8]}"
+        self._tmp = f"{path}.inprogress-{uuid.uuid4().hex[:8]}" if _is_local(path) else path
+        self.size = 0
         if _is_local(path):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             self._raw: Any = open(self._tmp, "wb", buffering=1 << 20) if compression else GatherFile(self._tmp)
@@ -174,6 +177,7 @@ class ShardWriter:
         for piece in frame_pieces(head, payload, tail):
             self._out.write(piece)
             self.crc32c = crc32c.crc32c(piece, self.crc32c)
+            self.size += len(piece)
 
     def close(self) -> int:
         """Finish the file, move it to its final name and return its size in bytes."""
@@ -183,9 +187,10 @@ class ShardWriter:
         if _is_local(self.path):
             os.replace(self._tmp, self.path)
             return os.path.getsize(self.path)
+        if self._gz is None:
+            return self.size
         from apache_beam.io.filesystems import FileSystems
 
-        FileSystems.rename([self._tmp], [self.path])
         return FileSystems.match([self.path])[0].metadata_list[0].size_in_bytes
 
     def abort(self) -> None:

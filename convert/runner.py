@@ -20,15 +20,38 @@ BEAM_WORKER = b"-m apache_beam.runners.worker.sdk_worker_main"  # the FnApiRunne
 LOCAL_RUNNERS = {"fnapirunner", "directrunner", "daskrunner", "swallowingdirectrunner"}
 
 
-def _write_fn(enc: EncodeConfig) -> Any:
+def filesystem_options(opts: Any) -> Any:
+    """Give Beam's FileSystems this job's options (e.g. --s3_endpoint_url) for every later call in this
+    process; returns the options it had before, for ``restore_filesystem_options``."""
+    from apache_beam.io.filesystems import FileSystems
+
+    previous = FileSystems._pipeline_options  # noqa: SLF001 - Beam has no getter
+    FileSystems.set_options(opts)
+    return previous
+
+
+def restore_filesystem_options(previous: Any) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    FileSystems.set_options(previous)
+
+
+def _write_fn(enc: EncodeConfig, options: dict[str, Any]) -> Any:
     import apache_beam as beam
 
     class WriteShardFn(beam.DoFn):
-        """Writes one shard per task; keeps its sources open for the worker's lifetime."""
+        """Writes one shard per task; keeps its sources open for the worker's lifetime. Its FileSystems
+        get the job's options first: a worker process starts without them."""
 
-        def __init__(self, enc: EncodeConfig) -> None:
+        def __init__(self, enc: EncodeConfig, options: dict[str, Any]) -> None:
             self.enc = enc
+            self.options = options
             self.sources: dict[int, Source] = {}
+
+        def setup(self) -> None:
+            from apache_beam.options.pipeline_options import PipelineOptions
+
+            filesystem_options(PipelineOptions.from_dictionary(self.options))
 
         def process(self, ref: planning.ShardRef) -> Iterator[dict[str, Any]]:
             yield write_shard(ref, self.enc, self.sources)
@@ -37,7 +60,7 @@ def _write_fn(enc: EncodeConfig) -> Any:
             for s in self.sources.values():
                 s.close()
 
-    return WriteShardFn(enc)
+    return WriteShardFn(enc, options)
 
 
 def _local_runner(log_level: str) -> Any:
@@ -155,11 +178,12 @@ def build_job(p: Any, refs: list[planning.ShardRef], enc: EncodeConfig) -> None:
     """Add the conversion to pipeline ``p``: one small element per shard, spread over workers, each written."""
     import apache_beam as beam
 
+    options = p.options.get_all_options(drop_default=True) if p.options is not None else {}
     (
         p
         | "Shards" >> beam.Create(refs, reshuffle=False)
         | "Spread" >> beam.Reshuffle()
-        | "Write" >> beam.ParDo(_write_fn(enc))
+        | "Write" >> beam.ParDo(_write_fn(enc, options))
     )
 
 

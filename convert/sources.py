@@ -6,6 +6,7 @@ data values of requested rows in the requested order, a bounded block at a time.
 
 from __future__ import annotations
 
+import glob
 import os
 import threading
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class SourceSpec:
     label: str
     id: str | None = None
     group: str | None = None
+    parts: tuple[str, ...] = ()  # the files of a glob or folder, sorted: one table, rows numbered across them
+    part_rows: tuple[int, ...] = ()  # their row counts, once the driver has opened them
 
 
 def is_remote(path: str) -> bool:
@@ -68,11 +71,15 @@ def detect_format(path: str) -> str:
         raise InputError(f"{path}: no such file")
     elif os.path.isdir(path):
         raise InputError(f"{path}: is a directory, expected an HDF5, Parquet, Feather or CSV file")
-    with open_binary(path) as f:
-        head = f.read(8)
+    if is_remote(path):
+        from .ranged import RangeFile
+
+        with RangeFile(path) as f:
+            head = f.head(8)
+    else:
+        with open(path, "rb") as f:
+            head = f.read(8)
     if head == HDF5_SIGNATURE:
-        if is_remote(path):
-            raise InputError(f"{path}: HDF5 inputs are opened with PyTables and must be local or mounted paths")
         return "hdf5"
     import tables
 
@@ -87,10 +94,64 @@ def detect_format(path: str) -> str:
     raise InputError(f"{path}: not an HDF5, Parquet, Feather or CSV file (no known signature or suffix)")
 
 
+GLOB_CHARS = "*?["
+SKIPPED_PREFIXES = ("_", ".")  # _SUCCESS, _metadata, .part-0.crc: what Spark and Hive write beside the parts
+
+
+def expand_input(path: str) -> list[str]:
+    """The files an input names, sorted: itself, the matches of a glob (``data/*.h5``,
+    ``s3://b/parts/*.parquet``), or every file under a folder or prefix (Spark's and pandas' part files)
+    except names starting with '_' or '.'. InputError when nothing matches."""
+    remote = is_remote(path)
+    if any(c in path for c in GLOB_CHARS):
+        found = _match(path) if remote else [p for p in glob.glob(path) if os.path.isfile(p)]
+        if not found:
+            raise InputError(f"{path}: matches no file")
+        return sorted(found)
+    if remote:
+        from apache_beam.io.filesystems import FileSystems
+
+        if not path.endswith("/") and FileSystems.exists(path):
+            return [path]
+        root = path.rstrip("/") + "/"
+        found = [p for p in _match(root + "**") if not _skipped(p[len(root):])]
+        if not found:
+            raise InputError(f"{path}: no such file, folder or prefix")
+        return sorted(found)
+    if os.path.isdir(path):
+        found = [os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs
+                 if not _skipped(os.path.relpath(os.path.join(r, f), path))]
+        if not found:
+            raise InputError(f"{path}: folder holds no input files (names starting with _ or . are skipped)")
+        return sorted(found)
+    return [path]
+
+
+def _skipped(rel: str) -> bool:
+    return any(part.startswith(SKIPPED_PREFIXES) for part in rel.replace(os.sep, "/").split("/"))
+
+
+def _match(pattern: str) -> list[str]:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    except Exception:  # noqa: BLE001 - no match is an error on some filesystems
+        return []
+
+
 def open_source(spec: SourceSpec) -> "Source":
-    """Open one input for reading (driver and workers alike)."""
+    """Open one input for reading (driver and workers alike); the parts of a glob or folder as one table."""
+    if spec.parts:
+        from .table import TableSource
+
+        return TableSource(spec)
     fmt = detect_format(spec.path)
     if fmt == "hdf5":
+        if is_remote(spec.path):
+            from .remote_hdf5 import RemoteHDF5Source
+
+            return RemoteHDF5Source(spec)
         return HDF5Source(spec)
     return DataFrameSource(spec, fmt)
 
@@ -236,6 +297,37 @@ class HDF5Source(Source):
             self._file.close()
 
 
+def raw_layout(d: Any) -> tuple[int, int, np.ndarray] | None:
+    """(row bytes, rows per chunk, each chunk's byte offset) of an h5py dataset whose rows are stored as
+    plain bytes (no filters; contiguous, or chunks holding whole rows), else None."""
+    if d.compression or d.shuffle or d.fletcher32 or d.scaleoffset or d.dtype.kind not in "biuf":
+        return None
+    if d.id.get_create_plist().get_nfilters() or d.external:
+        return None
+    row_bytes = int(np.prod(d.shape[1:], dtype=np.int64)) * d.dtype.itemsize
+    if d.chunks is None:
+        offset = d.id.get_offset()
+        if offset is None:
+            return None
+        return row_bytes, max(1, d.shape[0]), np.array([offset], np.int64)
+    if tuple(d.chunks[1:]) != tuple(d.shape[1:]):
+        return None
+    chunk_rows = int(d.chunks[0])
+    starts = np.full(-(-d.shape[0] // chunk_rows), -1, np.int64)
+
+    def note(info: Any) -> None:
+        starts[info.chunk_offset[0] // chunk_rows] = info.byte_offset
+
+    try:
+        d.id.chunk_iter(note)
+    except AttributeError:
+        for i in range(d.id.get_num_chunks()):
+            note(d.id.get_chunk_info(i))
+    if (starts < 0).any():
+        return None
+    return row_bytes, chunk_rows, starts
+
+
 class RawRows:
     """Reads rows of an uncompressed HDF5 dataset straight from the file with ``os.preadv`` into the
     caller's buffer: HDF5's per-read overhead dominated row-at-a-time random access (~3x slower)."""
@@ -252,33 +344,8 @@ class RawRows:
         import h5py
 
         with h5py.File(path, "r") as f:
-            d = f[name]
-            if d.compression or d.shuffle or d.fletcher32 or d.scaleoffset or d.dtype.kind not in "biuf":
-                return None
-            if d.id.get_create_plist().get_nfilters() or d.external:
-                return None
-            row_bytes = int(np.prod(d.shape[1:], dtype=np.int64)) * d.dtype.itemsize
-            if d.chunks is None:
-                offset = d.id.get_offset()
-                if offset is None:
-                    return None
-                return cls(path, row_bytes, max(1, d.shape[0]), np.array([offset], np.int64))
-            if tuple(d.chunks[1:]) != tuple(d.shape[1:]):
-                return None
-            chunk_rows = int(d.chunks[0])
-            starts = np.full(-(-d.shape[0] // chunk_rows), -1, np.int64)
-
-            def note(info: Any) -> None:
-                starts[info.chunk_offset[0] // chunk_rows] = info.byte_offset
-
-            try:
-                d.id.chunk_iter(note)
-            except AttributeError:
-                for i in range(d.id.get_num_chunks()):
-                    note(d.id.get_chunk_info(i))
-            if (starts < 0).any():
-                return None
-            return cls(path, row_bytes, chunk_rows, starts)
+            layout = raw_layout(f[name])
+        return None if layout is None else cls(path, *layout)
 
     def read(self, rows: np.ndarray, out: np.ndarray) -> None:
         """Fill ``out[i]`` with row ``rows[i]`` (reads in file order)."""
@@ -317,7 +384,12 @@ class DataFrameSource(Source):
         if self.fmt == "parquet":
             import pyarrow.parquet as pq
 
-            self._pq = pq.ParquetFile(open_binary(self.spec.path) if is_remote(self.spec.path) else self.spec.path)
+            if is_remote(self.spec.path):
+                from .ranged import RangeFile
+
+                self._pq = pq.ParquetFile(RangeFile(self.spec.path))
+            else:
+                self._pq = pq.ParquetFile(self.spec.path)
             self.columns = list(self._pq.schema_arrow.names)
             self.num_rows = int(self._pq.metadata.num_rows)
             sizes = [self._pq.metadata.row_group(i).num_rows for i in range(self._pq.num_row_groups)]
@@ -448,3 +520,4 @@ def _to_numpy(col: Any) -> np.ndarray:
         except (ValueError, TypeError):
             return np.array(vals, dtype=object)
     return np.array(col.to_pylist(), dtype=object)
+

@@ -207,13 +207,23 @@ def _json_default(obj: Any) -> Any:
 def read_metadata(dataset_dir: str) -> Metadata:
     """Load ``dataset_dir/metadata.json``; a directory without one is not a (complete) dataset."""
     path = os.path.join(dataset_dir, METADATA_FILE)
+    if "://" in dataset_dir:  # a URL TensorFlow reads (gs://, hdfs://): a prefix is a dataset iff metadata.json is
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            raise DatasetError(f"{path}: missing; {dataset_dir} is not a complete shardkit dataset")
+        return _parse_metadata(path, tf.io.gfile.GFile(path, "r").read())
     if not os.path.isdir(dataset_dir):
         raise DatasetError(f"{dataset_dir}: no such dataset directory")
     if not os.path.exists(path):
         raise DatasetError(f"{path}: missing; {dataset_dir} is not a complete shardkit dataset")
+    with open(path, encoding="utf-8") as f:
+        return _parse_metadata(path, f.read())
+
+
+def _parse_metadata(path: str, text: str) -> Metadata:
     try:
-        with open(path, encoding="utf-8") as f:
-            return Metadata.from_dict(json.load(f))
+        return Metadata.from_dict(json.loads(text))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise DatasetError(f"{path}: invalid metadata: {e}") from e
 

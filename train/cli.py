@@ -8,6 +8,7 @@ import sys
 import traceback
 
 from shardkit.spec import DatasetError
+from shardkit.train import staging
 
 SAMPLING_HELP = "epoch: each example once per epoch; replacement: i.i.d. draws (Poisson bootstrap); balanced: equal class frequency"
 
@@ -84,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--logical-cpus", type=int, default=0, metavar="N", help="split the CPU into N devices (mirrored on CPU)")
     f.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     f.add_argument("--no-tensorboard", action="store_true")
+    f.add_argument("--cache-dir", help="where s3:// datasets are staged (default $SHARDKIT_CACHE_DIR or ~/.cache/shardkit)")
+    f.add_argument("--cache-max-gb", type=float, default=staging.DEFAULT_MAX_GB, help="cache limit; least recently used datasets are evicted")
     f.set_defaults(func=_fit)
 
     e = sub.add_parser("evaluate", help="evaluate a run's model on a dataset split")
@@ -110,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet.configure(args.log)
     try:
+        if staging.is_staged_url(str(getattr(args, "dataset", ""))):
+            args.dataset = staging.stage(args.dataset, getattr(args, "cache_dir", None),
+                                         getattr(args, "cache_max_gb", staging.DEFAULT_MAX_GB))
         return int(args.func(args) or 0)
     except (DatasetError, ValueError, OSError) as e:
         if args.log:
