@@ -233,30 +233,36 @@ def test_evaluate_batch_size_and_api_config_are_checked_too(tmp_path: Path) -> N
     assert not (tmp_path / "run").exists()
 
 
-def test_training_examples_of_a_single_class_are_refused_before_training(tmp_path_factory, tmp_path: Path, capsys) -> None:
-    """The converter refuses labels of one class; a train input of one class (``--split-inputs``) still makes a
-    dataset whose training split has nothing to tell apart."""
-    import numpy as np
-    import tables
+def test_a_single_class_is_refused_before_training(tmp_path_factory, tmp_path: Path, capsys) -> None:
+    """The converter now refuses labels of one class; a dataset converted before it did (no dataset_id, one
+    class in the metadata), or whose train split holds one class, is refused by fit before anything is built."""
+    import shutil
 
-    from shardkit.convert.cli import main as convert
     from shardkit.train import cli
 
-    root, rng = tmp_path_factory.mktemp("one-class"), np.random.default_rng(0)
-    for split, labels in (("train", np.zeros(40)), ("validation", np.arange(10) % 2), ("test", np.arange(10) % 2)):
-        with tables.open_file(str(root / f"{split}.h5"), "w") as f:
-            f.create_array("/", "x", rng.random((len(labels), 6)).astype(np.float32))
-            f.create_array("/", "y", labels.astype(np.int64))
-    dataset = str(root / "dataset")
-    inputs = [f"{split}={root / split}.h5" for split in ("train", "validation", "test")]
-    assert convert([*inputs, "--split-inputs", "--out", dataset, "--kind", "array", "--data", "/x", "--label", "/y", "--quiet"]) == 0
-    out = tmp_path / "run"
-    rc = cli.main(["fit", dataset, "--model", "sequence-lstm", "--epochs", "1", "--batch-size", "8", "--out", str(out)])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.strip().splitlines()[-1] == (
-        f"shardkit-train: error: {dataset}: every training example is of class '0'; a classifier needs at least two"
-    )
-    assert not (out / "history.csv").exists() and not (out / "metrics.json").exists()
+    source = features_dataset(tmp_path_factory, n=100, timesteps=6, dim=8)
+
+    def edited(name: str, one_label: bool) -> str:
+        path = tmp_path / name
+        shutil.copytree(source, path)
+        meta = json.loads((path / "metadata.json").read_text())
+        meta.pop("dataset_id", None)
+        for split in meta["splits"].values():
+            split["class_counts"] = [split["count"]] + ([] if one_label else [0])
+        if one_label:
+            meta["label"].update(names=["0"], num_classes=1)
+        (path / "metadata.json").write_text(json.dumps(meta))
+        return str(path)
+
+    for dataset, message in [
+        (edited("one-label", True), "the labels have a single class ('0'); a classifier needs at least two"),
+        (edited("one-in-train", False), "every training example is of class '0'; a classifier needs at least two"),
+    ]:
+        out = tmp_path / f"run-{Path(dataset).name}"
+        rc = cli.main(["fit", dataset, "--model", "sequence-lstm", "--epochs", "1", "--batch-size", "8", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.strip().splitlines()[-1] == f"shardkit-train: error: {dataset}: {message}"
+        assert not (out / "history.csv").exists() and not (out / "metrics.json").exists()
 
 
 def test_early_stopping_says_when_and_which_weights_it_kept(small_knots: str, tmp_path: Path, capsys) -> None:
