@@ -150,7 +150,7 @@ def test_sigkill_mid_epoch_resumes_with_exactly_the_unseen_examples(knots: str, 
     assert sorted(interrupted.tolist()) == sorted(reader.read_row_ids(knots, "train").tolist())
     assert len(after) == (15 - k) + 15
     history = (out / "history.csv").read_text().strip().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]  # numbered from 1, as best_epoch
     assert json.loads((out / "metrics.json").read_text())["resumed_from"]["step"] == k
 
 

@@ -302,7 +302,7 @@ def test_a_dataset_converted_again_during_fit_stops_it(knots: str, tmp_path: Pat
     assert "so that no result mixes two datasets; start again with --overwrite or another --out\n" in stderr
     assert not (run / "metrics.json").exists()
     history = (run / "history.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == ["0"]  # the mixed epoch is not recorded
+    assert [line.split(",")[0] for line in history[1:]] == ["1"]  # the mixed epoch is not recorded (epochs numbered from 1)
 
     config = (run / "config.json").read_bytes()
     assert cli.main(["fit", *args]) == 2  # a rerun would resume over the new dataset: refused

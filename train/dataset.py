@@ -354,6 +354,8 @@ def plan(ds: Dataset, batch_size: int, replicas: int = 1, worker_count: int = 1,
     """
     n = ds.count("train")
     val = ds.count("validation") if "validation" in ds.counts else 0
+    if replicas > 1:
+        _check_replicas(ds, batch_size, replicas, splits=("validation", "test") if worker_count == 1 else ())
     if worker_count > 1:
         per_worker_batch = batch_size // worker_count
         if per_worker_batch * worker_count != batch_size:
@@ -371,7 +373,37 @@ def plan(ds: Dataset, batch_size: int, replicas: int = 1, worker_count: int = 1,
         raise DatasetError(f"{ds.path}: {n} training records are fewer than one batch of {batch_size}")
     seen = n - (remainder if drop else 0)
     last = batch_size if remainder == 0 or drop else remainder
-    return TrainingPlan(batch_size, s, seen, n - seen, last, steps(val, batch_size), 1, policy)
+    val_steps = steps(val, eval_batch_size(val, batch_size, replicas))
+    return TrainingPlan(batch_size, s, seen, n - seen, last, val_steps, 1, policy)
+
+
+def _check_replicas(ds: Dataset, batch_size: int, replicas: int, splits: tuple[str, ...]) -> None:
+    """Every replica must get at least one example of every batch, in training and in evaluating ``splits``
+    (under several workers each worker evaluates whole splits on its own, so none are checked)."""
+    if batch_size < replicas:
+        raise ValueError(
+            f"--batch-size {batch_size} is smaller than the {replicas} replicas, so a replica would get no example; "
+            f"use a batch of at least {replicas}"
+        )
+    for split in splits:
+        count = ds.count(split) if split in ds.counts else 0
+        if 0 < count < replicas:
+            raise DatasetError(
+                f"{ds.path}: the {split} split has {count} example(s), fewer than the {replicas} replicas, so a replica "
+                f"would evaluate nothing; use fewer replicas (--strategy one) or convert with a larger {split} split"
+            )
+
+
+def eval_batch_size(count: int, batch_size: int, replicas: int = 1) -> int:
+    """The batch to evaluate a ``count``-example split with over ``replicas`` replicas: ``batch_size`` unless the
+    last batch would leave a replica without an example (a model fails on an empty batch); then the nearest
+    batch, first below ``batch_size`` and at least ``replicas``, then above it, whose last batch is empty or
+    has an example for every replica."""
+    if replicas <= 1 or count < replicas:
+        return batch_size
+    below = range(batch_size, replicas - 1, -1)
+    above = range(batch_size + 1, count + 1)
+    return next(b for b in (*below, *above) if count % b == 0 or count % b >= replicas)
 
 
 def _finish(batches: tf.data.Dataset, ds: Dataset, options: ReadOptions, cardinality: int | None) -> tf.data.Dataset:
@@ -485,8 +517,10 @@ def training_input(
     p = plan(ds, batch_size, strategy.num_replicas_in_sync, workers, policy)
     has_val = "validation" in ds.counts and ds.count("validation") > 0
     if workers == 1:
-        train = train_dataset(ds, batch_size, epochs, seed, start_epoch, start_step, options, sampling, strategy.num_replicas_in_sync)
-        val = eval_dataset(ds, "validation", batch_size, options) if has_val else None
+        replicas = strategy.num_replicas_in_sync
+        train = train_dataset(ds, batch_size, epochs, seed, start_epoch, start_step, options, sampling, replicas)
+        val_batch = eval_batch_size(ds.count("validation"), batch_size, replicas) if has_val else batch_size
+        val = eval_dataset(ds, "validation", val_batch, options) if has_val else None
         return TrainingInput(ds, p, train, val, start_epoch, start_step)
 
     def per_worker_train(ctx: tf.distribute.InputContext) -> tf.data.Dataset:

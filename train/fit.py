@@ -22,7 +22,14 @@ from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
 from shardkit.train import integrity, models, report, rundir
-from shardkit.train.callbacks import ReaderPositionBackup, ResumableEarlyStopping, read_position
+from shardkit.train.arguments import MAX_SEED
+from shardkit.train.callbacks import (
+    HistoryLogger,
+    ReaderPositionBackup,
+    ResumableEarlyStopping,
+    read_position,
+    truncate_history,
+)
 from shardkit.train.strategy import Worker, make_strategy, set_precision, worker_of
 
 
@@ -39,7 +46,7 @@ class FitConfig:
     strategy: str = "auto"
     sampling: str = "epoch"
     learning_rate: float = 1e-3
-    patience: int = 5  # EarlyStopping on val_loss; 0 = off
+    patience: int = 5  # EarlyStopping on val_loss; 0 = off (and off without a validation split)
     backup_every: int = 0  # steps between mid-epoch backups; 0 = about four per epoch
     precision: str = "float32"
     xla: bool = False
@@ -70,10 +77,23 @@ def log(message: str) -> None:
     print(f"shardkit-train: {message}", file=sys.stderr, flush=True)
 
 
+def check_config(config: FitConfig) -> None:
+    """Refuse, before any reading, numbers the trainer cannot run with (the command line's types do the same)."""
+    for name, least in (("epochs", 1), ("batch_size", 1), ("repeat", 1), ("seed", 0), ("patience", 0), ("backup_every", 0)):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least {least}, not {value!r}")
+    if config.seed + config.repeat - 1 > MAX_SEED:
+        raise ValueError(f"--seed {config.seed} with --repeat {config.repeat} runs seeds beyond {MAX_SEED}, the largest seed numpy takes")
+    if not config.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be above 0, not {config.learning_rate!r}")
+
+
 def fit(config: FitConfig, strategy: tf.distribute.Strategy | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train ``config.repeat`` seeds; with several, ``shardkit.train.repeat`` also writes summary.json.
 
     ``overwrite`` replaces a finished run in ``config.out``; without it a finished run is refused."""
+    check_config(config)
     strategy = strategy or make_strategy(config.strategy)
     if config.repeat <= 1:
         return run_once(config, strategy, overwrite)
@@ -94,7 +114,10 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
         rundir.check(config.out, None, overwrite)  # refuse together with the chief, or it would wait for it forever
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
+    if config.precision != "float32" and not tf.config.list_logical_devices("GPU"):
+        log(f"--precision {config.precision} on CPU: computed in {config.precision[6:]}, but it pays only on GPUs/TPUs (slower here)")
     ds = reader.open_dataset(config.dataset, config.skip_corrupt)
+    _check_classes(ds, config.dataset)
     before = integrity.snapshot(ds)
     settings = {**dataclasses.asdict(config), "dataset_id": ds.metadata.dataset_id}
     rundir.check(out, settings, overwrite)
@@ -139,10 +162,14 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
         for stale in ("history.csv", "best.weights.h5"):
             if os.path.exists(os.path.join(out, stale)):
                 os.remove(os.path.join(out, stale))
+    else:
+        truncate_history(os.path.join(out, "history.csv"), start_epoch)
     _describe(ds, plan, strategy, worker, start_epoch, start_step)
+    if not _has_validation(ds):
+        log(f"{config.dataset}: no validation split: early stopping is off and the run keeps the last epoch's weights")
 
-    if worker.count > 1:
-        _prebuild(model, ds, options, strategy)
+    if worker.count > 1 or strategy.num_replicas_in_sync > 1:
+        _prebuild(model, ds, options, strategy)  # Keras' own build all-reduces a batch, failing on uneven replica batches
     save_freq = config.backup_every or max(1, plan.steps_per_epoch // 4)
     common = [integrity.DatasetWatch(ds, before), *_callbacks(config, out, ds, plan)]
     try:
@@ -166,6 +193,7 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
             )
             backup = ReaderPositionBackup(backup_dir, plan.steps_per_epoch, save_freq, start_epoch, 0, fingerprint)
             model.fit(epochs=config.epochs, callbacks=[*common, backup], verbose=config.verbose, **rest.fit_kwargs())
+        _report_early_stop(common)
     except tf.errors.DataLossError as e:
         problems = reader.find_corrupt_shards(ds)
         detail = "; ".join(problems) or str(e).splitlines()[0]
@@ -190,6 +218,32 @@ def _stopped_early(callbacks: list[keras.callbacks.Callback]) -> bool:
     return any(isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0 for c in callbacks)
 
 
+def _report_early_stop(callbacks: list[keras.callbacks.Callback]) -> None:
+    for c in callbacks:
+        if isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0:
+            log(
+                f"early stopping after epoch {c.stopped_epoch + 1}: {c.monitor} has not improved on "
+                f"{c.best:.5f} (epoch {c.best_epoch + 1}) for {c.patience} epoch(s); keeping epoch {c.best_epoch + 1}'s weights"
+            )
+
+
+def _has_validation(ds: reader.Dataset) -> bool:
+    return "validation" in ds.counts and ds.count("validation") > 0
+
+
+def _check_classes(ds: reader.Dataset, where: str) -> None:
+    """A classifier needs two classes in the labels and among the training examples."""
+    label = ds.metadata.label
+    if label.num_classes < 2:
+        only = f" ({label.names[0]!r})" if label.names else ""
+        raise DatasetError(f"{where}: the labels have a single class{only}; a classifier needs at least two")
+    train = ds.metadata.splits.get("train")
+    counts = getattr(train, "class_counts", None) or []
+    present = [label.names[i] for i, n in enumerate(counts) if n > 0]
+    if len(present) == 1:
+        raise DatasetError(f"{where}: every training example is of class {present[0]!r}; a classifier needs at least two")
+
+
 def _resume_point(position: dict | None, fingerprint: dict, plan: reader.TrainingPlan, backup_dir: str) -> tuple[int, int]:
     if position is None:
         return 0, 0
@@ -212,31 +266,38 @@ def _describe(ds, plan, strategy, worker: Worker, start_epoch: int, start_step: 
     )
     if plan.dropped_per_epoch:
         log(f"{plan.dropped_per_epoch} examples per epoch are not seen: the strategy needs equal, non-empty per-replica batches")
+    replicas = strategy.num_replicas_in_sync
+    if plan.workers == 1 and replicas > 1:
+        if plan.batch_size % replicas:
+            size = -(-plan.batch_size // replicas)
+            log(f"global batch {plan.batch_size} splits unevenly over {replicas} replicas ({size} and {size - 1} examples)")
+        for split in ("validation", "test"):
+            count = ds.count(split) if split in ds.counts else 0
+            batch = reader.eval_batch_size(count, plan.batch_size, replicas)
+            if count and batch != plan.batch_size:
+                log(f"{split}: {count} examples evaluated in batches of {batch}, not {plan.batch_size}, "
+                    f"so that the last batch has an example for each of the {replicas} replicas")
     if start_epoch or start_step:
         log(f"resuming from backup at epoch {start_epoch + 1}, step {start_step}/{plan.steps_per_epoch}")
 
 
 def _callbacks(config: FitConfig, out: str, ds: reader.Dataset, plan: reader.TrainingPlan) -> list[keras.callbacks.Callback]:
-    has_val = "validation" in ds.counts and ds.count("validation") > 0
-    monitor = "val_loss" if has_val else "loss"
+    """history.csv, TensorBoard, and with a validation split the best-val_loss checkpoint and early stopping."""
+    monitor = "val_loss"
     history_path, best_path = os.path.join(out, "history.csv"), os.path.join(out, "best.weights.h5")
-    best_so_far = None
-    if os.path.exists(history_path):
-        values = report.read_history(history_path).get(monitor, [])
-        best_so_far = min(values) if values else None
-    cbs: list[keras.callbacks.Callback] = [
-        keras.callbacks.ModelCheckpoint(
+    cbs: list[keras.callbacks.Callback] = [HistoryLogger(history_path)]
+    if _has_validation(ds):
+        values = report.read_history(history_path).get(monitor, []) if os.path.exists(history_path) else []
+        cbs.insert(0, keras.callbacks.ModelCheckpoint(
             best_path, monitor=monitor, save_best_only=True, save_weights_only=True,
-            initial_value_threshold=best_so_far,
-        ),
-        keras.callbacks.CSVLogger(history_path, append=True),
-    ]
-    if config.patience > 0:
-        def history() -> list[float]:
-            return report.read_history(history_path).get(monitor, []) if os.path.exists(history_path) else []
+            initial_value_threshold=min(values) if values else None,
+        ))
+        if config.patience > 0:
+            def history() -> list[float]:
+                return report.read_history(history_path).get(monitor, []) if os.path.exists(history_path) else []
 
-        cbs.append(ResumableEarlyStopping(history, best_path, monitor=monitor, patience=config.patience,
-                                          restore_best_weights=True))
+            cbs.append(ResumableEarlyStopping(history, best_path, monitor=monitor, patience=config.patience,
+                                              restore_best_weights=True))
     if config.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(os.path.join(out, "logs"), update_freq="epoch", profile_batch=0))
     return cbs
@@ -260,17 +321,22 @@ def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str
         "workers": worker.count,
         "plan": dataclasses.asdict(plan),
         "epochs_run": len(history.get("epoch", [])),
-        "resumed_from": position,
+        "resumed_from": {k: v for k, v in position.items() if k != "state"} if position else None,
         "lost_records": ds.lost,
     }
     if history.get("val_loss"):
         i = int(np.nanargmin(history["val_loss"]))
-        result["best_epoch"] = int(history["epoch"][i]) + 1
+        result["best_epoch"] = int(history["epoch"][i])
         result["validation"] = {k[4:]: v[i] for k, v in history.items() if k.startswith("val_")}
+        result["weights"] = {"epoch": result["best_epoch"], "chosen_by": "lowest val_loss"}
+    elif history.get("epoch"):
+        result["weights"] = {"epoch": int(history["epoch"][-1]), "chosen_by": "last epoch (no validation split)"}
     if "test" in ds.counts and ds.count("test") > 0:
         test = evaluate_split(model, ds, "test", config.batch_size, options, strategy, out if worker.is_chief else None)
         result["test"] = test
         log("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float)))
+    else:
+        log(f"{config.dataset}: no test split: nothing to evaluate at the end")
     if history:
         report.plot_history(history, os.path.join(out, "training_curves.png"))
     if before is not None:
@@ -297,7 +363,7 @@ def evaluate_split(
             lambda ctx: reader.eval_dataset(ds, split, ctx.get_per_replica_batch_size(batch_size), options)
         )
         return {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
-    data = reader.eval_dataset(ds, split, batch_size, options)
+    data = reader.eval_dataset(ds, split, reader.eval_batch_size(ds.count(split), batch_size, strategy.num_replicas_in_sync), options)
     metrics = {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
     if out is not None:
         row_ids, labels, scores = predict_split(model, ds, split, batch_size, options)
@@ -332,7 +398,8 @@ def predict_split(
 def evaluate_run(
     run_dir: str, dataset: str, split: str = "test", batch_size: int | None = None, other_dataset: bool = False
 ) -> dict[str, Any]:
-    """Rebuild a run's model from config.json + model.weights.h5 and evaluate it on a dataset split.
+    """Rebuild a run's model from config.json + model.weights.h5 and evaluate it on a dataset split, with the
+    run's own settings (precision, XLA, sequence encoding, batch size), so the numbers are the run's.
 
     Refuses a dataset other than the one the run was trained on (its splits may overlap the training data)
     unless ``other_dataset``. Writes ``evaluation_<split>_<dataset id>.json`` and
@@ -345,6 +412,7 @@ def evaluate_run(
     trained_id = saved.get("dataset_id")
     trained_on = (rundir.read_json(os.path.join(run_dir, "metrics.json")) or {}).get("dataset", config.dataset)
     log(f"{run_dir} was trained on {trained_on} (dataset id {trained_id or 'not recorded'})")
+    set_precision(config.precision)
     ds = reader.open_dataset(dataset, config.skip_corrupt)
     before = integrity.snapshot(ds)
     try:
@@ -361,7 +429,7 @@ def evaluate_run(
             f"({trained_id or 'not recorded'}, {trained_on}); its splits may overlap that training data; "
             "pass --other-dataset to evaluate on it anyway"
         )
-    models.compile_model(model, ds.metadata, config.learning_rate, quiet=True)
+    models.compile_model(model, ds.metadata, config.learning_rate, config.xla, quiet=True)
     model.optimizer.build(model.trainable_variables)
     try:
         model.load_weights(os.path.join(run_dir, "model.weights.h5"))

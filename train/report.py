@@ -17,7 +17,8 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int
 
 
 def read_history(path: str) -> dict[str, list[float]]:
-    """CSVLogger's history as columns, keeping the last row of each epoch (a resumed run may repeat one)."""
+    """history.csv as columns (epochs numbered from 1), keeping the last row of each epoch; a missing value
+    ("" or Keras CSVLogger's "NA") reads as NaN."""
     rows: dict[int, dict[str, str]] = {}
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -25,7 +26,7 @@ def read_history(path: str) -> dict[str, list[float]]:
     cols: dict[str, list[float]] = {}
     for epoch in sorted(rows):
         for k, v in rows[epoch].items():
-            cols.setdefault(k, []).append(float(v) if v not in ("", None) else math.nan)
+            cols.setdefault(k, []).append(float(v) if v not in ("", "NA", None) else math.nan)
     return cols
 
 
@@ -38,7 +39,7 @@ def plot_history(history: dict[str, list[float]], path: str) -> str:
 
     metrics = [m for m in ("loss", "accuracy") if m in history]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
-    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history.get("loss", []))))]
+    epochs = [int(e) for e in history.get("epoch", range(1, len(history.get("loss", [])) + 1))]  # numbered from 1
     for ax, m in zip(axes[0], metrics):
         ax.plot(epochs, history[m], marker="o", label="train")
         if f"val_{m}" in history:

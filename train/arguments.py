@@ -1,0 +1,55 @@
+"""Command-line value types for ``shardkit-train``, and a parser that reports a bad value in one line.
+
+Each type rejects what the trainer cannot use (a zero batch, no epochs, a negative seed) while the command line
+is parsed, so a mistake costs no dataset read and no model build, and ends with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line (``prog: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _whole(least: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number {what}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be a whole number {what}, got {text!r}")
+        return value
+
+    parse.__name__ = f"whole number {what}"
+    return parse
+
+
+positive_int = _whole(1, "of at least 1")
+non_negative_int = _whole(0, "of at least 0")
+MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seeds are unsigned 32-bit
+
+
+def seed(text: str) -> int:
+    """A seed numpy, Python and TensorFlow all accept: 0 to 2**32 - 1."""
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (learning rate, buffer sizes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
