@@ -100,7 +100,8 @@ ON_REQUEST = {"gpu"}  # measured only when named in --only (on a GPU machine, it
 
 def merge_gpu(paths: list[str]) -> dict[str, Any]:
     """Several runs' GPU sections (batch sizes, input encodings) as one section whose rows carry their settings."""
-    runs = [json.loads(Path(path).read_text(encoding="utf-8"))["gpu"] for path in paths]
+    runs = [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]
+    runs = [r.get("gpu", r) for r in runs]  # results files, or GPU-only ones as in bench/results/
     return {**{k: v for k, v in runs[0].items() if k not in ("rows", "batch_size")},
             "rows": [row for r in runs for row in r.get("rows", [])]}
 
