@@ -33,13 +33,26 @@ def _write_knots(path: str, rows: int, size: int) -> None:
                 labels.append(np.full(m, c, np.int64))
 
 
+def _write_rows(path: str, rows: int) -> None:
+    """``rows`` float32 (4,) rows in h5py datasets /x, /y, labels sorted by class as exported tables often are."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        x = f.create_dataset("x", (rows, 4), np.float32, chunks=(min(rows, 1 << 16), 4))
+        for start in range(0, rows, 1 << 22):
+            x[start : start + (1 << 22)] = rng.standard_normal((min(1 << 22, rows - start), 4), dtype=np.float32)
+        f.create_dataset("y", data=np.sort(rng.integers(0, 7, rows)).astype(np.int64), chunks=(min(rows, 1 << 20),))
+
+
 def source(cache: str, kind: str, n: int, size: int = 128) -> str:
     """The ``kind`` example (knots: class-sorted images in a PyTables EArray; proteins: Parquet with an EC
-    label; features: (100, 2048) float sequences in HDF5) with ``n`` rows, written once per cache."""
+    label; features: (100, 2048) float sequences in HDF5; rows: small float vectors) with ``n`` rows, written once
+    per cache."""
     from shardkit.convert import examples
 
     names = {"knots": f"knots-{n}" + (f"-{size}" if size != 128 else "") + ".h5",
-             "proteins": f"proteins-{n}-1000-s0.parquet", "features": f"features-{n}-100x2048-s0.h5"}
+             "proteins": f"proteins-{n}-1000-s0.parquet", "features": f"features-{n}-100x2048-s0.h5", "rows": f"rows-{n}.h5"}
     path = os.path.join(cache, names[kind])
     if not os.path.exists(path):
         os.makedirs(cache, exist_ok=True)
@@ -47,7 +60,8 @@ def source(cache: str, kind: str, n: int, size: int = 128) -> str:
         tmp = f"{base}.partial-{os.getpid()}{ext}"  # the extension tells the converter the format
         {"knots": lambda: _write_knots(tmp, n, size),
          "proteins": lambda: examples.write_proteins(tmp, n, seed=0, max_length=1000),
-         "features": lambda: examples.write_feature_sequences(tmp, n, seed=0, timesteps=100, dim=2048)}[kind]()
+         "features": lambda: examples.write_feature_sequences(tmp, n, seed=0, timesteps=100, dim=2048),
+         "rows": lambda: _write_rows(tmp, n)}[kind]()
         os.replace(tmp, path)
     return path
 

@@ -68,9 +68,14 @@ def run_measured(argv: Sequence[str], timeout: float = 3600, interval: float = 0
     return Measured(json.loads(lines[-1]) if lines else {}, wall, peak)
 
 
+def python_module(module: str, *args: Any) -> list[str]:
+    """argv running ``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
 def child(module: str, *args: Any) -> list[str]:
-    """argv running ``python -m module --child args`` (each benchmark module's own worker) with this interpreter."""
-    return [sys.executable, "-m", module, "--child", *map(str, args)]
+    """argv running a benchmark module's own worker, ``python -m module --child args``."""
+    return python_module(module, "--child", *args)
 
 
 def emit_result(result: dict[str, Any]) -> None:

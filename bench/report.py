@@ -122,6 +122,17 @@ def render_fast_paths(sec: dict, results: dict, img_dir: str) -> str:
                     rows) + f"\n\n{sec['rows_read']:,} rows in one random permutation, median of {sec['repeats']}.{where}"
 
 
+def render_plan_scale(sec: dict, results: dict, img_dir: str) -> str:
+    runs = {k: sec[k] for k in ("local", "dask") if k in sec}
+    same = {True: "yes", False: "no"}.get(sec.get("dask_bytes_identical"), "-")
+    return md_table(("Rows", "Shards", "Job graph KB", "Runner", "Wall s", "Rows/s", "Driver peak RSS GB",
+                     "All processes peak RSS GB", "Same shard bytes as local"),
+                    [(f"{sec['rows']:,}", f"{sec['shards']:,}", f"{sec['job_graph_bytes'] / 1e3:,.1f}", runner,
+                      f"{r['seconds']:.1f}", _num(sec["rows"] / r["seconds"]), f"{r['driver_peak_rss_bytes'] / GB:.2f}",
+                      f"{r['all_processes_peak_rss_bytes'] / GB:.2f}", same if runner == "dask" else "-")
+                     for runner, r in runs.items()])
+
+
 def render_reading(sec: dict, results: dict, img_dir: str) -> str:
     out = []
     for part in ("readers", "cycle_length", "shard_count", "compression", "epoch"):
@@ -291,6 +302,7 @@ prose between `keep` markers is written by hand and kept on re-render."""
 SECTIONS: tuple[tuple[str, str, Callable[[dict, dict, str], str]], ...] = (  # heading, results key, renderer
     ("## 1. Conversion: Beam job vs hand-written TFRecordWriter loop", "conversion", render_conversion),
     ("### Converter fast paths vs the library calls they replace", "fast_paths", render_fast_paths),
+    ("### Conversion at row scale: millions of small rows, locally and on Dask", "plan_scale", render_plan_scale),
     ("## 2. Reading: shardkit reader vs unshuffled generator vs PyDataset vs in-memory", "reading", render_reading),
     ("## 3. Storage: bytes per example", "storage", render_storage),
     ("## 4. Memory: training peak RSS vs N", "memory", render_memory),

@@ -40,6 +40,7 @@ class Sizes:
     memory_steps: int
     batch_size: int = 64
     fast_path_rows: int = 6_000
+    plan_scale: dict[str, Any] = field(default_factory=lambda: {"rows": 3_000_000, "dask": True})
     gpu: dict[str, Any] = field(default_factory=lambda: {"n_knots": 600, "n_proteins": 6_000, "steps": 100,
                                                           "warmup": 10, "min_epoch": 20_000})
     extra: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +51,7 @@ class Sizes:
                    cycle_lengths=(1, 8, None), shard_counts=(1, 8), shards=8,
                    storage={"images": 240, "sequences": 200, "arrays": 20},
                    memory_sizes=(240,), memory_steps=1, batch_size=32, fast_path_rows=240,
+                   plan_scale={"rows": 20_000, "dask": False},
                    gpu={"n_knots": 240, "n_proteins": 200, "steps": 2, "warmup": 1, "min_epoch": 200},
                    extra={"memory_modes": ("shardkit", "in-memory"), "memory_parallel": 2, "diagnose_steps": (2, 1),
                           "training": {"knots_per_class": 16, "knot_size": 32, "n_proteins": 100, "max_length": 64,
@@ -90,6 +92,7 @@ SECTIONS: dict[str, Callable[[Sizes, str, argparse.Namespace], dict[str, Any]]] 
         parallel=s.extra.get("memory_parallel", 1)),
     "conversion": lambda s, cache, a: _module("conversion").measure(cache, s.conversion, s.repeats),
     "fast_paths": lambda s, cache, a: _module("conversion").fast_paths(cache, s.fast_path_rows, s.repeats),
+    "plan_scale": lambda s, cache, a: _module("plan_scale").measure(cache, **s.plan_scale),
     "diagnose": lambda s, cache, a: _diagnose(s, cache),
     "gpu": lambda s, cache, a: _module("gpu").measure(
         cache, os.environ["KERAS_BACKEND"], a.gpu_precisions.split(","), a.gpu_batch_size, a.gpu_sequence_encoding,

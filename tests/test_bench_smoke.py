@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is not installed
 from bench import reading, report, run_all, targets  # noqa: E402
 
-HEADINGS = ("## Machine", "## Targets", "## 1. Conversion", "### Converter fast paths", "## 2. Reading",
-            "## 3. Storage", "## 4. Memory", "## 5. GPU", "## 6. Is my training input-bound?", "## Reproduce")
+HEADINGS = ("## Machine", "## Targets", "## 1. Conversion", "### Converter fast paths", "### Conversion at row scale",
+            "## 2. Reading", "## 3. Storage", "## 4. Memory", "## 5. GPU", "## 6. Is my training input-bound?", "## Reproduce")
 PLOTS = ("conversion.png", "reading.png", "reading_sweeps.png", "storage.png", "memory.png")
 
 
@@ -56,6 +56,8 @@ def test_quick_run_numbers_are_consistent(quick_run: tuple[int, Path]) -> None:
     for size in results["conversion"]["sizes"]:
         assert set(size["runs"]) == {"hand loop", "beam 1w", "beam 2w"}
         assert size["runs"]["beam 2w"]["peak_rss_bytes"] > 0
+    scale = results["plan_scale"]
+    assert scale["rows"] == 20_000 and scale["shards"] >= 3 and scale["local"]["driver_peak_rss_bytes"] > 0
     (fast,) = results["fast_paths"]["rows"]
     assert fast["library_rows_per_s"] > 0 and fast["shardkit_rows_per_s"] > 0
     readers = results["reading"]["readers"]
