@@ -115,11 +115,8 @@ def render_conversion(sec: dict, results: dict, img_dir: str) -> str:
 def render_fast_paths(sec: dict, results: dict, img_dir: str) -> str:
     rows = [(r["path"], r["library"], _num(r["library_rows_per_s"]), _num(r["shardkit_rows_per_s"]),
              _x(r["shardkit_rows_per_s"], r["library_rows_per_s"])) for r in sec["rows"]]
-    m = sec.get("machine")
-    where = f" Measured apart from the other sections, on {m['cpu']} ({m['usable_cores']} usable cores, load " \
-            f"{m['load_average_at_start'][0]}), {sec.get('measured_utc', '')}." if m else ""
     return md_table(("Converter path", "Library call it replaces", "Library rows/s", "shardkit rows/s", "Gain"),
-                    rows) + f"\n\n{sec['rows_read']:,} rows in one random permutation, median of {sec['repeats']}.{where}"
+                    rows) + f"\n\n{sec['rows_read']:,} rows in one random permutation, median of {sec['repeats']}."
 
 
 def render_plan_scale(sec: dict, results: dict, img_dir: str) -> str:
@@ -330,6 +327,9 @@ def render(results: dict, out_md: str) -> str:
                 body = fn(sec, results, img_dir)
             except Exception as e:  # a malformed section must not lose the rest of the report
                 body = f"_Could not render this section: {type(e).__name__}: {e}_"
+            if m := sec.get("machine"):  # measured with --only, apart from the machine described above
+                body += (f"\n\nMeasured apart from the other sections: {m['cpu']} ({m['usable_cores']} usable cores, "
+                         f"load {m['load_average_at_start'][0]}), {sec.get('measured_utc', '')}.")
         parts += [title, *([kept[key]] if key in kept else []), body]
     parts += ["## Reproduce", *([kept["reproduce"]] if "reproduce" in kept else [])]
     text = "\n\n".join(parts) + "\n"
