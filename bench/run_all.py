@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help=f"comma-separated sections to measure, of {','.join(SECTIONS)}; the others are "
                                    "kept from --results (gpu is measured only when named here)")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="where generated inputs and converted datasets live")
-    p.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
+    p.add_argument("--out", help="markdown to write (default docs/benchmarks.md; with --quick bench/out/benchmarks.md)")
     p.add_argument("--results", help="results JSON (default: beside --out, benchmarks.json)")
     p.add_argument("--render-only", action="store_true", help="measure nothing; re-render --results")
     p.add_argument("--no-render", action="store_true", help="write the results JSON only (e.g. on a GPU machine)")
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--gpu-batch-size", type=int, default=64)
     g.add_argument("--gpu-sequence-encoding", choices=("onehot", "codes"), default="onehot")
     args = p.parse_args(argv)
+    args.out = args.out or os.path.join(REPO, "bench/out" if args.quick else "docs", "benchmarks.md")
     sizes = Sizes.quick() if args.quick else Sizes.default(args.big_gb)
     if args.repeats:
         sizes = Sizes(**{**asdict(sizes), "repeats": args.repeats})
