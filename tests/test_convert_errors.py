@@ -131,9 +131,13 @@ def test_missing_labels_in_csv(tmp_path) -> None:
     _fails([str(tmp_path / "p.csv"), *SEQ], str(tmp_path / "o"), "p.csv", "'ec_lvl_1'", "row 1", "missing")
 
 
-def test_empty_sequence(tmp_path) -> None:
+def test_empty_sequence_and_reject_unknown(tmp_path) -> None:
     (tmp_path / "p.csv").write_text("Sequence,ec_lvl_1\nACDE,1\nKLMN,2\n,1\nPQRS,2\n")
     _fails([str(tmp_path / "p.csv"), *SEQ], str(tmp_path / "o"), "p.csv", "'Sequence'", "row 2", "empty sequence")
+    df = pd.DataFrame({"Sequence": ["ACDE", "KLMN", "PQJRS", "AAAA"], "ec_lvl_1": [1, 2, 1, 2]})
+    df.to_parquet(tmp_path / "p.parquet")  # --unknown reject reaches the encoder in the job
+    _fails([str(tmp_path / "p.parquet"), *SEQ, "--unknown", "reject"], str(tmp_path / "o"), "p.parquet", "row 2",
+           "'J'", "reject")
 
 
 def test_fractions_must_sum_to_one(knots_h5: str, tmp_path) -> None:
