@@ -331,6 +331,8 @@ def render(results: dict, out_md: str) -> str:
                 body += (f"\n\nMeasured apart from the other sections: {m['cpu']} ({m['usable_cores']} usable cores, "
                          f"load {m['load_average_at_start'][0]}), {sec.get('measured_utc', '')}.")
         parts += [title, *([kept[key]] if key in kept else []), body]
+    placed = {"interpretation", "reproduce", *(key for _, key, _ in SECTIONS)}
+    parts += [block for key, block in kept.items() if key not in placed]  # hand-written sections of their own
     parts += ["## Reproduce", *([kept["reproduce"]] if "reproduce" in kept else [])]
     text = "\n\n".join(parts) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
