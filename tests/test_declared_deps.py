@@ -19,8 +19,10 @@ else:  # the test extra installs tomli on 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = {"bench", "conftest", "datasets", "shardkit"} | {p.stem for p in (ROOT / "tests").glob("*.py")}
-# module -> the declared distributions that provide it (distributed: the dask extra, apache-beam[dask])
-PROVIDED_BY = {"tensorflow": {"tensorflow", "tensorflow-cpu"}, "tomli": {"tomli"}, "distributed": {"apache-beam"}}
+# module -> the declared distributions that provide it (distributed: apache-beam[dask]; google.cloud.storage and
+# google.auth: apache-beam[gcp])
+PROVIDED_BY = {"tensorflow": {"tensorflow", "tensorflow-cpu"}, "tomli": {"tomli"}, "distributed": {"apache-beam"},
+               "google": {"apache-beam"}}
 
 
 def declared() -> dict[str, list[Requirement]]:
