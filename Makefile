@@ -53,7 +53,7 @@ compare-demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Benchmarks (docs/benchmarks.md + docs/img/*.png); bench-quick is a small smoke run.
+# Benchmarks (docs/benchmarks.md + docs/img/*.png); bench-quick is a small smoke run into bench/out/.
 bench: install
 	$(BIN)/python -m bench.run_all
 

@@ -1,57 +1,79 @@
-"""Conversion section: shardkit-convert (1 and 2 workers) vs the hand-written TFRecordWriter loop at several
-input sizes, with the converter's peak RSS. The measuring functions are convert_bench's; this module only
-sweeps sizes, repeats and takes medians."""
+"""What the converter costs and writes: the whole ``shardkit-convert`` run (1 and 2 workers) vs a hand-written
+TFRecordWriter loop with its peak RSS, its direct HDF5 reads vs the library's, and bytes per example."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+import time
 from typing import Any
 
-from . import convert_bench, datasets
-from .measure import median
+import numpy as np
 
-ROW_BYTES = convert_bench.ROW_BYTES
+from . import inputs
+from .measure import median, run_measured
+
+ROW_BYTES = 128 * 128 * 3
 ONCE_ABOVE_BYTES = 1e9  # inputs this big are converted once per job, not ``repeats`` times
+SEQUENCES, LENGTH, ONEHOT_DEPTH = 431_403, 660, 21  # a 431,403-sequence protein set; to_categorical of codes 0..20
 
 
-def _warm(path: str) -> None:
-    with open(path, "rb") as f:
-        while f.read(64 << 20):
-            pass
+def hand_loop(src: str, out: str) -> float:
+    """The baseline: read the HDF5 in blocks, one tf.train.Example per row, one TFRecordWriter; seconds."""
+    import tables
+    import tensorflow as tf
+
+    start = time.perf_counter()
+    with tables.open_file(src) as f, tf.io.TFRecordWriter(out) as w:
+        x, y = f.root.train_data, f.root.train_label
+        for lo in range(0, x.shape[0], 256):
+            xb, yb = x[lo : lo + 256], y[lo : lo + 256]
+            for i in range(len(xb)):
+                w.write(tf.train.Example(features=tf.train.Features(feature={
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[xb[i].tobytes()])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(yb[i])])),
+                    "row_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[lo + i])),
+                })).SerializeToString())
+    return time.perf_counter() - start
+
+
+def shardkit(src: str, out: str, workers: int) -> tuple[float, int, float]:
+    """``shardkit-convert`` in a child process: (wall s, peak RSS of its process tree, write phase s from its stats)."""
+    from shardkit.spec import read_metadata
+
+    shutil.rmtree(out, ignore_errors=True)
+    run = run_measured([sys.executable, "-m", "shardkit.convert", src, "--out", out, *inputs.ARGS["knots"],
+                        "--image-shape", "128,128,3", "--workers", str(workers), "--quiet"])
+    phase = float(read_metadata(out).stats["write_phase_seconds"])
+    shutil.rmtree(out, ignore_errors=True)
+    return run.wall_s, run.peak_rss_bytes, phase
 
 
 def measure_size(cache: str, label: str, rows: int, repeats: int) -> dict[str, Any]:
     """Median seconds, rows/s, MB/s and peak RSS of each job converting one knot HDF5 of ``rows`` rows."""
-    src = datasets.knots_h5(cache, rows)
-    _warm(src)
+    src = inputs.source(cache, "knots", rows)
+    with open(src, "rb") as f:  # warm the page cache for every job alike
+        while f.read(64 << 20):
+            pass
     input_bytes = rows * ROW_BYTES
     reps = 1 if input_bytes > ONCE_ABOVE_BYTES else repeats
     work = os.path.join(cache, "conversion-out")
     os.makedirs(work, exist_ok=True)
-    seconds: dict[str, list[float]] = {"hand loop": [], "beam 1w": [], "beam 2w": []}
-    phase: dict[str, list[float]] = {"hand loop": [], "beam 1w": [], "beam 2w": []}
-    rss: dict[str, list[int]] = {"beam 1w": [], "beam 2w": []}
+    samples: dict[str, list[tuple[float, int | None, float]]] = {"hand loop": [], "beam 1w": [], "beam 2w": []}
     for _ in range(reps):
-        hand_out = os.path.join(work, "hand.tfrecord")
-        t = convert_bench.hand_loop(src, hand_out)
-        os.remove(hand_out)
-        seconds["hand loop"].append(t)
-        phase["hand loop"].append(t)
+        t = hand_loop(src, os.path.join(work, "hand.tfrecord"))
+        os.remove(os.path.join(work, "hand.tfrecord"))
+        samples["hand loop"].append((t, None, t))  # no start-up: the hand loop's wall time is its write phase
         for w in (1, 2):
-            out = os.path.join(work, f"out-w{w}")
-            t, peak, *write_phase = convert_bench.shardkit(src, out, w)
-            shutil.rmtree(out, ignore_errors=True)
-            seconds[f"beam {w}w"].append(t)
-            phase[f"beam {w}w"].extend(write_phase)
-            rss[f"beam {w}w"].append(peak)
+            samples[f"beam {w}w"].append(shardkit(src, os.path.join(work, f"out-w{w}"), w))
     runs = {}
-    for job, ts in seconds.items():
-        t = median(ts)
-        ph = median(phase[job]) if phase[job] else None
-        runs[job] = {"seconds": t, "rows_per_s": rows / t, "mb_per_s": input_bytes / t / 1e6, "all_seconds": ts,
-                     "write_phase_seconds": ph, "write_phase_rows_per_s": rows / ph if ph else None,
-                     "peak_rss_bytes": max(rss[job]) if job in rss else None}
+    for job, got in samples.items():
+        ts, peaks, phases = zip(*got)
+        t, ph = median(ts), median(phases)
+        runs[job] = {"seconds": t, "rows_per_s": rows / t, "mb_per_s": input_bytes / t / 1e6, "all_seconds": list(ts),
+                     "write_phase_seconds": ph, "write_phase_rows_per_s": rows / ph,
+                     "peak_rss_bytes": max(peaks) if peaks[0] is not None else None}
     return {"label": label, "rows": rows, "input_bytes": input_bytes, "repeats": reps, "runs": runs}
 
 
@@ -59,18 +81,60 @@ def measure(cache: str, sizes: dict[str, int], repeats: int) -> dict[str, Any]:
     """Every size, smallest first (rows/s and peak RSS vs N)."""
     import tensorflow  # noqa: F401  (imported once, outside the hand loop's timing)
 
-    out = [measure_size(cache, label, rows, repeats) for label, rows in sorted(sizes.items(), key=lambda kv: kv[1])]
+    return {"sizes": [measure_size(cache, label, n, repeats) for label, n in sorted(sizes.items(), key=lambda kv: kv[1])]}
+
+
+def fast_paths(cache: str, rows: int, repeats: int) -> dict[str, Any]:
+    """Rows of a knot HDF5 read in random order, as a shard reads them: direct reads (``RawRows``) vs PyTables."""
+    from shardkit.convert.sources import HDF5Source, SourceSpec
+
+    src = inputs.source(cache, "knots", rows)
+    order = np.random.default_rng(0).permutation(rows)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats + 1):  # the first round warms the page cache and is dropped
+        for direct in rates:
+            source = HDF5Source(SourceSpec(src, "/train_data", "/train_label"))
+            if not direct:
+                source._raw = None  # the library path
+            start = time.perf_counter()
+            n = sum(len(block) for block, _ in source.read_rows(order))
+            rates[direct].append(n / (time.perf_counter() - start))
+            source.close()
+    return {"rows": [{"path": "HDF5 rows in shuffled order (`RawRows`, os.preadv)", "library": "PyTables `node[a:b]`",
+                      "library_rows_per_s": median(rates[False][1:]), "shardkit_rows_per_s": median(rates[True][1:])}],
+            "rows_read": rows, "repeats": repeats}
+
+
+def bytes_per_example(dataset_dir: str) -> dict[str, Any]:
+    """Total shard bytes over all splits divided by the example count, from metadata.json."""
+    from shardkit.spec import read_metadata
+
+    meta = read_metadata(dataset_dir)
+    count = sum(s.count for s in meta.splits.values())
+    total = sum(sh.bytes for s in meta.splits.values() for sh in s.shards)
+    f = meta.features[0]
+    return {"examples": count, "bytes_total": total, "bytes_per_example": total / count,
+            "payload_bytes_per_example": f.raw_nbytes, "compression": meta.compression or "none",
+            "feature": f"{f.kind}/{f.encoding}/{f.dtype}{list(f.shape)}"}
+
+
+def storage(cache: str, images: int, sequences: int, arrays: int) -> dict[str, Any]:
+    """Storage section: bytes per example of each encoding (converted once), against the float arrays people build in
+    memory, projected to a ``SEQUENCES``-sequence protein set."""
+    rows = {name: bytes_per_example(inputs.dataset(cache, kind, n, *extra)) for name, kind, n, extra in (
+        ("image raw uint8", "knots", images, ()), ("image PNG", "knots", images, ("--image-encoding", "png")),
+        ("amino-acid codes", "proteins", sequences, ()),
+        ("amino-acid codes + GZIP", "proteins", sequences, ("--compression", "gzip")),
+        ("array float32", "features", arrays, ()), ("array float16", "features", arrays, ("--dtype", "float16")))}
+    onehot32, onehot64 = (LENGTH * ONEHOT_DEPTH * np.dtype(t).itemsize for t in ("float32", "float64"))
+    codes, codes_gz = (rows[k]["bytes_per_example"] for k in ("amino-acid codes", "amino-acid codes + GZIP"))
     return {
-        "sizes": out,
-        "notes": ("Input: class-sorted knot HDF5 (PyTables EArray, 128x128x3 uint8 rows; seed-000 layout), page "
-                  "cache warm. `beam Nw` = the whole `shardkit-convert --workers N` CLI run in a child process "
-                  "(start-up, validation, planning, Beam job writing globally shuffled, stratified shards, "
-                  "metadata, atomic publish); `write phase` = first shard started to last shard finished (from the "
-                  "dataset's metadata stats), i.e. without Python/Beam start-up and worker teardown. A shardkit "
-                  "run's peak RSS sums every process of its tree, sampled every 50 ms. "
-                  "`hand loop` = read the HDF5 in blocks, one tf.train.Example per row, one TFRecordWriter, in an "
-                  "already-running process with TensorFlow imported: no shuffle, split or shards (its wall time is "
-                  "its write phase). Input and outputs on the same local disk. Inputs above "
-                  f"{ONCE_ABOVE_BYTES / 1e9:.0f} GB are converted once per job; smaller ones take the median of the "
-                  "repeats."),
+        "encodings": rows,
+        "naive": {"one-hot float32 (to_categorical)": onehot32,
+                  "one-hot float64 (generator batches, np.empty)": onehot64,
+                  "image float32 (/255 in numpy)": ROW_BYTES * 4, "image float64 (X/255 in numpy)": ROW_BYTES * 8},
+        "protein_projection": {"sequences": SEQUENCES, "length": LENGTH, "one-hot float64": SEQUENCES * onehot64,
+                               "one-hot float32": SEQUENCES * onehot32, "shardkit codes": SEQUENCES * codes,
+                               "shardkit codes + GZIP": SEQUENCES * codes_gz},
+        "codes_over_onehot_float32": codes / onehot32,
     }

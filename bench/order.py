@@ -57,7 +57,7 @@ def evict(dataset: str) -> None:
 def read_rates(dataset: str, batch_size: int) -> dict[str, float]:
     """Training-stream examples/s: an epoch read from disk (files evicted first) and the median of two
     steady-state epochs read warm."""
-    from bench.api import epoch_seconds
+    from bench.reading import epoch_seconds
 
     evict(dataset)
     cold, n = epoch_seconds(dataset, batch_size, 1)

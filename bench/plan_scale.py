@@ -14,32 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
+from bench import inputs
 from bench.measure import python_module, run_measured
 
 DASK_RUNNER = "--runner=apache_beam.runners.dask.dask_runner.DaskRunner"
 _CONVERT = ("import json, resource, sys; from shardkit.convert.cli import main; rc = main(sys.argv[1:]); "
             "print('BENCH_RESULT ' + json.dumps({'rc': rc, 'driver_rss_bytes': "
             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})); sys.exit(rc)")
-
-
-def make_rows(path: str, rows: int) -> str:
-    """The input: ``rows`` float32 (4,) rows, labels sorted by class as exported tables often are."""
-    import h5py
-
-    if os.path.exists(path):
-        return path
-    rng = np.random.default_rng(0)
-    with h5py.File(path + ".tmp", "w") as f:
-        x = f.create_dataset("x", (rows, 4), np.float32, chunks=(min(rows, 1 << 16), 4))
-        for start in range(0, rows, 1 << 22):
-            x[start : start + (1 << 22)] = rng.standard_normal((min(1 << 22, rows - start), 4), dtype=np.float32)
-        f.create_dataset("y", data=np.sort(rng.integers(0, 7, rows)).astype(np.int64), chunks=(min(rows, 1 << 20),))
-    os.replace(path + ".tmp", path)
-    return path
 
 
 def job_graph_bytes(src: str, out: str) -> tuple[int, int]:
@@ -67,15 +51,11 @@ def convert(src: str, out: str, beam_args: tuple[str, ...] = ()) -> dict[str, An
 
 
 def shard_digests(dataset: str) -> dict[str, str]:
+    """SHA-256 of every shard file of ``dataset``, by path."""
     from shardkit.spec import read_metadata
 
-    meta = read_metadata(dataset)
-    out = {}
-    for split in meta.splits.values():
-        for shard in split.shards:
-            with open(os.path.join(dataset, shard.path), "rb") as f:
-                out[shard.path] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    shards = [sh.path for split in read_metadata(dataset).splits.values() for sh in split.shards]
+    return {path: hashlib.sha256(Path(dataset, path).read_bytes()).hexdigest() for path in shards}
 
 
 @contextlib.contextmanager
@@ -121,7 +101,7 @@ def measure(cache: str, rows: int, dask: bool = True) -> dict[str, Any]:
     import shutil
 
     os.makedirs(cache, exist_ok=True)
-    src = make_rows(os.path.join(cache, f"rows-{rows}.h5"), rows)
+    src = inputs.source(cache, "rows", rows)  # float32 (4,) rows, labels sorted by class
     work = os.path.join(cache, "plan-scale-out")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)

@@ -1,102 +1,326 @@
-"""Reading section: shardkit's reader vs the seed-000 generator, a shuffled PyDataset over h5py and in-memory
-numpy, and whole-epoch CPU training (both measured by train_bench), plus the cycle-length / shard-count / GZIP
-sweeps (reading_bench)."""
+"""Reading and memory sections: shardkit's reader vs an unshuffled generator, a shuffled PyDataset and in-memory
+arrays; cycle-length, shard-count and GZIP sweeps; epoch time and peak RSS of training fed by each."""
 
 from __future__ import annotations
 
-import os
+import sys
+import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from . import api, datasets, reading_bench, train_bench
+import numpy as np
 
-CANONICAL = (("steady", "shardkit"), ("first epoch", "shardkit, first epoch (incl. pipeline start)"),
-             ("seed-000", "seed-000 generator"), ("PyDataset", "PyDataset over h5py"),
-             ("adapter", "in-memory numpy"), ("fancy-index", "in-memory numpy gather (1 thread)"))
+from . import inputs
+from .measure import child, emit_result, median, run_measured
 
-
-def _canonical(name: str) -> str:
-    return next((short for key, short in CANONICAL if key in name), name)
+MODES = ("shardkit", "in-memory", "in-memory float32")
+LARGE_N = 300_000  # projection point: 300,000 class-sorted knot images, the size that motivated the reader
 
 
-def compare_readers(knots_per_class: int, batch_size: int, repeats: int) -> dict[str, Any]:
-    """train_bench's reader table on 3 x ``knots_per_class`` knot images 128x128x3, rows renamed for the report
-    (``description`` keeps train_bench's own wording)."""
-    _, rows = train_bench.reader_table(knots_per_class, 128, batch_size, repeats)
-    return {_canonical(name): {**r, "description": name, "shuffles": "no shuffle" not in name}
-            for name, r in rows.items()}
+def reader_defaults() -> dict[str, Any]:
+    """The reader's interleave settings, recorded with each measurement of it (results outlive defaults)."""
+    from shardkit.train.dataset import ReadOptions
+
+    return {k: getattr(ReadOptions(), k) for k in ("cycle_length", "block_length", "read_buffer_bytes")}
 
 
-def training_epochs(knots_per_class: int, knot_size: int, n_proteins: int, max_length: int, batch_size: int,
-                    epochs: int, repeats: int, models: tuple[str, ...] = ("knot-cnn", "protein-cnn"),
-                    large_proteins: int = 0) -> dict[str, Any]:
-    """Whole-epoch CPU training time and peak RSS, shardkit vs in-memory arrays (train_bench.training_table);
-    ``large_proteins`` adds one protein-cnn job big enough for the in-memory one-hot to dominate RSS (run once)."""
-    jobs, large = [], []
-    if "knot-cnn" in models:
-        _, knot_ds = train_bench.knots(knots_per_class, knot_size)
-        jobs.append((f"knot-cnn ({3 * knots_per_class:,} knots {knot_size}x{knot_size})", "knot-cnn", knot_ds))
-    if "protein-cnn" in models:
-        jobs.append((f"protein-cnn ({n_proteins:,} proteins, {max_length}x21 one-hot)", "protein-cnn",
-                     train_bench.proteins(n_proteins, max_length)))
-    if large_proteins:
-        large.append((f"protein-cnn ({large_proteins:,} proteins, {max_length}x21 one-hot)", "protein-cnn",
-                      train_bench.proteins(large_proteins, max_length)))
-    rows = train_bench.training_table(jobs, batch_size, epochs, repeats)[1] if jobs else {}
-    if large:
-        rows.update(train_bench.training_table(large, batch_size, epochs, 1)[1])
-    out: dict[str, Any] = {}
-    for label, _, _ in [*jobs, *large]:
-        out[label] = {}
-        for feed in ("shardkit", "in-memory"):
-            r = rows[f"{label} / {feed}"]
-            out[label][feed] = {"seconds": r["epoch_s"], "peak_rss_bytes": r["peak_rss_mb"] * 2**20,
-                                "data_rss_bytes": r["data_rss_mb"] * 2**20 if "data_rss_mb" in r else None,
-                                "epochs_timed": r["epochs_timed"]}
+def epoch_seconds(dataset_dir: str, batch_size: int, epochs: int, **read_options: Any) -> tuple[list[float], int]:
+    """Seconds of each epoch of one training stream read as ``fit`` reads it (nothing consuming), and its examples."""
+    from shardkit.train.dataset import ReadOptions, open_dataset, plan, train_dataset
+
+    ds = open_dataset(dataset_dir)
+    steps = plan(ds, batch_size).steps_per_epoch
+    stream = iter(train_dataset(ds, batch_size, epochs, seed=0, options=ReadOptions(**read_options)))
+    times, n = [], 0
+    for _ in range(epochs):
+        start, n = time.perf_counter(), 0
+        for _ in range(steps):
+            n += int(next(stream)[1].shape[0])
+        times.append(time.perf_counter() - start)
+    return times, n
+
+
+def throughput(dataset_dir: str, batch_size: int, repeats: int, **read_options: Any) -> dict[str, Any]:
+    """Examples/s in steady state: the median of epochs 2..repeats+1 of one stream (epoch 1 starts the pipeline)."""
+    from shardkit.spec import read_metadata
+
+    meta = read_metadata(dataset_dir)
+    times, seen = epoch_seconds(dataset_dir, batch_size, repeats + 1, **read_options)
+    t = median(times[1:])
+    return {"examples": seen, "seconds": t, "examples_per_s": seen / t, "all_seconds": times[1:],
+            "mb_per_s": seen * meta.features[0].raw_nbytes / t / 1e6}
+
+
+def generator_epoch(h5: str, batch: int, shape: tuple[int, ...]) -> None:
+    """One pass of a generator as people write one: contiguous PyTables slices in file order, /255, no shuffle."""
+    import tables
+
+    with tables.open_file(h5, mode="r") as f:
+        for start in range(0, len(f.root.train_data), batch):
+            x = f.root.train_data[start : start + batch]
+            _ = (np.reshape(x, (x.shape[0], *shape)) / 255, f.root.train_label[start : start + batch])
+
+
+def pydataset_epoch(h5: str, batch: int, shape: tuple[int, ...], seed: int) -> None:
+    """A keras.utils.PyDataset reading a fresh global permutation from h5py (sorted fancy reads), /255 float32."""
+    import h5py
+    import keras
+
+    class Shuffled(keras.utils.PyDataset):
+        def __init__(self, f: Any) -> None:
+            super().__init__()
+            self.f, self.order = f, np.random.default_rng(seed).permutation(len(f["train_label"]))
+
+        def __len__(self) -> int:
+            return -(-len(self.order) // batch)
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            idx = np.sort(self.order[i * batch : (i + 1) * batch])
+            return self.f["train_data"][idx].reshape(-1, *shape).astype(np.float32) / 255.0, self.f["train_label"][idx]
+
+    with h5py.File(h5, "r") as f:
+        data = Shuffled(f)
+        for i in range(len(data)):
+            data[i]
+
+
+def keras_arrays_epoch(x: np.ndarray, y: np.ndarray, batch: int) -> None:
+    """What ``model.fit(x, y, shuffle=True)`` feeds from memory: Keras' array adapter over the arrays."""
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    for _ in ArrayDataAdapter(x, y, batch_size=batch, shuffle=True).get_tf_dataset():
+        pass
+
+
+def numpy_epoch(x: np.ndarray, batch: int, seed: int) -> None:
+    """Globally shuffled batches gathered from an in-memory array by one thread, no framework."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    for start in range(0, len(x), batch):
+        x[order[start : start + batch]]
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, Any]:
+    """Examples/s of each reader over ``n`` knot images, round robin (load hits all alike) after a warm-up pass."""
+    import tables
+
+    from shardkit.spec import read_metadata
+
+    h5, dataset = inputs.source(cache, "knots", n), inputs.dataset(cache, "knots", n, "--num-shards", "8")
+    with tables.open_file(h5, "r") as f:
+        x, y = f.root.train_data[:], f.root.train_label[:].astype(np.int32)
+    meta = read_metadata(dataset)
+    shape, train_n = meta.features[0].shape, meta.splits["train"].count
+    x = x.reshape(-1, *shape)
+    readers: dict[str, tuple[Callable[[int], float], int, bool]] = {  # name: (seconds for pass r, examples, shuffles)
+        "shardkit": (lambda r: sum(epoch_seconds(dataset, batch, 4)[0][1:]) / 3, train_n, True),
+        "unshuffled generator": (lambda r: _timed(generator_epoch, h5, batch, shape), len(x), False),
+        "PyDataset over h5py": (lambda r: _timed(pydataset_epoch, h5, batch, shape, r), len(x), True),
+        "in-memory numpy": (lambda r: _timed(keras_arrays_epoch, x, y, batch), len(x), True),
+        "in-memory numpy gather (1 thread)": (lambda r: _timed(numpy_epoch, x, batch, r), len(x), True),
+    }
+    first = epoch_seconds(dataset, batch, 1)[0][0]
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for fn, *_ in readers.values():
+        fn(99)  # warm: page cache, graph tracing
+    for r in range(repeats):
+        for name, (fn, *_) in readers.items():
+            times[name].append(fn(r))
+    rows = {name: (median(times[name]), examples, shuffles) for name, (_, examples, shuffles) in readers.items()}
+    rows["shardkit, first epoch (incl. pipeline start)"] = (first, train_n, True)
+    return {name: {"examples_per_s": k / t, "mb_per_s": k / t * int(np.prod(shape)) / 1e6, "seconds": t,
+                   "examples": k, "shuffles": shuffles} for name, (t, k, shuffles) in rows.items()}
+
+
+def compression(cache: str, n_images: int, n_sequences: int, batch: int, repeats: int) -> list[dict[str, Any]]:
+    """GZIP vs uncompressed shards of the same images and the same sequences: bytes on disk and throughput."""
+    from shardkit.spec import read_metadata
+
+    out = []
+    for name, kind, n in (("knot images (raw uint8)", "knots", n_images), ("protein codes", "proteins", n_sequences)):
+        for comp, extra in (("none", ()), ("GZIP", ("--compression", "gzip"))):
+            path = inputs.dataset(cache, kind, n, *extra)
+            size = sum(sh.bytes for s in read_metadata(path).splits.values() for sh in s.shards)
+            out.append({"dataset": name, "compression": comp, "bytes": size, **throughput(path, batch, repeats)})
     return out
 
 
-def _part(fn: Callable[[], Any], tries: int = 1) -> Any:
-    """One part of the section; a failure (after ``tries``) is recorded in place, the other parts still run."""
-    for attempt in range(tries):
-        try:
-            return fn()
-        except Exception:
-            if attempt == tries - 1:
-                return {"error": traceback.format_exc()}
-    return None
+def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: int, steps: int, h5: str) -> None:
+    """In a fresh process: ``model.fit`` fed by ``feed`` (in-memory: the decoded train split, or with ``h5`` the
+    HDF5 source, uint8 or float32 /255) for ``epochs`` epochs of ``steps`` steps (0: whole epochs). Reports epoch
+    times, the median step after the first two (which trace and fill buffers) and the RSS before any data."""
+    import keras
+    import psutil
+    import tables
+
+    from shardkit.train import models
+    from shardkit.train.dataset import ReadOptions, eval_dataset, open_dataset, train_dataset, training_input
+
+    keras.utils.set_random_seed(0)
+    ds = open_dataset(dataset)
+    model = models.build_model(model_name, ds.metadata, ReadOptions())
+    models.compile_model(model, ds.metadata)
+    base_rss = psutil.Process().memory_info().rss  # TensorFlow and the compiled model, no data yet
+    times, ends = [], []  # epoch seconds, batch end times
+    clock = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: times.append(-time.perf_counter()),
+                                           on_epoch_end=lambda e, logs: times.append(times.pop() + time.perf_counter()),
+                                           on_train_batch_end=lambda b, logs: ends.append(time.perf_counter()))
+    fit = {"epochs": epochs, "callbacks": [clock], "verbose": 0}
+    if feed == "shardkit" and steps:
+        model.fit(train_dataset(ds, batch, 1, 0, options=ReadOptions()).repeat(), steps_per_epoch=steps, **fit)
+    elif feed == "shardkit":
+        kwargs = training_input(dataset, batch, epochs, seed=0).fit_kwargs()
+        kwargs.pop("validation_data")
+        model.fit(**kwargs, **fit)
+    else:
+        if h5:
+            with tables.open_file(h5, "r") as f:
+                x, y = f.root.train_data[:].reshape(-1, *ds.feature.shape), f.root.train_label[:].astype(np.int32)
+        else:
+            xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in eval_dataset(ds, "train", 256)))
+            x, y = np.concatenate(xs), np.concatenate(ys)
+        if feed == "in-memory float32":
+            x = x.astype(np.float32)
+            x /= 255.0
+        model.fit(x, y, batch_size=batch, shuffle=True, steps_per_epoch=steps or None, **fit)
+    gaps = np.diff(ends[1:])
+    emit_result({"epoch_seconds": times, "base_rss_bytes": base_rss,
+                 "step_s": float(np.median(gaps)) if len(gaps) else None})
+
+
+def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins: int, max_length: int,
+                    batch_size: int, epochs: int, repeats: int, models: Sequence[str] = ("knot-cnn", "protein-cnn"),
+                    large_proteins: int = 0) -> dict[str, Any]:
+    """Epoch time (after the first) and peak RSS, fed by shardkit vs by numpy arrays; ``large_proteins`` adds one
+    protein-cnn job, run once, big enough for the in-memory one-hot to dominate RSS."""
+    jobs = []
+    if "knot-cnn" in models:
+        jobs.append((f"knot-cnn ({3 * knots_per_class:,} knots {knot_size}x{knot_size})", "knot-cnn", repeats,
+                     inputs.dataset(cache, "knots", 3 * knots_per_class, "--num-shards", "8", size=knot_size)))
+    for n, reps in ((n_proteins, repeats), (large_proteins, 1)):
+        if n and "protein-cnn" in models:
+            jobs.append((f"protein-cnn ({n:,} proteins, {max_length}x21 one-hot)", "protein-cnn", reps,
+                         inputs.dataset(cache, "proteins", n, "--num-shards", "8", max_length=max_length)))
+    out: dict[str, Any] = {}
+    for label, model_name, reps, dataset in jobs:
+        out[label] = {}
+        for feed in ("in-memory", "shardkit"):
+            runs = [run_measured(child("bench.reading", feed, model_name, dataset, batch_size, epochs, 0, ""))
+                    for _ in range(reps)]
+            timed = [t for r in runs for t in r.result["epoch_seconds"][1:]]
+            out[label][feed] = {"seconds": median(timed), "peak_rss_bytes": max(r.peak_rss_bytes for r in runs),
+                                "data_rss_bytes": max(r.peak_rss_bytes - r.result["base_rss_bytes"] for r in runs),
+                                "epochs_timed": len(timed)}
+    return out
+
+
+def _part(fn: Callable[[], Any]) -> Any:
+    """One part of the section; a failure is recorded in place, and the other parts still run."""
+    try:
+        return fn()
+    except Exception:
+        return {"error": traceback.format_exc()}
 
 
 def measure(cache: str, s: Any) -> dict[str, Any]:
     """Everything in the reading section at the sizes of ``s`` (run_all.Sizes)."""
-    train_bench.CACHE = os.path.join(cache, "train")  # train_bench's inputs live in the same cache
-    sweep_n, shards = s.reading_n, max(c for c in s.cycle_lengths if c)
+    n, batch, reps = s.reading_n, s.batch_size, s.repeats
+    shards = max(c for c in s.cycle_lengths if c)
+    swept = inputs.dataset(cache, "knots", n, "--num-shards", str(shards))
     return {
-        "dataset": f"{s.reading_n // 3 * 3:,} knot images 128x128x3 uint8 (shardkit: 8 train shards)",
-        "batch_size": s.batch_size,
-        "repeats": s.repeats,
-        "reader_defaults": api.reader_defaults(),
-        "readers": _part(lambda: compare_readers(s.reading_n // 3, s.batch_size, s.repeats)),
-        "cycle_length": _part(lambda: reading_bench.sweep_cycle_length(
-            datasets.knots_dataset(cache, sweep_n, extra=["--num-shards", str(shards)], tag=f"-shards{shards}"),
-            s.cycle_lengths, s.batch_size, s.repeats)),
-        "shard_count": _part(lambda: reading_bench.sweep_shard_count(cache, sweep_n, s.shard_counts, s.batch_size,
-                                                                     s.repeats)),
-        "compression": _part(lambda: reading_bench.compression(cache, sweep_n, s.reading_proteins, s.batch_size,
-                                                               s.repeats)),
-        "epoch": _part(lambda: training_epochs(**s.extra.get("training", {}), batch_size=s.batch_size), tries=2),
-        "notes": ("Throughput = examples delivered per second by each reader over whole epochs with nothing "
-                  "consuming them (train_bench.reader_table: median of the repeats after a warm-up epoch; page cache "
-                  "warm; shardkit's row is the mean of epochs 2-4 of a fresh stream each round, as `fit` reads it, its first epoch "
-                  "shown separately). shardkit = `shardkit.train.dataset.train_dataset` (shard order permuted per "
-                  "epoch, parallel interleave, shuffle buffer over globally pre-shuffled shards, vectorised parse, "
-                  "uint8 images). The cycle-length, shard-count and GZIP sweeps time epochs 2.. of one continuous "
-                  "stream each, like the shardkit row. "
-                  "seed-000 generator = the user's `imageLoader` verbatim (sequential PyTables slices, X/255 in "
-                  "numpy: float64, no shuffle). PyDataset = a Keras PyDataset reading a fresh global permutation "
-                  "from h5py each epoch (/255 float32). in-memory numpy = all images in RAM (uint8) read the way "
-                  "`model.fit(x, y, shuffle=True)` does (Keras' array adapter, tf.data); the bare 1-thread numpy "
-                  "gather (no framework at all) is shown for reference. Training epochs: train_bench, each feed "
-                  "in a fresh process, first epoch (tracing) excluded, `model.fit` on the shardkit stream vs on the "
-                  "decoded train split held as numpy arrays; peak RSS of that process."),
+        "dataset": f"{n // 3 * 3:,} knot images 128x128x3 uint8 (shardkit: 8 train shards)",
+        "batch_size": batch,
+        "repeats": reps,
+        "reader_defaults": reader_defaults(),
+        "readers": _part(lambda: compare_readers(cache, n, batch, reps)),
+        "cycle_length": _part(lambda: [{"x": "auto" if c is None else c, **throughput(swept, batch, reps, cycle_length=c)}
+                                       for c in s.cycle_lengths]),
+        "shard_count": _part(lambda: [{"x": k, **throughput(inputs.dataset(cache, "knots", n, "--num-shards", str(k)),
+                                                            batch, reps)} for k in s.shard_counts]),
+        "compression": _part(lambda: compression(cache, n, s.reading_proteins, batch, reps)),
+        "epoch": _part(lambda: training_epochs(cache, **s.extra.get("training", {}), batch_size=batch)),
     }
+
+
+def memory(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batch_size: int = 32,
+            steps: int = 10, modes: Sequence[str] = MODES, parallel: int = 1,
+            ram_fraction: float = 0.7) -> dict[str, Any]:
+    """Memory section: peak RSS of training fed by each mode (``MODES``) at each N (knot images), each run in its
+    own process, ``parallel`` at once. A mode whose straight-line
+    projection from the smaller N exceeds ``ram_fraction`` of the RAM is skipped rather than run into the OOM
+    killer (a wide margin: the line undershoots)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    total = psutil.virtual_memory().total
+    points: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for n in sorted(sizes):
+        h5, ds = inputs.source(cache, "knots", n), inputs.dataset(cache, "knots", n)
+        point: dict[str, Any] = {"n": n, "data_bytes": n * 128 * 128 * 3}
+        projected = {mode: _line_at(points, mode, n) or 0 for mode in modes}
+        runnable = [mode for mode in modes if projected[mode] <= ram_fraction * total]
+        for mode in [m for m in modes if m not in runnable]:
+            point[mode] = None
+            skipped.append(f"{mode} at N={n:,} (projected {projected[mode] / 2**30:.1f} GiB > {ram_fraction:.0%} of "
+                           f"{total / 2**30:.1f} GiB RAM)")
+        argvs = [child("bench.reading", mode, model_name, ds, batch_size, 1, steps, h5) for mode in runnable]
+        with ThreadPoolExecutor(parallel) as pool:
+            runs = list(pool.map(run_measured, argvs))
+        point.update({mode: run.peak_rss_bytes for mode, run in zip(runnable, runs)})
+        point["step_s"] = {mode: run.result.get("step_s") for mode, run in zip(runnable, runs)}
+        points.append(point)
+    return {
+        "points": points,
+        "projection": project(points, modes),
+        "model": model_name,
+        "notes": f"Not run (would not fit in memory here): {'; '.join(skipped)}." if skipped else "",
+        "description": (f"Peak RSS (process tree, sampled every 50 ms) of one `model.fit` of {model_name} for "
+                        f"{steps} steps of batch {batch_size} on N knot images (128x128x3 uint8): fed by the "
+                        "shardkit reader, by the uint8 arrays loaded whole from the HDF5 file, and by those "
+                        "arrays as float32 /255 (the usual in-memory recipe). Each point is a fresh process; "
+                        "step = its median step time after the first two steps (an epoch has as many steps either way)."),
+    }
+
+
+def _line(points: list[dict[str, Any]], mode: str) -> tuple[float, float] | None:
+    """Least-squares (a, b) of RSS = a + b*N over the points where ``mode`` was measured (None under two)."""
+    xy = [(p["n"], p[mode]) for p in points if p.get(mode)]
+    if len(xy) < 2:
+        return None
+    b, a = np.polyfit(*np.array(xy, float).T, 1)
+    return float(a), float(b)
+
+
+def _line_at(points: list[dict[str, Any]], mode: str, n: int) -> float | None:
+    line = _line(points, mode)
+    return None if line is None else line[0] + line[1] * n
+
+
+def project(points: list[dict[str, Any]], modes: Sequence[str] = MODES) -> dict[str, Any]:
+    """Least-squares line RSS = a + b*N per mode; for in-memory modes, the RSS at ``LARGE_N`` images and the N
+    from which shardkit's (flat, at most its largest measured) peak is <= 1/10 of theirs."""
+    ours = max((p["shardkit"] for p in points if p.get("shardkit")), default=None)
+    if ours is None or "shardkit" not in modes:
+        return {}
+    out: dict[str, Any] = {"shardkit_peak_bytes": ours, "large_n": LARGE_N}
+    for mode in modes:
+        if (line := _line(points, mode)) is None:
+            continue
+        a, b = line
+        entry = {"intercept_bytes": a, "bytes_per_example": b, "at_large_n_bytes": a + b * LARGE_N}
+        if mode != "shardkit" and b > 0:
+            entry["n_for_one_tenth"] = max(0.0, (10 * ours - a) / b)
+        out[mode] = entry
+    return out
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
+    feed, model_name, dataset, batch, epochs, steps, h5 = sys.argv[2:9]
+    train_child(feed, model_name, dataset, int(batch), int(epochs), int(steps), h5)

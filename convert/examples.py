@@ -71,7 +71,7 @@ def knot_image(cls: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_knots(path: str, n_per_class: int, size: int = 128, seed: int = 0) -> str:
-    """Write a PyTables file like seed 000: EArray /train_data (N, size*size*3) uint8, /train_label (N,) int64.
+    """Write knot images to a PyTables file: EArray /train_data (N, size*size*3) uint8, /train_label (N,) int64.
 
     Rows are class-sorted (all unknots, then plus trefoils, then minus trefoils); N = 3 * n_per_class.
     """

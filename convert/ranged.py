@@ -42,7 +42,7 @@ class _S3Ranges:
         self.bucket, self.key = parse_s3_path(path)
         options = FileSystems._pipeline_options or PipelineOptions([])  # noqa: SLF001 - Beam has no getter
         with _COUNT_LOCK:
-            if _S3_CLIENT.get("options") is not options:  # a boto3 client takes ~0.2 s to make; it is thread-safe
+            if _S3_CLIENT.get("options") is not options:  # a boto3 client is slow to make; it is thread-safe
                 _S3_CLIENT.update(options=options, client=Client(options=options).client)
             self.client = _S3_CLIENT["client"]
 

@@ -1,6 +1,6 @@
 """TFRecord shard files written without TensorFlow: tf.train.Example wire bytes and TFRecord framing.
 
-Workers stay TensorFlow-free (each TF import costs ~0.5 GB RSS and seconds); the bytes produced equal
+Workers stay TensorFlow-free (importing it in every worker costs memory and start-up time); the bytes produced equal
 ``shardkit.spec.example_bytes`` (deterministic protobuf serialisation) and TFRecordWriter's framing,
 which tests/test_convert_records.py checks.
 """
@@ -108,45 +108,6 @@ def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-class GatherFile:
-    """A local output file that collects buffers and writes them with one ``os.writev`` per few MB:
-    payload views go to the kernel without being copied into a Python buffer first."""
-
-    IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
-
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._pending: list[Buffer] = []
-        self._bytes = 0
-
-    def write(self, data: Buffer) -> int:
-        self._pending.append(data)
-        self._bytes += len(data)
-        if self._bytes >= 8 << 20 or len(self._pending) >= self.IOV_MAX:
-            self.flush()
-        return len(data)
-
-    def flush(self) -> None:
-        bufs, i = self._pending, 0
-        self._pending, self._bytes = [], 0
-        while i < len(bufs):
-            n = os.writev(self.fd, bufs[i : i + self.IOV_MAX])
-            while i < len(bufs) and n >= len(bufs[i]):
-                n -= len(bufs[i])
-                i += 1
-            if n:
-                bufs[i] = memoryview(bufs[i])[n:]
-
-    def close(self) -> None:
-        if self.fd < 0:
-            return
-        try:
-            self.flush()
-        finally:
-            os.close(self.fd)
-            self.fd = -1
-
-
 class ShardWriter:
     """Write one TFRecord shard (optionally GZIP); a local one goes to a temporary name, moved into place on close.
 
@@ -161,7 +122,7 @@ class ShardWriter:
         self.size = 0
         if _is_local(path):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            self._raw: Any = open(self._tmp, "wb", buffering=1 << 20) if compression else GatherFile(self._tmp)
+            self._raw: Any = open(self._tmp, "wb", buffering=1 << 20)
         else:
             from apache_beam.io.filesystems import CompressionTypes, FileSystems
 

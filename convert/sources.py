@@ -1,7 +1,9 @@
 """Input sources read in bounded chunks: HDF5 (PyTables or h5py layouts) and DataFrame files (Parquet/Feather/CSV).
 
 A source exposes its row count, whole small columns (labels, ids, groups) and ``read_rows``, which yields the
-data values of requested rows in the requested order, a bounded block at a time. Errors name file, node/column, row.
+data values of requested rows in the requested order: HDF5 in blocks of at most ``BLOCK_BYTES``; DataFrame files
+in one block holding every requested value (a shard's rows), read one row group / batch / CSV chunk at a time.
+Errors name file, node/column, row.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ class Source:
         raise NotImplementedError
 
     def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
-        """Yield (row numbers, values) blocks covering ``rows`` in the given order."""
+        """Yield (row numbers, values) blocks covering ``rows`` in the given order (see the module docstring)."""
         raise NotImplementedError
 
     def iter_data(self) -> Iterator[tuple[int, Any]]:
@@ -330,10 +332,12 @@ def raw_layout(d: Any) -> tuple[int, int, np.ndarray] | None:
 
 class RawRows:
     """Reads rows of an uncompressed HDF5 dataset straight from the file with ``os.preadv`` into the
-    caller's buffer: HDF5's per-read overhead dominated row-at-a-time random access (~3x slower)."""
+    caller's buffer, skipping HDF5's per-read overhead on rows in shuffled order (benchmark: "Converter fast
+    paths" in docs/benchmarks.md; tests/test_fast_paths.py checks it against ``node[rows]``)."""
 
-    def __init__(self, path: str, row_bytes: int, chunk_rows: int, starts: np.ndarray) -> None:
+    def __init__(self, path: str, row_bytes: int, chunk_rows: int, starts: np.ndarray, native: bool = True) -> None:
         self.path, self.row_bytes, self.chunk_rows, self.starts = path, row_bytes, chunk_rows, starts
+        self.native = native  # stored in this machine's byte order
         self.fd = os.open(path, os.O_RDONLY)
 
     @classmethod
@@ -344,11 +348,13 @@ class RawRows:
         import h5py
 
         with h5py.File(path, "r") as f:
-            layout = raw_layout(f[name])
-        return None if layout is None else cls(path, *layout)
+            d = f[name]
+            layout, native = raw_layout(d), d.dtype.isnative or d.dtype.itemsize == 1
+        return None if layout is None else cls(path, *layout, native)
 
     def read(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """Fill ``out[i]`` with row ``rows[i]`` (reads in file order)."""
+        """Fill ``out[i]`` with row ``rows[i]`` (reads in file order; bytes swapped where ``out``'s byte order
+        is not the file's)."""
         flat = out.reshape(len(rows), -1).view(np.uint8)
         offsets = self.starts[rows // self.chunk_rows] + (rows % self.chunk_rows) * self.row_bytes
         for i in np.argsort(offsets, kind="stable"):
@@ -356,6 +362,8 @@ class RawRows:
             got = os.preadv(self.fd, [buf], int(offsets[i]))
             if got != self.row_bytes:
                 raise InputError(f"{self.path}: row {int(rows[i])}: short read at byte {int(offsets[i])}: {got} of {self.row_bytes} bytes")
+        if out.dtype.itemsize > 1 and out.dtype.isnative != self.native:
+            out.byteswap(inplace=True)
 
     def close(self) -> None:
         os.close(self.fd)

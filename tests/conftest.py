@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 @pytest.fixture(scope="session")
 def knots_h5(tmp_path_factory: Any) -> str:
-    """Class-sorted 24x24x3 knot images, 40 per class, in seed 000's PyTables layout."""
+    """Class-sorted 24x24x3 knot images, 40 per class, in a PyTables EArray."""
     from shardkit.convert.examples import write_knots
 
     return write_knots(str(tmp_path_factory.mktemp("src") / "knots.h5"), 40, size=24, seed=1)
@@ -38,12 +38,15 @@ def features_h5(tmp_path_factory: Any) -> str:
 
 
 def run_convert(argv: list[str]) -> tuple[int, str]:
-    """Run ``shardkit.convert.cli.main`` in-process; (return code, captured stderr)."""
+    """Run ``shardkit.convert.cli.main`` in-process, quiet and with one worker unless ``argv`` says otherwise
+    (worker start-up costs more than these tiny inputs); (return code, captured stderr)."""
     from shardkit.convert.cli import main
 
+    cut = argv.index("--") if "--" in argv else len(argv)
+    ours = [*argv[:cut], *([] if "--workers" in argv else ["--workers", "1"]), *(["--quiet"] if cut == len(argv) else [])]
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        rc = main([*argv, "--quiet"] if "--" not in argv else argv)
+        rc = main([*ours, *argv[cut:]])
     return rc, err.getvalue()
 
 

@@ -25,7 +25,7 @@ def _build(tmp_path_factory: Any, key: tuple, make_source, convert_args: list[st
     root = tmp_path_factory.mktemp("dataset-" + key[0])
     source = make_source(str(root))
     out = str(root / "dataset")
-    rc = main([source, "--out", out, *convert_args, "--quiet"])
+    rc = main([source, "--out", out, *convert_args, "--workers", "1", "--quiet"])
     if rc != 0:
         raise RuntimeError(f"shardkit-convert failed ({rc}) building test dataset {key}")
     _CACHE[key] = out
@@ -40,7 +40,7 @@ def knots_dataset(
     compression: str = "none",
     seed: int = 0,
 ) -> str:
-    """Class-sorted knot images (seed 000's layout) converted to ``num_shards`` train shards (0: the
+    """Class-sorted knot images in a PyTables EArray converted to ``num_shards`` train shards (0: the
     converter's default)."""
     from shardkit.convert.examples import write_knots
 
@@ -57,7 +57,7 @@ def knots_dataset(
 def proteins_dataset(
     tmp_path_factory: Any, n: int = 600, max_length: int = 200, num_shards: int = 2, seed: int = 0
 ) -> str:
-    """Protein sequences (seed 001) with 7 EC classes, one-hot-able codes padded to ``max_length``."""
+    """Amino-acid sequences in Parquet with 7 EC classes, converted to codes padded to ``max_length``."""
     from shardkit.convert.examples import write_proteins
 
     key = ("proteins", n, max_length, num_shards, seed)
@@ -73,7 +73,7 @@ def proteins_dataset(
 def features_dataset(
     tmp_path_factory: Any, n: int = 200, timesteps: int = 10, dim: int = 16, num_shards: int = 2, seed: int = 0
 ) -> str:
-    """Feature sequences (seed 003): (timesteps, dim) float32 arrays, binary labels."""
+    """Feature sequences in HDF5: (timesteps, dim) float32 arrays, binary labels."""
     from shardkit.convert.examples import write_feature_sequences
 
     key = ("features", n, timesteps, dim, num_shards, seed)

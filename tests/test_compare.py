@@ -105,7 +105,7 @@ def test_resolving_sizes_by_hand() -> None:
 # ---- fit --repeat and compare on real runs ----
 
 def _features(tmp_path_factory: pytest.TempPathFactory, n: int, seed: int) -> str:
-    """A seed-003 feature-sequence dataset, (4, 64) float32 per example, 30% of it in the test split; converted
+    """A feature-sequence dataset, (4, 64) float32 per example, 30% of it in the test split; converted
     in threads (no worker start-up)."""
     from shardkit.convert.examples import write_feature_sequences
 

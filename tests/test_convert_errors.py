@@ -8,6 +8,7 @@ import pytest
 import tables
 
 from conftest import IMAGE_ARGS, no_leftovers, run_convert
+from shardkit.convert.encoders import ArrayEncoder, SequenceEncoder
 
 
 def _h5(path: str, **arrays: np.ndarray) -> str:
@@ -73,13 +74,36 @@ def test_wrong_shape_and_dtype(knots_h5: str, tmp_path) -> None:
 
 
 def test_nan_in_float_array_names_row(tmp_path) -> None:
+    """An encoder's error raised inside the Beam job reaches the user as the same one line, nothing published."""
     x = np.ones((20, 3), np.float32)
     x[13, 1] = np.nan
     src = _h5(str(tmp_path / "n.h5"), x=x, y=np.arange(20) % 2)
-    _fails([src, *ARRAY], str(tmp_path / "o"), "n.h5", "/x", "row 13", "NaN")
-    x[13, 1] = 1e30
-    src = _h5(str(tmp_path / "big.h5"), x=x, y=np.arange(20) % 2)
-    _fails([src, *ARRAY, "--dtype", "float16"], str(tmp_path / "o"), "big.h5", "row 13", "float16")
+    _fails([src, *ARRAY], str(tmp_path / "o"), "n.h5: node /x, row 13: NaN or inf value")
+
+
+# The encoders' own messages, checked where they are made (the case above carries one through a whole job).
+
+
+def test_array_encoder_names_the_row_of_a_bad_value() -> None:
+    x = np.ones((20, 3), np.float32)
+    for bad, dtype, message in ((np.inf, "float32", "NaN or inf value"), (1e30, "float16", "value out of float16 range")):
+        x[13, 1] = bad
+        with pytest.raises(Exception) as e:
+            ArrayEncoder((3,), dtype).encode(x, range(100, 120), "a.h5: node /x")
+        assert type(e.value).__name__ == "InputError" and str(e.value) == f"a.h5: node /x, row 113: {message}"
+
+
+@pytest.mark.parametrize("value,message", [
+    ("", "row 2: empty sequence"),
+    (None, "row 2: missing sequence"),
+    (5, "row 2: expected a string, got int"),
+    ("PQJRS", "row 2: letter 'J' at position 2 is not in the 20-letter vocabulary (--unknown reject)"),
+])
+def test_sequence_encoder_names_the_row_of_a_bad_value(value: object, message: str) -> None:
+    enc = SequenceEncoder(80, unknown="reject")
+    with pytest.raises(Exception) as e:
+        enc.encode_one(value, enc.table(), 2, "p.parquet: column 'Sequence'")
+    assert type(e.value).__name__ == "InputError" and str(e.value) == f"p.parquet: column 'Sequence', {message}"
 
 
 @pytest.mark.parametrize(
@@ -111,9 +135,9 @@ def test_empty_sequence_and_reject_unknown(tmp_path) -> None:
     (tmp_path / "p.csv").write_text("Sequence,ec_lvl_1\nACDE,1\nKLMN,2\n,1\nPQRS,2\n")
     _fails([str(tmp_path / "p.csv"), *SEQ], str(tmp_path / "o"), "p.csv", "'Sequence'", "row 2", "empty sequence")
     df = pd.DataFrame({"Sequence": ["ACDE", "KLMN", "PQJRS", "AAAA"], "ec_lvl_1": [1, 2, 1, 2]})
-    df.to_parquet(tmp_path / "p.parquet")
-    _fails([str(tmp_path / "p.parquet"), *SEQ, "--unknown", "reject"], str(tmp_path / "o"), "p.parquet",
-           "row 2", "'J'", "reject")
+    df.to_parquet(tmp_path / "p.parquet")  # --unknown reject reaches the encoder in the job
+    _fails([str(tmp_path / "p.parquet"), *SEQ, "--unknown", "reject"], str(tmp_path / "o"), "p.parquet", "row 2",
+           "'J'", "reject")
 
 
 def test_fractions_must_sum_to_one(knots_h5: str, tmp_path) -> None:

@@ -169,7 +169,7 @@ def test_glob_matching_nothing_is_one_line(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def knots48_h5(tmp_path_factory: Any) -> str:
-    """Knot images of 48x48x3 (6,912-byte rows), 40 per class, in seed 000's PyTables layout."""
+    """Knot images of 48x48x3 (6,912-byte rows), 40 per class, class-sorted in a PyTables EArray."""
     from shardkit.convert.examples import write_knots
 
     return write_knots(str(tmp_path_factory.mktemp("src") / "knots48.h5"), 40, size=48, seed=4)

@@ -55,7 +55,7 @@ def test_each_training_example_once_per_epoch_in_a_new_order(knots: str, interle
 def test_the_class_sorted_source_arrives_mixed(knots: str) -> None:
     labels = np.concatenate([y.numpy() for _, y in reader.train_dataset(knots, BATCH, 1)])
     first = labels[:BATCH]
-    assert len(set(first.tolist())) == 3  # seed 000's collapse came from single-class batches
+    assert len(set(first.tolist())) == 3  # class-sorted input fed single-class batches, and the model collapsed to one class
 
 
 def test_resume_position_yields_exactly_the_unseen_rest(knots: str) -> None:
@@ -103,8 +103,9 @@ def test_balanced_sampling_evens_out_skewed_classes(tmp_path_factory: pytest.Tem
     balanced = np.concatenate([y.numpy() for _, y in reader.train_dataset(ds, 64, 1, seed=2, sampling="balanced")])
     k = ds.metadata.label.num_classes
     spread = lambda labels: np.bincount(labels, minlength=k)[counts > 0].std() / len(labels)
+    assert counts[counts > 0].std() > 0  # the EC classes of the example proteins are skewed
     assert len(balanced) == ds.count("train")
-    assert spread(balanced) < spread(plain) or counts[counts > 0].std() == 0
+    assert spread(balanced) < spread(plain)
 
 
 def test_sequences_one_hot_or_codes(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -166,7 +166,7 @@ def test_row_copied_into_another_split_is_a_leak(knots: str, tmp_path: Path) -> 
 
 
 def test_same_content_under_another_row_id_is_a_leak(knots_gz: str, tmp_path: Path) -> None:
-    """The seed-001 leak: a duplicated source row (new id, same bytes) lands in validation and train."""
+    """A leak between splits: a duplicated source row (new id, same bytes) lands in validation and train."""
     dataset = copy_of(knots_gz, tmp_path)
     _, example = a_train_record(dataset)
     meta = spec.read_metadata(dataset)

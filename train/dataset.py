@@ -33,7 +33,7 @@ SEQUENCE_ENCODINGS = ("onehot", "codes")
 class ReadOptions:
     """How to read: parallelism, shuffling, output encodings and what to do with corrupt shards."""
 
-    cycle_length: int | None = 8  # shards read at once; None = AUTOTUNE (slower here: docs/benchmarks.md)
+    cycle_length: int | None = 8  # shards read at once; None = AUTOTUNE (cycle-length table, docs/benchmarks.md)
     block_length: int = 16  # consecutive records taken from one shard before moving on to the next
     num_parallel_calls: int = AUTOTUNE
     shuffle_buffer_mb: float = 32.0  # training shuffle buffer, in decoded-example megabytes
@@ -43,7 +43,7 @@ class ReadOptions:
     rescale_images: bool = False  # False: uint8 images (rescale in the model); True: float32 in [0, 1]
     with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids}
     skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``open_dataset``)
-    read_buffer_bytes: int = 256 << 10  # per open shard; TensorFlow's default, faster here than 8 MB
+    read_buffer_bytes: int = 256 << 10  # per open shard; TensorFlow's default
 
     def __post_init__(self) -> None:
         if self.sequence_encoding not in SEQUENCE_ENCODINGS:

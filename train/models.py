@@ -40,7 +40,7 @@ def _input(metadata: Metadata, options: ReadOptions) -> keras.KerasTensor:
 
 
 def knot_cnn(metadata: Metadata, options: ReadOptions = ReadOptions()) -> keras.Model:
-    """Seed 000's stack: Conv2D 64/BN/relu/pool, Conv2D 96 same/pool, Conv2D 128/pool, Dense 128, Dropout .5.
+    """The knot-image classifier: Conv2D 64/BN/relu/pool, Conv2D 96 same/pool, Conv2D 128/pool, Dense 128, Dropout .5.
 
     Takes uint8 images and rescales on the device (the reader never materialises float images). BN momentum
     0.9 so the moving statistics settle within tens of steps (the validation numbers use them)."""
@@ -81,7 +81,7 @@ def protein_cnn(metadata: Metadata, options: ReadOptions = ReadOptions()) -> ker
 
 
 def sequence_lstm(metadata: Metadata, options: ReadOptions = ReadOptions()) -> keras.Model:
-    """Seed 003: an LSTM over (timesteps, dim) feature sequences, Dense, Dropout, sigmoid for two classes."""
+    """An LSTM over (timesteps, dim) feature sequences, Dense, Dropout, sigmoid for two classes."""
     f = _require(metadata, "sequence-lstm", "array", rank=2)
     inputs = _input(metadata, options)
     x = keras.layers.LSTM(min(256, f.shape[-1]), dropout=0.5)(inputs)
