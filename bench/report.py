@@ -130,6 +130,16 @@ def render_plan_scale(sec: dict, results: dict, img_dir: str) -> str:
                      for runner, r in runs.items()])
 
 
+def render_epoch_order(sec: dict, results: dict, img_dir: str) -> str:
+    rows = [(r["dataset"], f"{r['train_rows']:,}", r["sharding"], r["train_shards"], f"{r['position_correlation']:.3f}",
+             f"{r['cooccurrence_vs_fresh']:.2f}x", _num(r["cold_examples_per_s"]), _num(r["warm_examples_per_s"]))
+            for r in sec["rows"]]
+    return md_table(("Dataset", "Train rows", "Sharding", "Train shards", "Position correlation, epoch 0 vs 1",
+                     "Batch-mates again vs fresh permutation", "Cold ex/s", "Warm ex/s"), rows) + (
+        f"\n\n{sec['image']}x{sec['image']}x3 knot images, batch {sec['batch_size']}, the default 32 MB shuffle "
+        "buffer. Targets: correlation <= 0.05 and batch-mates meeting again <= 1.5x a fresh permutation's rate.")
+
+
 def render_reading(sec: dict, results: dict, img_dir: str) -> str:
     out = []
     for part in ("readers", "cycle_length", "shard_count", "compression", "epoch"):
@@ -301,6 +311,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict, dict, str], str]], ...] = (  # h
     ("### Converter fast paths vs the library calls they replace", "fast_paths", render_fast_paths),
     ("### Conversion at row scale: millions of small rows, locally and on Dask", "plan_scale", render_plan_scale),
     ("## 2. Reading: shardkit reader vs unshuffled generator vs PyDataset vs in-memory", "reading", render_reading),
+    ("### Epoch-to-epoch order: does each epoch see a new order?", "epoch_order", render_epoch_order),
     ("## 3. Storage: bytes per example", "storage", render_storage),
     ("## 4. Memory: training peak RSS vs N", "memory", render_memory),
     ("## 5. GPU: step time fed by shardkit vs synthetic tensors on the device", "gpu", render_gpu),

@@ -41,6 +41,8 @@ class Sizes:
     batch_size: int = 64
     fast_path_rows: int = 6_000
     plan_scale: dict[str, Any] = field(default_factory=lambda: {"rows": 3_000_000, "dask": True})
+    epoch_order: dict[str, int] = field(default_factory=lambda: {"small": 1_200, "large": 12_960})  # knot rows
+    object_store: dict[str, Any] = field(default_factory=lambda: {"per_class": 1_000, "size": 64, "shard_counts": [8, 32]})
     gpu: dict[str, Any] = field(default_factory=lambda: {"n_knots": 600, "n_proteins": 6_000, "steps": 100,
                                                           "warmup": 10, "min_epoch": 20_000})
     extra: dict[str, Any] = field(default_factory=dict)
@@ -51,7 +53,8 @@ class Sizes:
                    cycle_lengths=(1, 8, None), shard_counts=(1, 8), shards=8,
                    storage={"images": 240, "sequences": 200, "arrays": 20},
                    memory_sizes=(240,), memory_steps=1, batch_size=32, fast_path_rows=240,
-                   plan_scale={"rows": 20_000, "dask": False},
+                   plan_scale={"rows": 20_000, "dask": False}, epoch_order={"small": 300},
+                   object_store={"per_class": 40, "size": 32, "shard_counts": [2]},
                    gpu={"n_knots": 240, "n_proteins": 200, "steps": 2, "warmup": 1, "min_epoch": 200},
                    extra={"memory_modes": ("shardkit", "in-memory"), "memory_parallel": 2, "diagnose_steps": (2, 1),
                           "training": {"knots_per_class": 16, "knot_size": 32, "n_proteins": 100, "max_length": 64,
@@ -93,12 +96,15 @@ SECTIONS: dict[str, Callable[[Sizes, str, argparse.Namespace], dict[str, Any]]] 
     "conversion": lambda s, cache, a: _module("conversion").measure(cache, s.conversion, s.repeats),
     "fast_paths": lambda s, cache, a: _module("conversion").fast_paths(cache, s.fast_path_rows, s.repeats),
     "plan_scale": lambda s, cache, a: _module("plan_scale").measure(cache, **s.plan_scale),
+    "epoch_order": lambda s, cache, a: _module("order").measure(cache, s.epoch_order, batch_size=s.batch_size),
+    "object_store": lambda s, cache, a: _module("object_store").measure(**s.object_store),
     "diagnose": lambda s, cache, a: _diagnose(s, cache),
     "gpu": lambda s, cache, a: _module("gpu").measure(
         cache, os.environ["KERAS_BACKEND"], a.gpu_precisions.split(","), a.gpu_batch_size, a.gpu_sequence_encoding,
         **s.gpu),
 }
-ON_REQUEST = {"gpu"}  # measured only when named in --only (on a GPU machine, its inputs carried in --cache)
+ON_REQUEST = {"gpu", "object_store"}  # measured only when named in --only (gpu: on a GPU machine, its inputs
+# carried in --cache; object_store: quoted by hand in docs/benchmarks.md)
 
 
 def merge_gpu(paths: list[str]) -> dict[str, Any]:

@@ -99,6 +99,19 @@ def storage(results: dict) -> list[Verdict]:
     return [Verdict(target, goal, f"1/{1 / r:.0f} ({r:.4f})", _judge(r <= 1 / 50))]
 
 
+def epoch_order(results: dict) -> list[Verdict]:
+    """Each epoch a new order with the converter's default shards: position correlation between consecutive
+    epochs <= 0.05, batch-mates meeting again <= 1.5x a fresh permutation's rate, for every dataset size."""
+    rows = [r for r in _get(results, "epoch_order", "rows") or [] if r["sharding"] == "default"]
+    if not rows:
+        return [Verdict("epoch-to-epoch order (default shards)", "correlation <= 0.05, batch-mates <= 1.5x", "-",
+                        "not measured")]
+    return [Verdict(f"epoch-to-epoch order, {r['dataset']} ({r['train_rows']:,} rows, {r['train_shards']} shards)",
+                    "correlation <= 0.05, batch-mates <= 1.5x",
+                    f"{r['position_correlation']:.3f}, {r['cooccurrence_vs_fresh']:.2f}x",
+                    _judge(r["position_correlation"] <= 0.05 and r["cooccurrence_vs_fresh"] <= 1.5)) for r in rows]
+
+
 def conversion(results: dict) -> list[Verdict]:
     """At the largest input: the Beam job (whole CLI run, and its write phase) vs the hand loop, 1 worker
     >= 0.7x and 2 workers >= 1.6x; the converter's peak RSS < 1.5 GB (judged for 6 GB in)."""
@@ -143,4 +156,5 @@ def gpu(results: dict) -> list[Verdict]:
 
 def evaluate(results: dict) -> list[Verdict]:
     """Every target, in the issue's order."""
-    return [v for check in (readers, epoch_time, memory_scaling, storage, conversion, gpu) for v in check(results)]
+    return [v for check in (readers, epoch_time, epoch_order, memory_scaling, storage, conversion, gpu)
+            for v in check(results)]

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from bench.object_store_bench import CREDS, s3_args
+from bench.object_store import CREDS, s3_args
 from conftest import IMAGE_ARGS, run_convert, shard_bytes
 
 pytest.importorskip("boto3")
@@ -22,7 +22,7 @@ pytest.importorskip("moto")
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: Any) -> Iterator[str]:
     """``python -m moto.server`` on 127.0.0.1 on a free port, in its own process, stopped at the end."""
-    from bench.object_store_bench import loopback_s3
+    from bench.object_store import loopback_s3
 
     with loopback_s3(str(tmp_path_factory.mktemp("moto") / "server.log")) as (url, _):
         yield url

@@ -1,14 +1,12 @@
 """Conversion from a loopback S3 server (moto) vs from local disk: rows/s, peak RSS of every process, and
 bytes fetched from the store per byte written.
 
-    python -m bench.object_store_bench [--per-class 400] [--size 64] [--shards 8,32]
-
-Prints a JSON result; docs/benchmarks.md's "Object storage" section quotes one run.
+A ``run_all`` section measured on request (``python -m bench.run_all --only object_store``): it needs the
+moto server from the test extra. docs/benchmarks.md's "Object storage" section quotes one run.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -170,16 +168,3 @@ def measure(per_class: int, size: int, shard_counts: list[int]) -> dict[str, Any
             r["write_phase_rows_per_s"] = round(rows / max(r["write_phase_s"], 1e-9), 1)
             result[name] = r
     return result
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--per-class", type=int, default=400)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--shards", default="8,32", help="train shard counts for the bytes-fetched figure")
-    a = p.parse_args()
-    print(json.dumps(measure(a.per_class, a.size, [int(x) for x in a.shards.split(",")]), indent=1))
-
-
-if __name__ == "__main__":
-    main()
