@@ -17,20 +17,20 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
 
 @contextlib.contextmanager
-def loopback_s3(log_path: str = os.devnull) -> Iterator[tuple[str, int]]:
-    """``python -m moto.server`` on 127.0.0.1 on a free port, in its own process; yields (URL, pid)."""
+def loopback_server(argv: Callable[[int], list[str]], what: str, log_path: str = os.devnull) -> Iterator[tuple[int, int]]:
+    """Run ``argv(port)`` on a free 127.0.0.1 port until it accepts connections; yields (port, pid) and stops
+    the process on exit."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv(port), stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.time() + 60
             while True:
@@ -39,9 +39,9 @@ def loopback_s3(log_path: str = os.devnull) -> Iterator[tuple[str, int]]:
                         break
                 except OSError:
                     if proc.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(f"moto server did not start (exit {proc.poll()})") from None
+                        raise RuntimeError(f"{what} did not start (exit {proc.poll()})") from None
                     time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}", proc.pid
+            yield port, proc.pid
         finally:
             proc.terminate()
             try:
@@ -49,6 +49,14 @@ def loopback_s3(log_path: str = os.devnull) -> Iterator[tuple[str, int]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextlib.contextmanager
+def loopback_s3(log_path: str = os.devnull) -> Iterator[tuple[str, int]]:
+    """``python -m moto.server`` on 127.0.0.1 on a free port, in its own process; yields (URL, pid)."""
+    argv = lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]  # noqa: E731
+    with loopback_server(argv, "moto server", log_path) as (port, pid):
+        yield f"http://127.0.0.1:{port}", pid
 
 
 def s3_args(url: str) -> list[str]:

@@ -7,12 +7,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from .encoders import InputError
-from .sources import BLOCK_BYTES, HDF5_LOCK, HDF5Source, Source, SourceSpec, raw_layout
+from .sources import BLOCK_BYTES, HDF5_LOCK, HDF5Columns, HDF5Source, SourceSpec, raw_layout
 
 HOLE_BYTES = 16 << 10  # rows of one chunk closer than this are fetched in one range request
 
 
-class RemoteHDF5Source(Source):
+class RemoteHDF5Source(HDF5Columns):
     """An HDF5 file in an object store (any Beam FileSystems URL), opened by h5py over range requests.
 
     Uncompressed rows are fetched directly: a shard's rows, sorted, become one request per run of nearby
@@ -65,19 +65,6 @@ class RemoteHDF5Source(Source):
         if numeric and node.dtype.kind in "OSUV":
             raise InputError(f"{self.where(name)}: holds {node.dtype} values; HDF5 data must be numeric arrays")
         return node
-
-    def column(self, name: str) -> np.ndarray:
-        with HDF5_LOCK:
-            return np.asarray(self._node(name)[:])
-
-    def column_blocks(self, name: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        node = self._node(name)
-        for first in range(0, self.num_rows, rows):
-            with HDF5_LOCK:
-                yield first, np.asarray(node[first : first + rows])
-
-    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
-        return tuple(int(d) for d in self._data.shape[1:]), np.dtype(self._data.dtype)
 
     def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         node = self._data

@@ -193,7 +193,30 @@ class Source:
         pass
 
 
-class HDF5Source(Source):
+class HDF5Columns(Source):
+    """The column reads every HDF5 source shares; a subclass opens the file and provides ``_node(name)``
+    and ``_data`` (the data node)."""
+
+    _data: Any
+
+    def _node(self, name: str, numeric: bool = False) -> Any:
+        raise NotImplementedError
+
+    def column(self, name: str) -> np.ndarray:
+        with HDF5_LOCK:
+            return np.asarray(self._node(name)[:])
+
+    def column_blocks(self, name: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        node = self._node(name)
+        for first in range(0, self.num_rows, rows):
+            with HDF5_LOCK:
+                yield first, np.asarray(node[first : first + rows])
+
+    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
+        return tuple(int(d) for d in self._data.shape[1:]), np.dtype(self._data.dtype)
+
+
+class HDF5Source(HDF5Columns):
     """An HDF5 file opened with PyTables (reads PyTables EArrays/CArrays and plain h5py datasets alike)."""
 
     def __init__(self, spec: SourceSpec) -> None:
@@ -248,19 +271,6 @@ class HDF5Source(Source):
         if numeric and (isinstance(node, tables.VLArray) or node.dtype.kind in "OSU"):
             raise InputError(f"{self.where(name)}: holds {node.dtype} values; HDF5 data must be numeric arrays")
         return node
-
-    def column(self, name: str) -> np.ndarray:
-        with HDF5_LOCK:
-            return np.asarray(self._node(name)[:])
-
-    def column_blocks(self, name: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        node = self._node(name)
-        for first in range(0, self.num_rows, rows):
-            with HDF5_LOCK:
-                yield first, np.asarray(node[first : first + rows])
-
-    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
-        return tuple(int(d) for d in self._data.shape[1:]), np.dtype(self._data.dtype)
 
     def _raw_rows(self) -> "RawRows | None":
         """Direct reads for uncompressed data (contiguous, or chunks holding whole rows), else None."""

@@ -97,3 +97,14 @@ def array_h5_with_bad_value(path: str, rows: int, cols: int, bad_row: int, bad: 
         f.create_array("/", "x", x)
         f.create_array("/", "y", np.arange(rows) % 3)
     return path
+
+
+def random_images_h5(path: str, rows: int) -> str:
+    """A PyTables file of ``rows`` random 32x32x3 images (/x, flat uint8) with class-sorted labels /y in 0..2."""
+    import tables
+
+    rng = np.random.default_rng(0)
+    with tables.open_file(path, "w") as f:
+        f.create_array("/", "x", rng.integers(0, 256, (rows, 32 * 32 * 3), dtype=np.uint8))
+        f.create_array("/", "y", np.sort(rng.integers(0, 3, rows)))
+    return path

@@ -9,22 +9,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-import tables
 
-from conftest import IMAGE_ARGS, no_leftovers, run_convert, shard_bytes
+from conftest import IMAGE_ARGS, no_leftovers, random_images_h5, run_convert, shard_bytes
 from shardkit.spec import read_metadata
 
 RANDOM_ARGS = ["--kind", "image", "--data", "/x", "--label", "/y", "--image-shape", "32,32,3"]
-
-
-def _random_images(path: str, rows: int) -> str:
-    rng = np.random.default_rng(0)
-    with tables.open_file(path, "w") as f:
-        f.create_array("/", "x", rng.integers(0, 256, (rows, 32 * 32 * 3), dtype=np.uint8))
-        f.create_array("/", "y", np.sort(rng.integers(0, 3, rows)))
-    return path
 
 
 def _cli(*args: str) -> list[str]:
@@ -43,7 +33,7 @@ def _started_writing(proc: subprocess.Popen, tmp_path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_sigkill_mid_run_publishes_nothing_and_rerun_is_identical(tmp_path) -> None:
-    src = _random_images(str(tmp_path / "r.h5"), 12000)
+    src = random_images_h5(str(tmp_path / "r.h5"), 12000)
     out = str(tmp_path / "ds")
     argv = [src, "--out", out, *RANDOM_ARGS, "--num-shards", "60", "--workers", "1", "--quiet"]
     proc = _started_writing(subprocess.Popen(_cli(*argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), tmp_path)
@@ -65,7 +55,7 @@ def test_sigkill_mid_run_publishes_nothing_and_rerun_is_identical(tmp_path) -> N
 
 
 def test_sigterm_mid_run_cleans_up(tmp_path) -> None:
-    src = _random_images(str(tmp_path / "r.h5"), 12000)
+    src = random_images_h5(str(tmp_path / "r.h5"), 12000)
     out = str(tmp_path / "ds")
     proc = _started_writing(subprocess.Popen(_cli(src, "--out", out, *RANDOM_ARGS, "--num-shards", "60", "--workers", "1"),
                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), tmp_path)
@@ -96,7 +86,7 @@ def test_file_size_limit_is_a_clear_error(tmp_path) -> None:
     """Disk quota / full disk simulated with RLIMIT_FSIZE: the worker's write fails with EFBIG."""
     import resource
 
-    src = _random_images(str(tmp_path / "r.h5"), 1500)
+    src = random_images_h5(str(tmp_path / "r.h5"), 1500)
     out = str(tmp_path / "ds")
     limit = 2 << 20
 

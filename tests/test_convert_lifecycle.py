@@ -10,27 +10,17 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import psutil
-import tables
 
-from conftest import no_leftovers
+from conftest import no_leftovers, random_images_h5
 
 ARGS = ["--kind", "image", "--data", "/x", "--label", "/y", "--image-shape", "32,32,3", "--workers", "2"]
-
-
-def _random_images(path: str, rows: int) -> str:
-    rng = np.random.default_rng(0)
-    with tables.open_file(path, "w") as f:
-        f.create_array("/", "x", rng.integers(0, 256, (rows, 32 * 32 * 3), dtype=np.uint8))
-        f.create_array("/", "y", np.sort(rng.integers(0, 3, rows)))
-    return path
 
 
 def _start(tmp_path, rows: int, *extra: str, writing: bool = True) -> tuple[subprocess.Popen, list[psutil.Process]]:
     """Start a conversion in its own process group (as a terminal would) and return it with its two worker
     processes, once they exist (and, with ``writing``, once they have started writing shards)."""
-    src = _random_images(str(tmp_path / "r.h5"), rows)
+    src = random_images_h5(str(tmp_path / "r.h5"), rows)
     proc = subprocess.Popen([sys.executable, "-m", "shardkit.convert", src, "--out", str(tmp_path / "ds"), *ARGS,
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

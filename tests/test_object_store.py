@@ -291,28 +291,12 @@ def gcs_server(tmp_path_factory: Any) -> Iterator[str]:
     reach it through STORAGE_EMULATOR_HOST, anonymously."""
     pytest.importorskip("gcp_storage_emulator")
     pytest.importorskip("google.cloud.storage")
-    import socket
+    from bench.object_store import loopback_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("gcs") / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                             "--port", str(port), "--in-memory"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, "gcs emulator did not start"
-                time.sleep(0.2)
+    argv = lambda port: [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",  # noqa: E731
+                         "--port", str(port), "--in-memory"]
+    with loopback_server(argv, "gcs emulator", str(tmp_path_factory.mktemp("gcs") / "server.log")) as (port, _):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def test_gs_input_and_output_through_an_emulator(knots_h5: str, gcs_server: str, tmp_path, monkeypatch) -> None:
