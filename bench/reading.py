@@ -176,7 +176,7 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
     elif feed == "shardkit":
         kwargs = training_input(dataset, batch, epochs, seed=0).fit_kwargs()
         kwargs.pop("validation_data")
-        model.fit(**kwargs, **fit)
+        model.fit(**kwargs, **{k: v for k, v in fit.items() if k != "epochs"})
     else:
         if h5:
             with tables.open_file(h5, "r") as f:

@@ -206,3 +206,19 @@ def test_skip_corrupt_finds_a_crc_failure_up_front(tmp_path, knots: str) -> None
     assert list(ds.lost) == [shard] and ds.lost[shard] > 0
     ids = np.concatenate(_row_batches(reader.train_dataset(ds, BATCH, 2, options=reader.ReadOptions(with_row_id=True, skip_corrupt=True))))
     assert len(ids) == 2 * (240 - ds.lost[shard])
+
+
+def test_readme_snippet_takes_epochs_from_training_input(knots: str, recwarn: pytest.WarningsRecorder) -> None:
+    """``model.fit(**training_input(...).fit_kwargs())`` runs exactly the stream's epochs, each over every
+    training example, without Keras running out of data; passing epochs a second time is an error."""
+    import keras
+
+    inp = reader.training_input(knots, batch_size=BATCH, epochs=2, seed=0)
+    model = keras.Sequential([keras.Input((24, 24, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(verbose=0, **inp.fit_kwargs())
+    assert len(history.history["loss"]) == 2 and len(history.history["val_loss"]) == 2
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]
+    with pytest.raises(TypeError, match="epochs"):
+        model.fit(epochs=3, **inp.fit_kwargs())

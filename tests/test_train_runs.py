@@ -70,8 +70,10 @@ def error_line(capsys: pytest.CaptureFixture[str]) -> str:
 def test_every_run_records_its_dataset_id(knots: str, finished: str) -> None:
     dataset_id = spec.read_metadata(knots).dataset_id
     assert len(dataset_id) == 16
-    assert json.loads(Path(finished, "config.json").read_text())["dataset_id"] == dataset_id
+    config = json.loads(Path(finished, "config.json").read_text())
+    assert config["dataset_id"] == dataset_id
     assert json.loads(Path(finished, "metrics.json").read_text())["dataset_id"] == dataset_id
+    assert config["absolute_paths"] == {"dataset": os.path.abspath(knots), "out": os.path.abspath(finished)}
 
 
 @pytest.mark.parametrize("same_settings", [True, False])

@@ -8,7 +8,7 @@ one vectorised ``parse_example`` per batch -> decode in the graph -> prefetch. I
 Call from your own Keras code::
 
     inp = training_input("/data/knots", batch_size=64, epochs=10, seed=0)
-    model.fit(epochs=10, **inp.fit_kwargs())
+    model.fit(**inp.fit_kwargs())  # epochs come from training_input: the stream holds exactly that many
 """
 
 from __future__ import annotations
@@ -480,10 +480,14 @@ class TrainingInput:
     validation: tf.data.Dataset | Any | None
     start_epoch: int = 0
     start_step: int = 0
+    epochs: int = 0
 
     def fit_kwargs(self) -> dict[str, Any]:
+        """``model.fit``'s input arguments, epochs included: a stream built for ``epochs`` epochs must be fit
+        for exactly that many, or Keras runs out of data (more) or stops early (fewer)."""
         kwargs: dict[str, Any] = {
             "x": self.train,
+            "epochs": self.epochs,
             "steps_per_epoch": self.plan.steps_per_epoch,
             "initial_epoch": self.start_epoch,
             "shuffle": False,
@@ -505,7 +509,7 @@ def training_input(
     strategy: tf.distribute.Strategy | None = None,
     policy: str | None = None,
 ) -> TrainingInput:
-    """Training stream and validation split for ``model.fit(epochs=epochs, **inp.fit_kwargs())``.
+    """Training stream and validation split for ``model.fit(**inp.fit_kwargs())``.
 
     With a multi-worker ``strategy`` every worker builds its own shard of the input (``policy`` FILE when
     there are at least as many shards as workers, else DATA) and evaluates the whole validation split.
@@ -521,7 +525,7 @@ def training_input(
         train = train_dataset(ds, batch_size, epochs, seed, start_epoch, start_step, options, sampling, replicas)
         val_batch = eval_batch_size(ds.count("validation"), batch_size, replicas) if has_val else batch_size
         val = eval_dataset(ds, "validation", val_batch, options) if has_val else None
-        return TrainingInput(ds, p, train, val, start_epoch, start_step)
+        return TrainingInput(ds, p, train, val, start_epoch, start_step, epochs)
 
     def per_worker_train(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         shard = WorkerShard(ctx.input_pipeline_id, ctx.num_input_pipelines, policy)
@@ -536,7 +540,7 @@ def training_input(
 
     train = strategy.distribute_datasets_from_function(per_worker_train)
     val = strategy.distribute_datasets_from_function(per_worker_val) if has_val else None
-    return TrainingInput(ds, p, train, val, start_epoch, start_step)
+    return TrainingInput(ds, p, train, val, start_epoch, start_step, epochs)
 
 
 def read_row_ids(ds: Dataset | str, split: str) -> np.ndarray:

@@ -119,7 +119,8 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
     ds = reader.open_dataset(config.dataset, config.skip_corrupt)
     _check_classes(ds, config.dataset)
     before = integrity.snapshot(ds)
-    settings = {**dataclasses.asdict(config), "dataset_id": ds.metadata.dataset_id}
+    settings = {**dataclasses.asdict(config), "dataset_id": ds.metadata.dataset_id,
+                "absolute_paths": {"dataset": os.path.abspath(config.dataset), "out": os.path.abspath(config.out)}}
     rundir.check(out, settings, overwrite)
     for path, n in ds.lost.items():
         log(f"--skip-corrupt: {path}: {n} records lost (damaged shard; reading its intact prefix)")
@@ -181,10 +182,9 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
             backup = ReaderPositionBackup(
                 backup_dir, plan.steps_per_epoch, save_freq, start_epoch, start_step, fingerprint, delete_checkpoint=False
             )
-            kwargs = first.fit_kwargs()
-            kwargs["steps_per_epoch"] = plan.steps_per_epoch - start_step
+            kwargs = {**first.fit_kwargs(), "epochs": config.epochs, "steps_per_epoch": plan.steps_per_epoch - start_step}
             only_this_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
-            model.fit(epochs=config.epochs, callbacks=[*common, backup, only_this_epoch], verbose=config.verbose, **kwargs)
+            model.fit(callbacks=[*common, backup, only_this_epoch], verbose=config.verbose, **kwargs)
             start_epoch, start_step = start_epoch + 1, 0
         if start_epoch < config.epochs and not _stopped_early(common):
             rest = reader.training_input(
@@ -192,7 +192,7 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
                 start_epoch, 0, strategy,
             )
             backup = ReaderPositionBackup(backup_dir, plan.steps_per_epoch, save_freq, start_epoch, 0, fingerprint)
-            model.fit(epochs=config.epochs, callbacks=[*common, backup], verbose=config.verbose, **rest.fit_kwargs())
+            model.fit(callbacks=[*common, backup], verbose=config.verbose, **rest.fit_kwargs())
         _report_early_stop(common)
     except tf.errors.DataLossError as e:
         problems = reader.find_corrupt_shards(ds)

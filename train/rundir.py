@@ -120,7 +120,7 @@ def _difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     return None
 
 
-def finished_with(path: str, settings: Mapping[str, Any], ignore: tuple[str, ...] = ("verbose", "dataset", "out")) -> dict[str, Any] | None:
+def finished_with(path: str, settings: Mapping[str, Any], ignore: tuple[str, ...] = ("verbose", "dataset", "out", "absolute_paths")) -> dict[str, Any] | None:
     """The metrics.json of a run finished in ``path`` with exactly these settings (those in ``ignore`` aside:
     they change no result), or None. Lets a rerun of an interrupted ``--repeat`` keep the seeds it finished."""
     old, metrics = read_config(path), read_json(os.path.join(path, "metrics.json"))
