@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset = staging.stage(args.dataset, getattr(args, "cache_dir", None),
                                          getattr(args, "cache_max_gb", staging.DEFAULT_MAX_GB))
         return int(args.func(args) or 0)
-    except (DatasetError, ValueError, OSError) as e:
+    except (DatasetError, ValueError, OSError, ImportError) as e:  # ImportError: keras_compat's version check
         if args.log:
             traceback.print_exc()
         print(f"shardkit-train: error: {_first_line(e)}", file=sys.stderr)

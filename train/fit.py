@@ -21,7 +21,7 @@ import tensorflow as tf
 from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
-from shardkit.train import integrity, models, report, rundir
+from shardkit.train import integrity, keras_compat, models, report, rundir
 from shardkit.train.arguments import MAX_SEED
 from shardkit.train.callbacks import (
     HistoryLogger,
@@ -202,16 +202,11 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
 
 
 def _prebuild(model: keras.Model, ds: reader.Dataset, options: reader.ReadOptions, strategy) -> None:
-    """Build model, optimizer and metric state from one local batch, then skip Keras' own symbolic build:
-    under MultiWorkerMirroredStrategy it all-reduces the first (x, y) batch and fails on any nested input
-    (keras-team/keras#20329)."""
+    """Build the model from one local batch before ``fit`` (see ``keras_compat.build_from_batch``)."""
     split = "validation" if "validation" in ds.counts and ds.count("validation") else "train"
     sample = next(iter(reader.eval_dataset(ds, split, 2, options)))
     with strategy.scope():
-        model._symbolic_build(data_batch=sample)
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        keras_compat.build_from_batch(model, sample)
 
 
 def _stopped_early(callbacks: list[keras.callbacks.Callback]) -> bool:
