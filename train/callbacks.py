@@ -128,6 +128,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
+        keras_compat.set_monitor_op(self)  # now, or Keras may reset the restored best at the first epoch end
         history = self.history()
         values = [(epoch, v) for epoch, v in enumerate(history) if math.isfinite(v)]
         if not values:
