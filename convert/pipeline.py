@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, content_id
+from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, content_id, is_remote
 
 from . import plan as planning
 from . import publish
@@ -78,7 +78,7 @@ def _source_specs(cfg: ConvertConfig) -> list[SourceSpec]:
     """One spec per input; a glob or folder becomes one table of its files in sorted order."""
     specs = []
     for p in cfg.inputs:
-        path = os.path.abspath(p) if "://" not in p else p
+        path = p if is_remote(p) else os.path.abspath(p.removeprefix("file://"))
         files = expand_input(path)
         parts = tuple(files) if files != [path] else ()
         specs.append(SourceSpec(path, cfg.data, cfg.label, cfg.id, cfg.group_column, parts=parts))

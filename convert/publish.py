@@ -14,7 +14,7 @@ import socket
 import time
 import uuid
 
-from shardkit.spec import METADATA_FILE, Metadata
+from shardkit.spec import METADATA_FILE, Metadata, is_remote
 
 from .encoders import InputError
 
@@ -27,10 +27,6 @@ SHARD_OBJECT = re.compile(r"^(train|validation|test)/(train|validation|test)-\d{
 
 class PublishError(RuntimeError):
     """The output could not be written or moved into place."""
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 def _fs():  # type: ignore[no-untyped-def]

@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from shardkit.spec import is_remote
+
 from . import plan as planning
 from . import publish
 from .encoders import InputError, SequenceEncoder
@@ -97,7 +99,7 @@ def write_shard(ref: planning.ShardRef, enc: EncodeConfig, sources: dict[int, So
 
 
 def _failed(tmp_dir: str) -> bool:
-    return "://" not in tmp_dir and os.path.isdir(os.path.join(tmp_dir, ERRORS_DIR))
+    return not is_remote(tmp_dir) and os.path.isdir(os.path.join(tmp_dir, ERRORS_DIR))
 
 
 def worker_errors(tmp_dir: str) -> list[str]:

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from shardkit.spec import is_remote
+
 from .encoders import InputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -35,11 +37,6 @@ class SourceSpec:
     group: str | None = None
     parts: tuple[str, ...] = ()  # the files of a glob or folder, sorted: one table, rows numbered across them
     part_rows: tuple[int, ...] = ()  # their row counts, once the driver has opened them
-
-
-def is_remote(path: str) -> bool:
-    """True for URLs such as gs://... that are read through Beam's FileSystems."""
-    return "://" in path and not path.startswith("file://")
 
 
 def open_binary(path: str) -> Any:

@@ -11,6 +11,7 @@ sums, so the resumed run draws the same masks and reports the whole epoch, as th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from shardkit import spec
 from shardkit.train import keras_compat
 
 POSITION_FILE = "training_metadata.json"
@@ -91,11 +93,8 @@ class ReaderPositionBackup(keras_compat.BackupAndRestore):
             "weights": weights,
             "state": training_state(self.model),
         }
-        tmp = self.metadata_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(position, f)
         os.replace(tmp_weights, os.path.join(self.backup_dir, weights))
-        os.replace(tmp, self.metadata_path)
+        spec.write_text(self.metadata_path, json.dumps(position))
         for name in os.listdir(self.backup_dir):
             if name.endswith(".weights.h5") and name not in (weights, "incoming.weights.h5"):
                 os.remove(os.path.join(self.backup_dir, name))
@@ -201,10 +200,9 @@ def truncate_history(path: str, epochs_done: int) -> None:
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epochs_done]
     if len(kept) == len(rows):
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(kept)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    csv.writer(text).writerows(kept)
+    spec.write_text(path, text.getvalue())
 
 
 class HistoryLogger(keras.callbacks.Callback):

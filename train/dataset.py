@@ -86,6 +86,7 @@ def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] 
     scanned first (one extra read pass) and only the intact prefix of a damaged or missing shard is read; the
     records lost are in ``Dataset.lost``, and epochs stay exact over the records that remain.
     """
+    path = path.removeprefix("file://")
     metadata = spec.read_metadata(path)
     counts: dict[str, tuple[int, ...]] = {}
     lost: dict[str, int] = {}

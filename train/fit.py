@@ -8,7 +8,6 @@ What may be written into a run directory, and when, is ``rundir``'s; read-time c
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -146,7 +145,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
 def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dataset, before: dict,
            settings: dict[str, Any], model: keras.Model, options: reader.ReadOptions) -> dict[str, Any]:
     """Write config.json, train (resuming from a backup), then test and report."""
-    _write_json(os.path.join(out, "config.json"), settings)
+    spec.write_json(os.path.join(out, "config.json"), settings)
 
     backup_dir = os.path.join(out, "backup")
     probe = reader.training_input(ds, config.batch_size, config.epochs, config.seed, options, config.sampling, strategy=strategy)
@@ -336,7 +335,7 @@ def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str
         report.plot_history(history, os.path.join(out, "training_curves.png"))
     if before is not None:
         integrity.check_unchanged(ds, before, "before writing metrics.json")
-    _write_json(os.path.join(out, "metrics.json"), result)
+    spec.write_json(os.path.join(out, "metrics.json"), result)
     return result
 
 
@@ -445,13 +444,6 @@ def evaluate_run(
     result["dataset_id"] = ds.metadata.dataset_id
     result["split"] = split
     result["trained_on"] = {"dataset": trained_on, "dataset_id": trained_id}
-    _write_json(os.path.join(run_dir, f"evaluation_{name}.json"), result)
+    spec.write_json(os.path.join(run_dir, f"evaluation_{name}.json"), result)
     return result
 
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-        f.write("\n")
-    os.replace(tmp, path)

@@ -26,7 +26,7 @@ Stamp = tuple[int, int, int]  # size, mtime in ns, inode (0 where the filesystem
 def stamp(path: str) -> Stamp | None:
     """Identity of one file as the filesystem sees it, or None when it is gone."""
     try:
-        if "://" in path:
+        if spec.is_remote(path):
             st = tf.io.gfile.stat(path)
             return int(st.length), int(st.mtime_nsec), 0
         st = os.stat(path)
