@@ -22,16 +22,17 @@ from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, con
 
 from . import plan as planning
 from . import publish
-from .encoders import (ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec,
+from .encoders import (ArrayEncoder, ImageEncoder, SequenceEncoder, checked_sequence, label_spec,
                        merge_label_specs)
+from .errors import ConvertError, InputError, PublishError
 from .publish import join
 from .ranged import check_s3_buckets
 from .runner import (check_beam_args, check_runner_paths, error_from, filesystem_options, pipeline_options,
                      restore_filesystem_options, run_job)
-from .shards import STATS_DIR, ConvertError, EncodeConfig, save_plan, worker_errors
+from .shards import STATS_DIR, EncodeConfig, save_plan, worker_errors
 from .sources import Source, SourceSpec, expand_input, file_stat, open_source
 
-__all__ = ["ConvertConfig", "ConvertError", "Prepared", "convert", "prepare"]
+__all__ = ["ConvertConfig", "Prepared", "convert", "prepare"]
 
 RECORD_OVERHEAD = 64
 
@@ -399,7 +400,7 @@ def _convert(cfg: ConvertConfig, beam_args: list[str], log: Any, start: float, r
                  runner, runner_name)
         meta = _metadata(cfg, prep.encoder, prep.label, prep.refs, tmp, list(prep.specs), start, runner_name)
         publish.publish(tmp, cfg.out, meta, cfg.overwrite, skip=(STATS_DIR, planning.PLAN_DIR))
-    except publish.PublishError as e:
+    except PublishError as e:
         publish.remove(tmp)
         raise ConvertError(str(e)) from e
     except BaseException:

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 from shardkit.spec import is_remote
 
 from . import plan as planning
-from .encoders import InputError
+from .errors import InputError
 from .shards import EncodeConfig, write_shard
 from .sources import Source
 

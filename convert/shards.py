@@ -19,17 +19,14 @@ from shardkit.spec import is_remote
 
 from . import plan as planning
 from . import publish
-from .encoders import InputError, SequenceEncoder
+from .encoders import SequenceEncoder
+from .errors import ConvertError, InputError
 from .publish import join
 from .records import ExampleLayout, ShardWriter
 from .sources import Source, SourceSpec, open_source
 
 STATS_DIR = "_stats"
 ERRORS_DIR = "_errors"
-
-
-class ConvertError(RuntimeError):
-    """The conversion failed (bad input, unwritable output, failed pipeline); nothing was published."""
 
 
 @dataclass(frozen=True)

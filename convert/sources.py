@@ -18,7 +18,7 @@ import numpy as np
 
 from shardkit.spec import is_remote
 
-from .encoders import InputError
+from .errors import InputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HDF5_LOCK = threading.RLock()  # the HDF5 library is not thread-safe; thread workers take turns

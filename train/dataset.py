@@ -95,12 +95,13 @@ def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] 
             continue
         split_counts = []
         for shard, full in zip(metadata.splits[split].shards, metadata.shard_paths(path, split)):
-            problem = _shard_problem(full, shard.bytes)
+            size = shard_size(full)
+            problem = size_problem(size, shard.bytes)
             if problem and not skip_corrupt:
                 raise DatasetError(f"{full}: {problem}")
             count = shard.count
             if skip_corrupt:
-                count = min(intact_count(full, metadata.compression), shard.count) if not problem or "missing" not in problem else 0
+                count = 0 if size is None else min(intact_count(full, metadata.compression), shard.count)
                 if count < shard.count:
                     lost[full] = shard.count - count
             split_counts.append(count)
@@ -108,10 +109,15 @@ def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] 
     return Dataset(path, metadata, counts, lost)
 
 
-def _shard_problem(path: str, expected_bytes: int) -> str | None:
-    if not tf.io.gfile.exists(path):
+def shard_size(path: str) -> int | None:
+    """A shard's size in bytes, or None when it is missing."""
+    return tf.io.gfile.stat(path).length if tf.io.gfile.exists(path) else None
+
+
+def size_problem(size: int | None, expected_bytes: int) -> str | None:
+    """Why a shard of ``size`` bytes (None: missing) does not match metadata.json, or None when it does."""
+    if size is None:
         return "shard is missing (the dataset is partial)"
-    size = tf.io.gfile.stat(path).length
     if expected_bytes and size != expected_bytes:
         return f"shard is {size} bytes but metadata.json records {expected_bytes}: truncated or modified"
     return None

@@ -113,7 +113,7 @@ def count_problems(ds: reader.Dataset) -> list[str]:
     problems = []
     for split in ds.metadata.splits:
         for shard, full in zip(ds.metadata.splits[split].shards, ds.shard_paths(split)):
-            if full in ds.lost or reader._shard_problem(full, shard.bytes):
+            if full in ds.lost or reader.size_problem(reader.shard_size(full), shard.bytes):
                 continue
             n = count_records(full, ds.metadata.compression)
             if n != shard.count:
