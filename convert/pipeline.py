@@ -86,14 +86,14 @@ def _source_specs(cfg: ConvertConfig) -> list[SourceSpec]:
     return specs
 
 
-def _encoder(cfg: ConvertConfig, sources: list[Source], lengths: int | None) -> Any:
+def _encoder(cfg: ConvertConfig, sources: list[Source], longest: int | None) -> Any:
     first = sources[0]
     shape, dtype = first.data_info()
     where = first.where(cfg.data)
     if cfg.kind == "sequence":
         if first.fmt == "hdf5":
             raise InputError(f"{where}: --kind sequence reads a string column of a Parquet/Feather/CSV file")
-        return SequenceEncoder(cfg.max_length or int(lengths or 1), cfg.vocabulary, cfg.unknown)
+        return SequenceEncoder(cfg.max_length or int(longest or 1), cfg.vocabulary, cfg.unknown)
     if first.fmt != "hdf5":
         raise InputError(f"{where}: --kind {cfg.kind} reads an HDF5 array node, not a DataFrame column")
     if cfg.kind == "image":
@@ -120,7 +120,7 @@ def _encoder(cfg: ConvertConfig, sources: list[Source], lengths: int | None) -> 
     return enc
 
 
-def _sequence_lengths(cfg: ConvertConfig, sources: list[Source]) -> int:
+def _longest_sequence(cfg: ConvertConfig, sources: list[Source]) -> int:
     """One bounded pass over the sequence column: checks every value and returns the longest length."""
     longest = 0
     for src in sources:
@@ -344,8 +344,8 @@ def prepare(cfg: ConvertConfig) -> Prepared:
                 raise InputError(f"{src.where(cfg.data)}: --kind {cfg.kind} reads {what}")
         if cfg.kind == "sequence" and cfg.max_length is not None and cfg.max_length < 1:
             raise InputError(f"--max-length {cfg.max_length}: must be at least 1")
-        lengths = _sequence_lengths(cfg, sources) if cfg.kind == "sequence" else None
-        enc = _encoder(cfg, sources, lengths)
+        longest = _longest_sequence(cfg, sources) if cfg.kind == "sequence" else None
+        enc = _encoder(cfg, sources, longest)
         label, labels = _labels(cfg, sources)
         rec = _record_bytes(enc, sources[0], cfg)
         shard_plan = _plan(cfg, sources, labels, rec)

@@ -258,7 +258,7 @@ def _scalar_seed(seed_pair: tf.Tensor, salt: int) -> tf.Tensor:
     return tf.random.stateless_uniform([], seed=salted, minval=0, maxval=2**31 - 1, dtype=tf.int64)
 
 
-def worker_counts(ds: Dataset, split: str, worker: WorkerShard) -> int:
+def fewest_worker_records(ds: Dataset, split: str, worker: WorkerShard) -> int:
     """Fewest records any worker can get in any epoch (files are reassigned each epoch under FILE)."""
     counts = sorted(ds.counts[split])
     if worker.count == 1:
@@ -353,7 +353,7 @@ class TrainingPlan:
     policy: str = "FILE"
 
 
-def plan(ds: Dataset, batch_size: int, replicas: int = 1, worker_count: int = 1, policy: str = "FILE") -> TrainingPlan:
+def training_plan(ds: Dataset, batch_size: int, replicas: int = 1, worker_count: int = 1, policy: str = "FILE") -> TrainingPlan:
     """Steps and per-epoch accounting for a global ``batch_size`` over ``replicas`` and ``worker_count`` workers.
 
     One worker keeps the partial last batch unless it would leave a replica with no example (then those
@@ -367,7 +367,7 @@ def plan(ds: Dataset, batch_size: int, replicas: int = 1, worker_count: int = 1,
         per_worker_batch = batch_size // worker_count
         if per_worker_batch * worker_count != batch_size:
             raise ValueError(f"global batch {batch_size} is not divisible by {worker_count} workers")
-        fewest = worker_counts(ds, "train", WorkerShard(0, worker_count, policy))
+        fewest = fewest_worker_records(ds, "train", WorkerShard(0, worker_count, policy))
         s = fewest // per_worker_batch
         if s == 0:
             raise DatasetError(f"{ds.path}: too few training records ({fewest} per worker) for batch {per_worker_batch}")
@@ -413,7 +413,8 @@ def eval_batch_size(count: int, batch_size: int, replicas: int = 1) -> int:
     return next(b for b in (*below, *above) if count % b == 0 or count % b >= replicas)
 
 
-def _finish(batches: tf.data.Dataset, ds: Dataset, options: ReadOptions, cardinality: int | None) -> tf.data.Dataset:
+def _decoded_stream(batches: tf.data.Dataset, ds: Dataset, options: ReadOptions, cardinality: int | None) -> tf.data.Dataset:
+    """Record batches decoded into (x, y), with their known length, our own sharding and a prefetch."""
     out = batches.map(decode_batch(ds, options), num_parallel_calls=options.num_parallel_calls, deterministic=options.deterministic)
     if cardinality is not None:
         out = out.apply(tf.data.experimental.assert_cardinality(cardinality))
@@ -436,13 +437,13 @@ def train_dataset(
     worker: WorkerShard = WorkerShard(),
 ) -> tf.data.Dataset:
     """Decoded training batches for epochs ``start_epoch..epochs-1`` back to back, the first one starting at
-    ``start_step``. Fit it with ``steps_per_epoch=plan(...).steps_per_epoch`` (``training_input`` does); the
+    ``start_step``. Fit it with ``steps_per_epoch=training_plan(...).steps_per_epoch`` (``training_input`` does); the
     stream's own cardinality is left unknown so Keras never re-opens it after the last epoch.
 
     Under several workers ``batch_size`` is the global batch; each worker yields its per-worker batches.
     """
     ds = open_dataset(ds, options.skip_corrupt) if isinstance(ds, str) else ds
-    p = plan(ds, batch_size, replicas, worker.count, worker.policy)
+    p = training_plan(ds, batch_size, replicas, worker.count, worker.policy)
     local_batch = batch_size // worker.count
     drop = p.dropped_per_epoch > 0
     s = p.steps_per_epoch
@@ -455,7 +456,7 @@ def train_dataset(
         return batches.skip(tf.where(epoch == start_epoch, tf.constant(start_step, tf.int64), 0))
 
     stream = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
-    return _finish(stream, ds, options, None)
+    return _decoded_stream(stream, ds, options, None)
 
 
 def eval_dataset(
@@ -467,7 +468,7 @@ def eval_dataset(
         raise DatasetError(f"{ds.path}: no split {split!r}; splits are {sorted(ds.counts)}")
     ordered = replace(options, deterministic=True)
     records = _records(*_file_table(ds, split), ds, ordered).batch(batch_size)
-    out = _finish(records, ds, ordered, steps(ds.count(split), batch_size))
+    out = _decoded_stream(records, ds, ordered, steps(ds.count(split), batch_size))
     if options.cache:
         out = out.cache().apply(tf.data.experimental.assert_cardinality(steps(ds.count(split), batch_size)))
         # Fill the cache with one whole pass now: Keras stops after the split's last batch without reading the
@@ -525,7 +526,7 @@ def training_input(
     strategy = strategy or tf.distribute.get_strategy()
     workers = worker_of(strategy).count
     policy = policy or shard_policy(len(ds.counts["train"]), workers)
-    p = plan(ds, batch_size, strategy.num_replicas_in_sync, workers, policy)
+    p = training_plan(ds, batch_size, strategy.num_replicas_in_sync, workers, policy)
     has_val = "validation" in ds.counts and ds.count("validation") > 0
     if workers == 1:
         replicas = strategy.num_replicas_in_sync

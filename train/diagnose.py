@@ -100,7 +100,7 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, 
     model = models.build_model(name, ds.metadata, options, dataset)
     models.check_model(model, ds.metadata, options, dataset)
     models.compile_model(model, ds.metadata, jit=xla)
-    per_epoch = reader.plan(ds, batch_size).steps_per_epoch
+    per_epoch = reader.training_plan(ds, batch_size).steps_per_epoch
     reader_steps = max(5 * steps, 50)  # cheap, and long enough that batches prefetched meanwhile do not flatter it
     epochs = math.ceil((2 * warmup + steps + reader_steps) / max(1, per_epoch - 1)) + 1
     stream = reader.train_dataset(ds, batch_size, epochs, seed, options=options)

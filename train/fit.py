@@ -197,7 +197,7 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
         problems = reader.find_corrupt_shards(ds)
         detail = "; ".join(problems) or str(e).splitlines()[0]
         raise DatasetError(f"training stopped on a damaged shard: {detail} (use --skip-corrupt to read around it)") from e
-    return _finish(config, model, ds, plan, options, strategy, worker, out, position, before)
+    return _save_test_and_report(config, model, ds, plan, options, strategy, worker, out, position, before)
 
 
 def _prebuild(model: keras.Model, ds: reader.Dataset, options: reader.ReadOptions, strategy) -> None:
@@ -297,7 +297,8 @@ def _callbacks(config: FitConfig, out: str, ds: reader.Dataset, plan: reader.Tra
     return cbs
 
 
-def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str, position, before=None) -> dict[str, Any]:
+def _save_test_and_report(config, model, ds, plan, options, strategy, worker: Worker, out: str, position, before=None) -> dict[str, Any]:
+    """Keep the best weights, save the model, evaluate the test split and write plots and metrics.json."""
     best = os.path.join(out, "best.weights.h5")
     if os.path.exists(best):
         model.load_weights(best)
