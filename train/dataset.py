@@ -22,32 +22,9 @@ import tensorflow as tf
 
 from shardkit import spec
 from shardkit.spec import DatasetError, Metadata
+from shardkit.train.options import AUTOTUNE, SAMPLING_MODES, ReadOptions
 from shardkit.train.strategy import shard_policy, worker_of
 
-AUTOTUNE = tf.data.AUTOTUNE
-SAMPLING_MODES = ("epoch", "replacement", "balanced")
-SEQUENCE_ENCODINGS = ("onehot", "codes")
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to read: parallelism, shuffling, output encodings and what to do with corrupt shards."""
-
-    cycle_length: int | None = 8  # shards read at once; None = AUTOTUNE (cycle-length table, docs/benchmarks.md)
-    block_length: int = 16  # consecutive records taken from one shard before moving on to the next
-    num_parallel_calls: int = AUTOTUNE
-    shuffle_buffer_mb: float = 32.0  # training shuffle buffer, in decoded-example megabytes
-    deterministic: bool = True  # required for exact resume; False lets tf.data reorder for speed
-    cache: bool = False  # cache the decoded split in memory (small validation/test splits)
-    sequence_encoding: str = "onehot"  # "onehot" (float32 L x codes) or "codes" (int32 L, for an Embedding)
-    rescale_images: bool = False  # False: uint8 images (rescale in the model); True: float32 in [0, 1]
-    with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids}
-    skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``open_dataset``)
-    read_buffer_bytes: int = 256 << 10  # per open shard; TensorFlow's default
-
-    def __post_init__(self) -> None:
-        if self.sequence_encoding not in SEQUENCE_ENCODINGS:
-            raise ValueError(f"sequence_encoding must be one of {SEQUENCE_ENCODINGS}, not {self.sequence_encoding!r}")
 
 
 @dataclass(frozen=True)

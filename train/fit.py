@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -29,47 +28,8 @@ from shardkit.train.callbacks import (
     read_position,
     truncate_history,
 )
+from shardkit.train.options import FitConfig
 from shardkit.train.strategy import Worker, make_strategy, set_precision, worker_of
-
-
-@dataclass
-class FitConfig:
-    """Everything ``shardkit-train fit`` takes; saved as config.json so ``evaluate`` can rebuild the model."""
-
-    dataset: str
-    model: str
-    epochs: int
-    batch_size: int
-    out: str
-    seed: int = 0
-    strategy: str = "auto"
-    sampling: str = "epoch"
-    learning_rate: float = 1e-3
-    patience: int = 5  # EarlyStopping on val_loss; 0 = off (and off without a validation split)
-    backup_every: int = 0  # steps between mid-epoch backups; 0 = about four per epoch
-    precision: str = "float32"
-    xla: bool = False
-    sequence_encoding: str = "onehot"
-    skip_corrupt: bool = False
-    deterministic: bool = True
-    cycle_length: int | None = reader.ReadOptions.cycle_length  # None = AUTOTUNE
-    shuffle_buffer_mb: float = 32.0
-    cache_validation: bool = False
-    repeat: int = 1
-    verbose: Any = "auto"
-    tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def read_options(self, with_row_id: bool = False) -> reader.ReadOptions:
-        return reader.ReadOptions(
-            cycle_length=self.cycle_length,
-            shuffle_buffer_mb=self.shuffle_buffer_mb,
-            deterministic=self.deterministic,
-            cache=self.cache_validation,
-            sequence_encoding=self.sequence_encoding,
-            with_row_id=with_row_id,
-            skip_corrupt=self.skip_corrupt,
-        )
 
 
 def log(message: str) -> None:

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from shardkit.train import keras_compat
-
-STRATEGIES = ("auto", "one", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from shardkit.train.options import PRECISIONS, STRATEGIES
 
 
 def configure_devices(logical_cpus: int = 0) -> None:
