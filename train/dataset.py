@@ -26,7 +26,6 @@ from shardkit.train.options import AUTOTUNE, SAMPLING_MODES, ReadOptions
 from shardkit.train.strategy import shard_policy, worker_of
 
 
-
 @dataclass(frozen=True)
 class WorkerShard:
     """This input pipeline's share of a multi-worker run: FILE (whole shards) or DATA (every n-th record)."""
