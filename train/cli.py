@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import traceback
@@ -17,30 +18,8 @@ def _fit(args: argparse.Namespace) -> int:
     from shardkit.train import fit, strategy
 
     strategy.configure_devices(args.logical_cpus)
-    config = fit.FitConfig(
-        dataset=args.dataset,
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        out=args.out,
-        seed=args.seed,
-        strategy=args.strategy,
-        sampling=args.sampling,
-        learning_rate=args.learning_rate,
-        patience=args.patience,
-        backup_every=args.backup_every,
-        precision=args.precision,
-        xla=args.xla,
-        sequence_encoding=args.sequence_encoding,
-        skip_corrupt=args.skip_corrupt,
-        deterministic=not args.nondeterministic,
-        cycle_length=args.cycle_length,
-        shuffle_buffer_mb=args.shuffle_buffer_mb,
-        cache_validation=args.cache_validation,
-        repeat=args.repeat,
-        verbose=args.verbose,
-        tensorboard=not args.no_tensorboard,
-    )
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(fit.FitConfig) if hasattr(args, f.name)}
+    config = fit.FitConfig(**given, deterministic=not args.nondeterministic, tensorboard=not args.no_tensorboard)
     result = fit.fit(config, overwrite=args.overwrite)
     print(json.dumps(result.get("test", {}), sort_keys=True, default=str))
     return 0
