@@ -37,7 +37,7 @@ def two_epochs(dataset: str, batch_size: int, seed: int = 0, **options: Any) -> 
 
     ds = reader.open_dataset(dataset)
     opts = reader.ReadOptions(with_row_id=True, **options)
-    steps = reader.plan(ds, batch_size).steps_per_epoch
+    steps = reader.training_plan(ds, batch_size).steps_per_epoch
     ids = [x["row_id"].numpy() for x, _ in reader.train_dataset(ds, batch_size, 2, seed=seed, options=opts)]
     return np.concatenate(ids[:steps]), np.concatenate(ids[steps:])
 

@@ -26,10 +26,10 @@ def reader_defaults() -> dict[str, Any]:
 
 def epoch_seconds(dataset_dir: str, batch_size: int, epochs: int, **read_options: Any) -> tuple[list[float], int]:
     """Seconds of each epoch of one training stream read as ``fit`` reads it (nothing consuming), and its examples."""
-    from shardkit.train.dataset import ReadOptions, open_dataset, plan, train_dataset
+    from shardkit.train.dataset import ReadOptions, open_dataset, train_dataset, training_plan
 
     ds = open_dataset(dataset_dir)
-    steps = plan(ds, batch_size).steps_per_epoch
+    steps = training_plan(ds, batch_size).steps_per_epoch
     stream = iter(train_dataset(ds, batch_size, epochs, seed=0, options=ReadOptions(**read_options)))
     times, n = [], 0
     for _ in range(epochs):

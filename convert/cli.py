@@ -10,8 +10,8 @@ import signal
 import sys
 import threading
 
-from .encoders import InputError
-from .pipeline import ConvertConfig, ConvertError, convert
+from .errors import ConvertError, InputError
+from .pipeline import ConvertConfig, convert
 from .plan import parse_fractions
 from .runner import check_beam_args
 

@@ -14,9 +14,7 @@ import numpy as np
 
 from shardkit.spec import AMINO_ACIDS, Feature, LabelSpec
 
-
-class InputError(ValueError):
-    """Bad input: the message names the file, the node/column and the row."""
+from .errors import InputError
 
 
 @dataclass(frozen=True)

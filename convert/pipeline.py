@@ -18,20 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, content_id
+from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, content_id, is_remote
 
 from . import plan as planning
 from . import publish
-from .encoders import (ArrayEncoder, ImageEncoder, InputError, SequenceEncoder, checked_sequence, label_spec,
+from .encoders import (ArrayEncoder, ImageEncoder, SequenceEncoder, checked_sequence, label_spec,
                        merge_label_specs)
+from .errors import ConvertError, InputError, PublishError
 from .publish import join
 from .ranged import check_s3_buckets
 from .runner import (check_beam_args, check_runner_paths, error_from, filesystem_options, pipeline_options,
                      restore_filesystem_options, run_job)
-from .shards import STATS_DIR, ConvertError, EncodeConfig, save_plan, worker_errors
+from .shards import STATS_DIR, EncodeConfig, save_plan, worker_errors
 from .sources import Source, SourceSpec, expand_input, file_stat, open_source
 
-__all__ = ["ConvertConfig", "ConvertError", "Prepared", "convert", "prepare"]
+__all__ = ["ConvertConfig", "Prepared", "convert", "prepare"]
 
 RECORD_OVERHEAD = 64
 
@@ -78,21 +79,21 @@ def _source_specs(cfg: ConvertConfig) -> list[SourceSpec]:
     """One spec per input; a glob or folder becomes one table of its files in sorted order."""
     specs = []
     for p in cfg.inputs:
-        path = os.path.abspath(p) if "://" not in p else p
+        path = p if is_remote(p) else os.path.abspath(p.removeprefix("file://"))
         files = expand_input(path)
         parts = tuple(files) if files != [path] else ()
         specs.append(SourceSpec(path, cfg.data, cfg.label, cfg.id, cfg.group_column, parts=parts))
     return specs
 
 
-def _encoder(cfg: ConvertConfig, sources: list[Source], lengths: int | None) -> Any:
+def _encoder(cfg: ConvertConfig, sources: list[Source], longest: int | None) -> Any:
     first = sources[0]
     shape, dtype = first.data_info()
     where = first.where(cfg.data)
     if cfg.kind == "sequence":
         if first.fmt == "hdf5":
             raise InputError(f"{where}: --kind sequence reads a string column of a Parquet/Feather/CSV file")
-        return SequenceEncoder(cfg.max_length or int(lengths or 1), cfg.vocabulary, cfg.unknown)
+        return SequenceEncoder(cfg.max_length or int(longest or 1), cfg.vocabulary, cfg.unknown)
     if first.fmt != "hdf5":
         raise InputError(f"{where}: --kind {cfg.kind} reads an HDF5 array node, not a DataFrame column")
     if cfg.kind == "image":
@@ -119,7 +120,7 @@ def _encoder(cfg: ConvertConfig, sources: list[Source], lengths: int | None) -> 
     return enc
 
 
-def _sequence_lengths(cfg: ConvertConfig, sources: list[Source]) -> int:
+def _longest_sequence(cfg: ConvertConfig, sources: list[Source]) -> int:
     """One bounded pass over the sequence column: checks every value and returns the longest length."""
     longest = 0
     for src in sources:
@@ -343,8 +344,8 @@ def prepare(cfg: ConvertConfig) -> Prepared:
                 raise InputError(f"{src.where(cfg.data)}: --kind {cfg.kind} reads {what}")
         if cfg.kind == "sequence" and cfg.max_length is not None and cfg.max_length < 1:
             raise InputError(f"--max-length {cfg.max_length}: must be at least 1")
-        lengths = _sequence_lengths(cfg, sources) if cfg.kind == "sequence" else None
-        enc = _encoder(cfg, sources, lengths)
+        longest = _longest_sequence(cfg, sources) if cfg.kind == "sequence" else None
+        enc = _encoder(cfg, sources, longest)
         label, labels = _labels(cfg, sources)
         rec = _record_bytes(enc, sources[0], cfg)
         shard_plan = _plan(cfg, sources, labels, rec)
@@ -399,7 +400,7 @@ def _convert(cfg: ConvertConfig, beam_args: list[str], log: Any, start: float, r
                  runner, runner_name)
         meta = _metadata(cfg, prep.encoder, prep.label, prep.refs, tmp, list(prep.specs), start, runner_name)
         publish.publish(tmp, cfg.out, meta, cfg.overwrite, skip=(STATS_DIR, planning.PLAN_DIR))
-    except publish.PublishError as e:
+    except PublishError as e:
         publish.remove(tmp)
         raise ConvertError(str(e)) from e
     except BaseException:

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from shardkit.spec import Metadata
+from shardkit.spec import Metadata, is_remote
 
 
 def _human(n: float) -> str:
@@ -70,7 +70,7 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         self._start = time.time()
-        if self.enabled and "://" not in self.tmp_dir:
+        if self.enabled and not is_remote(self.tmp_dir):
             self._thread = threading.Thread(target=self._loop, name="shardkit-progress", daemon=True)
             self._thread.start()
         return self

@@ -14,23 +14,15 @@ import socket
 import time
 import uuid
 
-from shardkit.spec import METADATA_FILE, Metadata
+from shardkit.spec import METADATA_FILE, Metadata, is_remote
 
-from .encoders import InputError
+from .errors import InputError, PublishError
 
 TMP_MARK = ".shardkit-tmp-"
 LEASE_SECONDS = 24 * 3600  # a temp dir nothing was written to for this long is abandoned, whatever its host
 SHOWN = 5  # foreign entries named in the --overwrite refusal
 # What an interrupted publication to an object store leaves under OUT (shards without metadata.json).
 SHARD_OBJECT = re.compile(r"^(train|validation|test)/(train|validation|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
-
-
-class PublishError(RuntimeError):
-    """The output could not be written or moved into place."""
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 def _fs():  # type: ignore[no-untyped-def]

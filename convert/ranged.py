@@ -171,7 +171,7 @@ def check_s3_buckets(paths: list[str]) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions, S3Options
     from botocore.config import Config
 
-    from .encoders import InputError
+    from .errors import InputError
 
     o = (FileSystems._pipeline_options or PipelineOptions([])).view_as(S3Options)  # noqa: SLF001
     client = boto3.session.Session().client(

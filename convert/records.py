@@ -16,6 +16,8 @@ from typing import Any, BinaryIO, Union
 
 import crc32c
 
+from shardkit.spec import is_remote
+
 Buffer = Union[bytes, memoryview]
 
 
@@ -104,10 +106,6 @@ def frame_pieces(head: bytes, payload: Buffer, tail: bytes) -> tuple[bytes, Buff
     return length + struct.pack("<I", _masked_crc(length)) + head, payload, tail + struct.pack("<I", _mask(crc))
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
 class ShardWriter:
     """Write one TFRecord shard (optionally GZIP); a local one goes to a temporary name, moved into place on close.
 
@@ -118,9 +116,9 @@ class ShardWriter:
 
     def __init__(self, path: str, compression: str | None = None) -> None:
         self.path = path
-        self._tmp = f"{path}.inprogress-{uuid.uuid4().hex[:8]}" if _is_local(path) else path
+        self._tmp = f"{path}.inprogress-{uuid.uuid4().hex[:8]}" if not is_remote(path) else path
         self.size = 0
-        if _is_local(path):
+        if not is_remote(path):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             self._raw: Any = open(self._tmp, "wb", buffering=1 << 20)
         else:
@@ -145,7 +143,7 @@ class ShardWriter:
         if self._gz is not None:
             self._gz.close()
         self._raw.close()
-        if _is_local(self.path):
+        if not is_remote(self.path):
             os.replace(self._tmp, self.path)
             return os.path.getsize(self.path)
         if self._gz is None:
@@ -163,7 +161,7 @@ class ShardWriter:
             except (OSError, ValueError):
                 pass
         try:
-            if _is_local(self.path):
+            if not is_remote(self.path):
                 os.remove(self._tmp)
             else:
                 from apache_beam.io.filesystems import FileSystems

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .encoders import InputError
+from .errors import InputError
 from .sources import BLOCK_BYTES, HDF5_LOCK, HDF5Columns, HDF5Source, SourceSpec, raw_layout
 
 HOLE_BYTES = 16 << 10  # rows of one chunk closer than this are fetched in one range request

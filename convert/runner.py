@@ -11,8 +11,10 @@ import os
 import re
 from typing import Any, Iterator
 
+from shardkit.spec import is_remote
+
 from . import plan as planning
-from .encoders import InputError
+from .errors import InputError
 from .shards import EncodeConfig, write_shard
 from .sources import Source
 
@@ -166,7 +168,7 @@ def check_runner_paths(runner_name: str, beam_args: list[str], paths: list[str])
     env = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--environment_type=")), "").upper()
     if env in ("LOOPBACK", "PROCESS") and short in ("portablerunner", "flinkrunner", "sparkrunner", "prismrunner"):
         return
-    local = [p for p in paths if "://" not in p or p.startswith("file://")]
+    local = [p for p in paths if not is_remote(p)]
     if local:
         raise InputError(
             f"{local[0]}: is a local path, but runner {runner_name} runs workers elsewhere that cannot see it; "

@@ -15,19 +15,18 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from shardkit.spec import is_remote
+
 from . import plan as planning
 from . import publish
-from .encoders import InputError, SequenceEncoder
+from .encoders import SequenceEncoder
+from .errors import ConvertError, InputError
 from .publish import join
 from .records import ExampleLayout, ShardWriter
 from .sources import Source, SourceSpec, open_source
 
 STATS_DIR = "_stats"
 ERRORS_DIR = "_errors"
-
-
-class ConvertError(RuntimeError):
-    """The conversion failed (bad input, unwritable output, failed pipeline); nothing was published."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def write_shard(ref: planning.ShardRef, enc: EncodeConfig, sources: dict[int, So
 
 
 def _failed(tmp_dir: str) -> bool:
-    return "://" not in tmp_dir and os.path.isdir(os.path.join(tmp_dir, ERRORS_DIR))
+    return not is_remote(tmp_dir) and os.path.isdir(os.path.join(tmp_dir, ERRORS_DIR))
 
 
 def worker_errors(tmp_dir: str) -> list[str]:

@@ -16,7 +16,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .encoders import InputError
+from shardkit.spec import is_remote
+
+from .errors import InputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HDF5_LOCK = threading.RLock()  # the HDF5 library is not thread-safe; thread workers take turns
@@ -35,11 +37,6 @@ class SourceSpec:
     group: str | None = None
     parts: tuple[str, ...] = ()  # the files of a glob or folder, sorted: one table, rows numbered across them
     part_rows: tuple[int, ...] = ()  # their row counts, once the driver has opened them
-
-
-def is_remote(path: str) -> bool:
-    """True for URLs such as gs://... that are read through Beam's FileSystems."""
-    return "://" in path and not path.startswith("file://")
 
 
 def open_binary(path: str) -> Any:

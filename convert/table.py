@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .encoders import InputError
+from .errors import InputError
 from .sources import BLOCK_BYTES, Source, SourceSpec, open_source
 
 

@@ -204,10 +204,29 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def is_remote(path: str) -> bool:
+    """A URL read through a filesystem library (gs://, s3://, hdfs://), not a local path; ``file://`` is local."""
+    return "://" in path and not path.startswith("file://")
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a local text file atomically: a reader sees the old content or the new, never part of it."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """``obj`` as indented, key-sorted JSON (numpy values as numbers, anything else as text), atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")
+
+
 def read_metadata(dataset_dir: str) -> Metadata:
     """Load ``dataset_dir/metadata.json``; a directory without one is not a (complete) dataset."""
+    dataset_dir = dataset_dir.removeprefix("file://")
     path = os.path.join(dataset_dir, METADATA_FILE)
-    if "://" in dataset_dir:  # a URL TensorFlow reads (gs://, hdfs://): a prefix is a dataset iff metadata.json is
+    if is_remote(dataset_dir):  # a URL TensorFlow reads (gs://, hdfs://): a prefix is a dataset iff metadata.json is
         import tensorflow as tf
 
         if not tf.io.gfile.exists(path):
@@ -231,11 +250,7 @@ def _parse_metadata(path: str, text: str) -> Metadata:
 def write_metadata(metadata: Metadata, dataset_dir: str) -> str:
     """Write metadata.json into ``dataset_dir`` (the last file a converter writes) and return its path."""
     path = os.path.join(dataset_dir, METADATA_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(metadata.to_json())
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text(path, metadata.to_json() + "\n")
     return path
 
 

@@ -79,7 +79,8 @@ def test_labels_mapped_in_blocks_match_one_pass(tmp_path, monkeypatch) -> None:
     import h5py
 
     from shardkit.convert import pipeline
-    from shardkit.convert.encoders import InputError, label_spec
+    from shardkit.convert.encoders import label_spec
+    from shardkit.convert.errors import InputError
 
     path = str(tmp_path / "l.h5")
     labels = np.random.default_rng(1).choice([40, -3, 7, 1000], 1000)

@@ -15,7 +15,8 @@ import tables
 from conftest import IMAGE_ARGS, no_leftovers, run_convert
 from test_convert_remote import mounted  # noqa: F401 - the fixture: a URL scheme only Beam's FileSystems know
 from shardkit.convert import examples, publish
-from shardkit.convert.encoders import InputError, SequenceEncoder
+from shardkit.convert.encoders import SequenceEncoder
+from shardkit.convert.errors import InputError, PublishError
 from shardkit.convert.runner import check_beam_args
 from shardkit.spec import read_metadata
 
@@ -108,7 +109,7 @@ def test_publish_rechecks_for_files_added_during_the_conversion(knots_h5: str, t
     tmp = publish.tmp_dir_for(out)
     os.makedirs(tmp)
     before = _tree(out)
-    with pytest.raises(publish.PublishError, match="holds NOTES.txt, which is not part of the dataset"):
+    with pytest.raises(PublishError, match="holds NOTES.txt, which is not part of the dataset"):
         publish.publish(tmp, out, meta, overwrite=True, skip=())
     assert _tree(out) == before
 

@@ -49,7 +49,19 @@ def test_a_fresh_run_behaves_like_keras_early_stopping() -> None:
     stop = ResumableEarlyStopping(lambda: [], None, monitor="val_loss", patience=1)
     stop.set_model(model)
     stop.on_train_begin()
-    assert stop.best is None and stop.wait == 0
+    assert stop.wait == 0
     for epoch, loss in enumerate([1.0, 1.1]):
         stop.on_epoch_end(epoch, {"val_loss": loss})
-    assert model.stop_training and stop.stopped_epoch == 1
+    assert model.stop_training and stop.stopped_epoch == 1 and (stop.best, stop.best_epoch) == (1.0, 0)
+
+
+def test_the_restored_best_survives_the_first_epoch_end() -> None:
+    """Keras 3.3-3.6 set ``best`` to +-inf when they pick the monitor's direction at the first epoch end;
+    the restored best must still be the one compared against, or patience silently restarts."""
+    model = _model()
+    stop = ResumableEarlyStopping(lambda: [1.0, 0.5, 0.6], None, monitor="val_loss", patience=2)
+    stop.set_model(model)
+    stop.on_train_begin()
+    stop.on_epoch_end(3, {"val_loss": 0.55})  # worse than the restored 0.5: a second epoch without improvement
+    assert (stop.best, stop.best_epoch, stop.wait) == (0.5, 1, 2)
+    assert model.stop_training and stop.stopped_epoch == 3

@@ -160,10 +160,10 @@ def test_batches_and_splits_a_replica_cannot_share_are_refused_before_training(s
 
     ds = reader.open_dataset(small_knots)
     with pytest.raises(ValueError, match="--batch-size 1 is smaller than the 2 replicas, so a replica would get no example"):
-        reader.plan(ds, 1, replicas=2)
+        reader.training_plan(ds, 1, replicas=2)
     tiny = dataclasses.replace(ds, counts={**ds.counts, "validation": (1,)})
     with pytest.raises(DatasetError, match="the validation split has 1 example"):
-        reader.plan(tiny, 16, replicas=2)
+        reader.training_plan(tiny, 16, replicas=2)
     for count, batch, replicas, expected in [(6, 5, 2, 4), (30, 29, 2, 28), (15, 32, 2, 32), (9, 4, 4, 5), (3, 2, 2, 3), (7, 7, 1, 7)]:
         chosen = reader.eval_batch_size(count, batch, replicas)
         assert chosen == expected and (count % chosen == 0 or count % chosen >= replicas)

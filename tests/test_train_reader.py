@@ -33,7 +33,7 @@ INTERLEAVES = [{}, {"cycle_length": None, "block_length": 1}, {"cycle_length": 1
 def test_each_training_example_once_per_epoch_in_a_new_order(knots: str, interleave: dict) -> None:
     ds = reader.open_dataset(knots)
     options = reader.ReadOptions(with_row_id=True, **interleave)
-    plan = reader.plan(ds, BATCH)
+    plan = reader.training_plan(ds, BATCH)
     train_ids = set(reader.read_row_ids(ds, "train").tolist())
     assert len(train_ids) == ds.count("train") == 240
     assert plan.steps_per_epoch == 8 and plan.last_batch == 240 - 7 * BATCH and plan.dropped_per_epoch == 0
@@ -135,7 +135,7 @@ def test_gzip_shards_read_the_same_examples(tmp_path_factory: pytest.TempPathFac
 def test_multi_worker_shards_are_disjoint_and_equal_length(knots: str) -> None:
     ds = reader.open_dataset(knots)
     for policy in ("FILE", "DATA"):
-        plan = reader.plan(ds, BATCH, replicas=2, worker_count=2, policy=policy)
+        plan = reader.training_plan(ds, BATCH, replicas=2, worker_count=2, policy=policy)
         seen = []
         for w in range(2):
             stream = reader.train_dataset(

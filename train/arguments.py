@@ -44,6 +44,15 @@ def seed(text: str) -> int:
     return value
 
 
+def cycle_length(text: str) -> int | None:
+    """``--cycle-length`` values: a positive number of shards, or ``auto`` for tf.data's AUTOTUNE."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of shards or 'auto', got {text!r}")
+    return int(text)
+
+
 def positive_float(text: str) -> float:
     """A finite number above 0 (learning rate, buffer sizes)."""
     try:

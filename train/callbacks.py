@@ -11,6 +11,7 @@ sums, so the resumed run draws the same masks and reports the whole epoch, as th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -19,10 +20,13 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from shardkit import spec
+from shardkit.train import keras_compat
+
 POSITION_FILE = "training_metadata.json"
 
 
-class ReaderPositionBackup(keras.callbacks.BackupAndRestore):
+class ReaderPositionBackup(keras_compat.BackupAndRestore):
     """Back up weights + optimizer every ``save_freq`` steps and at every epoch end, with the position
     ``{"epoch": e, "step": k}`` = k steps of epoch e done. The first epoch of this ``fit`` may begin at
     ``first_step`` (a resumed epoch), so saved positions count from there. Never saves on an epoch's last
@@ -50,7 +54,7 @@ class ReaderPositionBackup(keras.callbacks.BackupAndRestore):
     def on_train_begin(self, logs: dict | None = None) -> None:
         position = read_position(self.backup_dir)
         if position is not None:
-            self._weights_path = os.path.join(self.backup_dir, position["weights"])
+            self.weights_path = os.path.join(self.backup_dir, position["weights"])
         super().on_train_begin(logs)
         if position is not None and "state" in position:
             restore_state(self.model, position["state"], "seed_generators", self.backup_dir)
@@ -69,13 +73,13 @@ class ReaderPositionBackup(keras.callbacks.BackupAndRestore):
         self._since_save += done - self._step
         self._step = done
         if isinstance(self.save_freq, int) and self._since_save >= self.save_freq and done < self.steps_per_epoch:
-            self._save_model()
+            self.save_backup()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch, self._step = epoch + 1, 0
-        self._save_model()
+        self.save_backup()
 
-    def _save_model(self) -> None:
+    def save_backup(self) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
         tmp_weights = os.path.join(self.backup_dir, "incoming.weights.h5")
         self.model.save_weights(filepath=tmp_weights, overwrite=True)
@@ -89,11 +93,8 @@ class ReaderPositionBackup(keras.callbacks.BackupAndRestore):
             "weights": weights,
             "state": training_state(self.model),
         }
-        tmp = self._training_metadata_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(position, f)
         os.replace(tmp_weights, os.path.join(self.backup_dir, weights))
-        os.replace(tmp, self._training_metadata_path)
+        spec.write_text(self.metadata_path, json.dumps(position))
         for name in os.listdir(self.backup_dir):
             if name.endswith(".weights.h5") and name not in (weights, "incoming.weights.h5"):
                 os.remove(os.path.join(self.backup_dir, name))
@@ -126,6 +127,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
+        keras_compat.set_monitor_op(self)  # now, or Keras may reset the restored best at the first epoch end
         history = self.history()
         values = [(epoch, v) for epoch, v in enumerate(history) if math.isfinite(v)]
         if not values:
@@ -146,12 +148,9 @@ def _tracked(model: keras.Model) -> dict[str, list]:
     running sums."""
     weights = {id(w) for w in model.weights}
     generators = [v for v in model.variables if id(v) not in weights]
-    from keras.src.backend.common import global_state
-    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
-
-    global_generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
-    if global_generator is not None:
-        generators.append(global_generator.state)
+    global_state = keras_compat.global_seed_state()
+    if global_state is not None:
+        generators.append(global_state)
     return {"seed_generators": generators, "metrics": list(model.metrics_variables)}
 
 
@@ -175,9 +174,7 @@ def restore_state(model: keras.Model, state: dict[str, list], kind: str, where: 
     saved = state.get(kind, [])
     variables = _tracked(model)[kind]
     if kind == "seed_generators" and len(saved) == len(variables) + 1:
-        from keras.src.random.seed_generator import global_seed_generator
-
-        variables.append(global_seed_generator().state)  # saved after the first unseeded random op
+        variables.append(keras_compat.global_seed_state(create=True))  # saved after the first unseeded random op
     # matched by order, not by path: layer names carry a per-process counter (dropout, dropout_1, ...)
     if len(saved) != len(variables):
         raise ValueError(f"{where}: the backup's {kind.replace('_', ' ')} do not match this model; resume with the same --model")
@@ -203,10 +200,9 @@ def truncate_history(path: str, epochs_done: int) -> None:
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epochs_done]
     if len(kept) == len(rows):
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(kept)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    csv.writer(text).writerows(kept)
+    spec.write_text(path, text.getvalue())
 
 
 class HistoryLogger(keras.callbacks.Callback):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import traceback
@@ -17,30 +18,8 @@ def _fit(args: argparse.Namespace) -> int:
     from shardkit.train import fit, strategy
 
     strategy.configure_devices(args.logical_cpus)
-    config = fit.FitConfig(
-        dataset=args.dataset,
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        out=args.out,
-        seed=args.seed,
-        strategy=args.strategy,
-        sampling=args.sampling,
-        learning_rate=args.learning_rate,
-        patience=args.patience,
-        backup_every=args.backup_every,
-        precision=args.precision,
-        xla=args.xla,
-        sequence_encoding=args.sequence_encoding,
-        skip_corrupt=args.skip_corrupt,
-        deterministic=not args.nondeterministic,
-        cycle_length=args.cycle_length,
-        shuffle_buffer_mb=args.shuffle_buffer_mb,
-        cache_validation=args.cache_validation,
-        repeat=args.repeat,
-        verbose=args.verbose,
-        tensorboard=not args.no_tensorboard,
-    )
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(fit.FitConfig) if hasattr(args, f.name)}
+    config = fit.FitConfig(**given, deterministic=not args.nondeterministic, tensorboard=not args.no_tensorboard)
     result = fit.fit(config, overwrite=args.overwrite)
     print(json.dumps(result.get("test", {}), sort_keys=True, default=str))
     return 0
@@ -56,6 +35,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from shardkit.train import arguments, compare, diagnose, inspect, verify
+    from shardkit.train.options import PRECISIONS, SAMPLING_MODES, SEQUENCE_ENCODINGS, STRATEGIES, FitConfig
 
     p = arguments.Parser(prog="shardkit-train", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -67,21 +47,22 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=arguments.positive_int, required=True, help="global batch (per-replica batch x replicas)")
     f.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory; rerunning into it resumes from its backup")
     f.add_argument("--overwrite", action="store_true", help="replace the run in RUN_DIR (finished or interrupted) instead of refusing")
-    f.add_argument("--seed", type=arguments.seed, default=0)
-    f.add_argument("--strategy", default="auto", choices=("auto", "one", "mirrored", "multiworker"))
-    f.add_argument("--sampling", default="epoch", choices=("epoch", "replacement", "balanced"), help=SAMPLING_HELP)
-    f.add_argument("--learning-rate", type=arguments.positive_float, default=1e-3)
-    f.add_argument("--patience", type=arguments.non_negative_int, default=5, help="EarlyStopping patience on val_loss (0: off; off without a validation split)")
-    f.add_argument("--backup-every", type=arguments.non_negative_int, default=0, metavar="STEPS", help="mid-epoch backup frequency (default: 4 per epoch)")
-    f.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    f.add_argument("--seed", type=arguments.seed, default=FitConfig.seed)
+    f.add_argument("--strategy", default=FitConfig.strategy, choices=STRATEGIES)
+    f.add_argument("--sampling", default=FitConfig.sampling, choices=SAMPLING_MODES, help=SAMPLING_HELP)
+    f.add_argument("--learning-rate", type=arguments.positive_float, default=FitConfig.learning_rate)
+    f.add_argument("--patience", type=arguments.non_negative_int, default=FitConfig.patience, help="EarlyStopping patience on val_loss (0: off; off without a validation split)")
+    f.add_argument("--backup-every", type=arguments.non_negative_int, default=FitConfig.backup_every, metavar="STEPS", help="mid-epoch backup frequency (default: 4 per epoch)")
+    f.add_argument("--precision", default=FitConfig.precision, choices=PRECISIONS)
     f.add_argument("--xla", action="store_true", help="compile the train step with XLA (GPU)")
-    f.add_argument("--sequence-encoding", default="onehot", choices=("onehot", "codes"))
+    f.add_argument("--sequence-encoding", default=FitConfig.sequence_encoding, choices=SEQUENCE_ENCODINGS)
     f.add_argument("--skip-corrupt", action="store_true", help="read around damaged shards and report the records lost")
     f.add_argument("--nondeterministic", action="store_true", help="let tf.data reorder for speed (no exact resume)")
-    f.add_argument("--cycle-length", type=diagnose.cycle_length, default=8, help="shards read in parallel, or auto (default 8)")
-    f.add_argument("--shuffle-buffer-mb", type=arguments.positive_float, default=32.0, help="training shuffle buffer (decoded MB)")
+    f.add_argument("--cycle-length", type=arguments.cycle_length, default=FitConfig.cycle_length,
+                   help=f"shards read in parallel, or auto (default {FitConfig.cycle_length or 'auto'})")
+    f.add_argument("--shuffle-buffer-mb", type=arguments.positive_float, default=FitConfig.shuffle_buffer_mb, help="training shuffle buffer (decoded MB)")
     f.add_argument("--cache-validation", action="store_true", help="cache decoded validation/test batches in memory")
-    f.add_argument("--repeat", type=arguments.positive_int, default=1, metavar="N", help="train N seeds; report mean +- 95%% CI")
+    f.add_argument("--repeat", type=arguments.positive_int, default=FitConfig.repeat, metavar="N", help="train N seeds; report mean +- 95%% CI")
     f.add_argument("--logical-cpus", type=arguments.non_negative_int, default=0, metavar="N", help="split the CPU into N devices (mirrored on CPU)")
     f.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     f.add_argument("--no-tensorboard", action="store_true")
@@ -117,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset = staging.stage(args.dataset, getattr(args, "cache_dir", None),
                                          getattr(args, "cache_max_gb", staging.DEFAULT_MAX_GB))
         return int(args.func(args) or 0)
-    except (DatasetError, ValueError, OSError) as e:
+    except (DatasetError, ValueError, OSError, ImportError) as e:  # ImportError: keras_compat's version check
         if args.log:
             traceback.print_exc()
         print(f"shardkit-train: error: {_first_line(e)}", file=sys.stderr)

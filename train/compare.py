@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import repeat, report, stats
 
@@ -286,11 +287,7 @@ def write_outputs(result: dict[str, Any], out: str, overwrite: bool, name_a: str
         raise DatasetError(f"{existing[0]}: exists; pass --overwrite to replace it, or choose another --out")
     os.makedirs(out, exist_ok=True)
     json_path = os.path.join(out, "compare.json")
-    tmp = json_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-        f.write("\n")
-    os.replace(tmp, json_path)
+    spec.write_json(json_path, result)
     return [json_path, plot_paired(result, os.path.join(out, "compare.png"), name_a, name_b)]
 
 

@@ -22,32 +22,8 @@ import tensorflow as tf
 
 from shardkit import spec
 from shardkit.spec import DatasetError, Metadata
+from shardkit.train.options import AUTOTUNE, SAMPLING_MODES, ReadOptions
 from shardkit.train.strategy import shard_policy, worker_of
-
-AUTOTUNE = tf.data.AUTOTUNE
-SAMPLING_MODES = ("epoch", "replacement", "balanced")
-SEQUENCE_ENCODINGS = ("onehot", "codes")
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to read: parallelism, shuffling, output encodings and what to do with corrupt shards."""
-
-    cycle_length: int | None = 8  # shards read at once; None = AUTOTUNE (cycle-length table, docs/benchmarks.md)
-    block_length: int = 16  # consecutive records taken from one shard before moving on to the next
-    num_parallel_calls: int = AUTOTUNE
-    shuffle_buffer_mb: float = 32.0  # training shuffle buffer, in decoded-example megabytes
-    deterministic: bool = True  # required for exact resume; False lets tf.data reorder for speed
-    cache: bool = False  # cache the decoded split in memory (small validation/test splits)
-    sequence_encoding: str = "onehot"  # "onehot" (float32 L x codes) or "codes" (int32 L, for an Embedding)
-    rescale_images: bool = False  # False: uint8 images (rescale in the model); True: float32 in [0, 1]
-    with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids}
-    skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``open_dataset``)
-    read_buffer_bytes: int = 256 << 10  # per open shard; TensorFlow's default
-
-    def __post_init__(self) -> None:
-        if self.sequence_encoding not in SEQUENCE_ENCODINGS:
-            raise ValueError(f"sequence_encoding must be one of {SEQUENCE_ENCODINGS}, not {self.sequence_encoding!r}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +62,7 @@ def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] 
     scanned first (one extra read pass) and only the intact prefix of a damaged or missing shard is read; the
     records lost are in ``Dataset.lost``, and epochs stay exact over the records that remain.
     """
+    path = path.removeprefix("file://")
     metadata = spec.read_metadata(path)
     counts: dict[str, tuple[int, ...]] = {}
     lost: dict[str, int] = {}
@@ -94,12 +71,13 @@ def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] 
             continue
         split_counts = []
         for shard, full in zip(metadata.splits[split].shards, metadata.shard_paths(path, split)):
-            problem = _shard_problem(full, shard.bytes)
+            size = shard_size(full)
+            problem = size_problem(size, shard.bytes)
             if problem and not skip_corrupt:
                 raise DatasetError(f"{full}: {problem}")
             count = shard.count
             if skip_corrupt:
-                count = min(intact_count(full, metadata.compression), shard.count) if not problem or "missing" not in problem else 0
+                count = 0 if size is None else min(intact_count(full, metadata.compression), shard.count)
                 if count < shard.count:
                     lost[full] = shard.count - count
             split_counts.append(count)
@@ -107,10 +85,15 @@ def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] 
     return Dataset(path, metadata, counts, lost)
 
 
-def _shard_problem(path: str, expected_bytes: int) -> str | None:
-    if not tf.io.gfile.exists(path):
+def shard_size(path: str) -> int | None:
+    """A shard's size in bytes, or None when it is missing."""
+    return tf.io.gfile.stat(path).length if tf.io.gfile.exists(path) else None
+
+
+def size_problem(size: int | None, expected_bytes: int) -> str | None:
+    """Why a shard of ``size`` bytes (None: missing) does not match metadata.json, or None when it does."""
+    if size is None:
         return "shard is missing (the dataset is partial)"
-    size = tf.io.gfile.stat(path).length
     if expected_bytes and size != expected_bytes:
         return f"shard is {size} bytes but metadata.json records {expected_bytes}: truncated or modified"
     return None
@@ -251,7 +234,7 @@ def _scalar_seed(seed_pair: tf.Tensor, salt: int) -> tf.Tensor:
     return tf.random.stateless_uniform([], seed=salted, minval=0, maxval=2**31 - 1, dtype=tf.int64)
 
 
-def worker_counts(ds: Dataset, split: str, worker: WorkerShard) -> int:
+def fewest_worker_records(ds: Dataset, split: str, worker: WorkerShard) -> int:
     """Fewest records any worker can get in any epoch (files are reassigned each epoch under FILE)."""
     counts = sorted(ds.counts[split])
     if worker.count == 1:
@@ -346,7 +329,7 @@ class TrainingPlan:
     policy: str = "FILE"
 
 
-def plan(ds: Dataset, batch_size: int, replicas: int = 1, worker_count: int = 1, policy: str = "FILE") -> TrainingPlan:
+def training_plan(ds: Dataset, batch_size: int, replicas: int = 1, worker_count: int = 1, policy: str = "FILE") -> TrainingPlan:
     """Steps and per-epoch accounting for a global ``batch_size`` over ``replicas`` and ``worker_count`` workers.
 
     One worker keeps the partial last batch unless it would leave a replica with no example (then those
@@ -360,7 +343,7 @@ def plan(ds: Dataset, batch_size: int, replicas: int = 1, worker_count: int = 1,
         per_worker_batch = batch_size // worker_count
         if per_worker_batch * worker_count != batch_size:
             raise ValueError(f"global batch {batch_size} is not divisible by {worker_count} workers")
-        fewest = worker_counts(ds, "train", WorkerShard(0, worker_count, policy))
+        fewest = fewest_worker_records(ds, "train", WorkerShard(0, worker_count, policy))
         s = fewest // per_worker_batch
         if s == 0:
             raise DatasetError(f"{ds.path}: too few training records ({fewest} per worker) for batch {per_worker_batch}")
@@ -406,7 +389,8 @@ def eval_batch_size(count: int, batch_size: int, replicas: int = 1) -> int:
     return next(b for b in (*below, *above) if count % b == 0 or count % b >= replicas)
 
 
-def _finish(batches: tf.data.Dataset, ds: Dataset, options: ReadOptions, cardinality: int | None) -> tf.data.Dataset:
+def _decoded_stream(batches: tf.data.Dataset, ds: Dataset, options: ReadOptions, cardinality: int | None) -> tf.data.Dataset:
+    """Record batches decoded into (x, y), with their known length, our own sharding and a prefetch."""
     out = batches.map(decode_batch(ds, options), num_parallel_calls=options.num_parallel_calls, deterministic=options.deterministic)
     if cardinality is not None:
         out = out.apply(tf.data.experimental.assert_cardinality(cardinality))
@@ -429,13 +413,13 @@ def train_dataset(
     worker: WorkerShard = WorkerShard(),
 ) -> tf.data.Dataset:
     """Decoded training batches for epochs ``start_epoch..epochs-1`` back to back, the first one starting at
-    ``start_step``. Fit it with ``steps_per_epoch=plan(...).steps_per_epoch`` (``training_input`` does); the
+    ``start_step``. Fit it with ``steps_per_epoch=training_plan(...).steps_per_epoch`` (``training_input`` does); the
     stream's own cardinality is left unknown so Keras never re-opens it after the last epoch.
 
     Under several workers ``batch_size`` is the global batch; each worker yields its per-worker batches.
     """
     ds = open_dataset(ds, options.skip_corrupt) if isinstance(ds, str) else ds
-    p = plan(ds, batch_size, replicas, worker.count, worker.policy)
+    p = training_plan(ds, batch_size, replicas, worker.count, worker.policy)
     local_batch = batch_size // worker.count
     drop = p.dropped_per_epoch > 0
     s = p.steps_per_epoch
@@ -448,7 +432,7 @@ def train_dataset(
         return batches.skip(tf.where(epoch == start_epoch, tf.constant(start_step, tf.int64), 0))
 
     stream = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
-    return _finish(stream, ds, options, None)
+    return _decoded_stream(stream, ds, options, None)
 
 
 def eval_dataset(
@@ -460,7 +444,7 @@ def eval_dataset(
         raise DatasetError(f"{ds.path}: no split {split!r}; splits are {sorted(ds.counts)}")
     ordered = replace(options, deterministic=True)
     records = _records(*_file_table(ds, split), ds, ordered).batch(batch_size)
-    out = _finish(records, ds, ordered, steps(ds.count(split), batch_size))
+    out = _decoded_stream(records, ds, ordered, steps(ds.count(split), batch_size))
     if options.cache:
         out = out.cache().apply(tf.data.experimental.assert_cardinality(steps(ds.count(split), batch_size)))
         # Fill the cache with one whole pass now: Keras stops after the split's last batch without reading the
@@ -518,7 +502,7 @@ def training_input(
     strategy = strategy or tf.distribute.get_strategy()
     workers = worker_of(strategy).count
     policy = policy or shard_policy(len(ds.counts["train"]), workers)
-    p = plan(ds, batch_size, strategy.num_replicas_in_sync, workers, policy)
+    p = training_plan(ds, batch_size, strategy.num_replicas_in_sync, workers, policy)
     has_val = "validation" in ds.counts and ds.count("validation") > 0
     if workers == 1:
         replicas = strategy.num_replicas_in_sync

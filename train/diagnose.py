@@ -14,16 +14,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
+from shardkit.train import arguments
+from shardkit.train.options import PRECISIONS, SEQUENCE_ENCODINGS, ReadOptions
+
 FED_OK = 0.9  # reader-fed training at >= 90% of compute-only speed counts as not input-bound
-
-
-def cycle_length(text: str) -> int | None:
-    """``--cycle-length`` values: a positive number of shards, or ``auto`` for tf.data's AUTOTUNE."""
-    if text == "auto":
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of shards or 'auto', got {text!r}")
-    return int(text)
+BATCH_SIZE, STEPS, WARMUP = 64, 20, 3  # defaults of ``diagnose`` and of the command line
 
 
 @dataclass(frozen=True)
@@ -79,9 +74,10 @@ def _rate(batch_size: int, steps: int, step: Any) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, steps: int = 20, warmup: int = 3,
-             seed: int = 0, sequence_encoding: str = "onehot", cycle_length: int | None = 8,
-             precision: str = "float32", xla: bool = False) -> Diagnosis:
+def diagnose(dataset: str, model_name: str | None = None, batch_size: int = BATCH_SIZE, steps: int = STEPS,
+             warmup: int = WARMUP, seed: int = 0, sequence_encoding: str = ReadOptions.sequence_encoding,
+             cycle_length: int | None = ReadOptions.cycle_length, precision: str = PRECISIONS[0],
+             xla: bool = False) -> Diagnosis:
     """Measure reader-only, compute-only and reader-fed rates of ``model_name`` on ``dataset``'s train split."""
     import keras
     import tensorflow as tf
@@ -100,7 +96,7 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = 64, 
     model = models.build_model(name, ds.metadata, options, dataset)
     models.check_model(model, ds.metadata, options, dataset)
     models.compile_model(model, ds.metadata, jit=xla)
-    per_epoch = reader.plan(ds, batch_size).steps_per_epoch
+    per_epoch = reader.training_plan(ds, batch_size).steps_per_epoch
     reader_steps = max(5 * steps, 50)  # cheap, and long enough that batches prefetched meanwhile do not flatter it
     epochs = math.ceil((2 * warmup + steps + reader_steps) / max(1, per_epoch - 1)) + 1
     stream = reader.train_dataset(ds, batch_size, epochs, seed, options=options)
@@ -157,13 +153,14 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("dataset", metavar="DATASET", help="dataset directory written by shardkit-convert")
     p.add_argument("--model", default=None,
                    help="knot-cnn | protein-cnn | sequence-lstm | pkg.module:build (default: the preset for the kind)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing, buffers)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sequence-encoding", default="onehot", choices=("onehot", "codes"))
-    p.add_argument("--cycle-length", type=cycle_length, default=8, help="shards read in parallel, or auto (default 8)")
-    p.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    p.add_argument("--batch-size", type=arguments.positive_int, default=BATCH_SIZE)
+    p.add_argument("--steps", type=arguments.positive_int, default=STEPS, help=f"timed steps per measurement (default {STEPS})")
+    p.add_argument("--warmup", type=arguments.non_negative_int, default=WARMUP, help="untimed steps first (tracing, buffers)")
+    p.add_argument("--seed", type=arguments.seed, default=0)
+    p.add_argument("--sequence-encoding", default=ReadOptions.sequence_encoding, choices=SEQUENCE_ENCODINGS)
+    p.add_argument("--cycle-length", type=arguments.cycle_length, default=ReadOptions.cycle_length,
+                   help=f"shards read in parallel, or auto (default {ReadOptions.cycle_length or 'auto'})")
+    p.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS)
     p.add_argument("--xla", action="store_true", help="compile the train step with XLA")
     p.add_argument("--json", action="store_true", help="print all numbers and the verdict as JSON")
     p.set_defaults(func=run)

@@ -8,10 +8,8 @@ What may be written into a run directory, and when, is ``rundir``'s; read-time c
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -21,7 +19,7 @@ import tensorflow as tf
 from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
-from shardkit.train import integrity, models, report, rundir
+from shardkit.train import integrity, keras_compat, models, report, rundir
 from shardkit.train.arguments import MAX_SEED
 from shardkit.train.callbacks import (
     HistoryLogger,
@@ -30,47 +28,8 @@ from shardkit.train.callbacks import (
     read_position,
     truncate_history,
 )
+from shardkit.train.options import FitConfig
 from shardkit.train.strategy import Worker, make_strategy, set_precision, worker_of
-
-
-@dataclass
-class FitConfig:
-    """Everything ``shardkit-train fit`` takes; saved as config.json so ``evaluate`` can rebuild the model."""
-
-    dataset: str
-    model: str
-    epochs: int
-    batch_size: int
-    out: str
-    seed: int = 0
-    strategy: str = "auto"
-    sampling: str = "epoch"
-    learning_rate: float = 1e-3
-    patience: int = 5  # EarlyStopping on val_loss; 0 = off (and off without a validation split)
-    backup_every: int = 0  # steps between mid-epoch backups; 0 = about four per epoch
-    precision: str = "float32"
-    xla: bool = False
-    sequence_encoding: str = "onehot"
-    skip_corrupt: bool = False
-    deterministic: bool = True
-    cycle_length: int | None = reader.ReadOptions.cycle_length  # None = AUTOTUNE
-    shuffle_buffer_mb: float = 32.0
-    cache_validation: bool = False
-    repeat: int = 1
-    verbose: Any = "auto"
-    tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def read_options(self, with_row_id: bool = False) -> reader.ReadOptions:
-        return reader.ReadOptions(
-            cycle_length=self.cycle_length,
-            shuffle_buffer_mb=self.shuffle_buffer_mb,
-            deterministic=self.deterministic,
-            cache=self.cache_validation,
-            sequence_encoding=self.sequence_encoding,
-            with_row_id=with_row_id,
-            skip_corrupt=self.skip_corrupt,
-        )
 
 
 def log(message: str) -> None:
@@ -146,7 +105,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
 def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dataset, before: dict,
            settings: dict[str, Any], model: keras.Model, options: reader.ReadOptions) -> dict[str, Any]:
     """Write config.json, train (resuming from a backup), then test and report."""
-    _write_json(os.path.join(out, "config.json"), settings)
+    spec.write_json(os.path.join(out, "config.json"), settings)
 
     backup_dir = os.path.join(out, "backup")
     probe = reader.training_input(ds, config.batch_size, config.epochs, config.seed, options, config.sampling, strategy=strategy)
@@ -198,20 +157,15 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
         problems = reader.find_corrupt_shards(ds)
         detail = "; ".join(problems) or str(e).splitlines()[0]
         raise DatasetError(f"training stopped on a damaged shard: {detail} (use --skip-corrupt to read around it)") from e
-    return _finish(config, model, ds, plan, options, strategy, worker, out, position, before)
+    return _save_test_and_report(config, model, ds, plan, options, strategy, worker, out, position, before)
 
 
 def _prebuild(model: keras.Model, ds: reader.Dataset, options: reader.ReadOptions, strategy) -> None:
-    """Build model, optimizer and metric state from one local batch, then skip Keras' own symbolic build:
-    under MultiWorkerMirroredStrategy it all-reduces the first (x, y) batch and fails on any nested input
-    (keras-team/keras#20329)."""
+    """Build the model from one local batch before ``fit`` (see ``keras_compat.build_from_batch``)."""
     split = "validation" if "validation" in ds.counts and ds.count("validation") else "train"
     sample = next(iter(reader.eval_dataset(ds, split, 2, options)))
     with strategy.scope():
-        model._symbolic_build(data_batch=sample)
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        keras_compat.build_from_batch(model, sample)
 
 
 def _stopped_early(callbacks: list[keras.callbacks.Callback]) -> bool:
@@ -303,7 +257,8 @@ def _callbacks(config: FitConfig, out: str, ds: reader.Dataset, plan: reader.Tra
     return cbs
 
 
-def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str, position, before=None) -> dict[str, Any]:
+def _save_test_and_report(config, model, ds, plan, options, strategy, worker: Worker, out: str, position, before=None) -> dict[str, Any]:
+    """Keep the best weights, save the model, evaluate the test split and write plots and metrics.json."""
     best = os.path.join(out, "best.weights.h5")
     if os.path.exists(best):
         model.load_weights(best)
@@ -341,7 +296,7 @@ def _finish(config, model, ds, plan, options, strategy, worker: Worker, out: str
         report.plot_history(history, os.path.join(out, "training_curves.png"))
     if before is not None:
         integrity.check_unchanged(ds, before, "before writing metrics.json")
-    _write_json(os.path.join(out, "metrics.json"), result)
+    spec.write_json(os.path.join(out, "metrics.json"), result)
     return result
 
 
@@ -450,13 +405,6 @@ def evaluate_run(
     result["dataset_id"] = ds.metadata.dataset_id
     result["split"] = split
     result["trained_on"] = {"dataset": trained_on, "dataset_id": trained_id}
-    _write_json(os.path.join(run_dir, f"evaluation_{name}.json"), result)
+    spec.write_json(os.path.join(run_dir, f"evaluation_{name}.json"), result)
     return result
 
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-        f.write("\n")
-    os.replace(tmp, path)

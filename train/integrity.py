@@ -26,7 +26,7 @@ Stamp = tuple[int, int, int]  # size, mtime in ns, inode (0 where the filesystem
 def stamp(path: str) -> Stamp | None:
     """Identity of one file as the filesystem sees it, or None when it is gone."""
     try:
-        if "://" in path:
+        if spec.is_remote(path):
             st = tf.io.gfile.stat(path)
             return int(st.length), int(st.mtime_nsec), 0
         st = os.stat(path)
@@ -113,7 +113,7 @@ def count_problems(ds: reader.Dataset) -> list[str]:
     problems = []
     for split in ds.metadata.splits:
         for shard, full in zip(ds.metadata.splits[split].shards, ds.shard_paths(split)):
-            if full in ds.lost or reader._shard_problem(full, shard.bytes):
+            if full in ds.lost or reader.size_problem(reader.shard_size(full), shard.bytes):
                 continue
             n = count_records(full, ds.metadata.compression)
             if n != shard.count:

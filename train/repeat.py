@@ -54,7 +54,7 @@ def fit_repeats(config: Any, strategy: tf.distribute.Strategy, overwrite: bool =
             matrix = np.asarray(summary["confusion_matrix_sum"])
             title = f"test, summed over {len(results)} seeds"
             report.plot_confusion(matrix, metadata.label.titles, os.path.join(config.out, "confusion_test_sum.png"), title)
-        fit._write_json(summary_path, summary)
+        spec.write_json(summary_path, summary)
     for line in describe(summary):
         fit.log(line)
     return summary

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from shardkit.train import keras_compat
+from shardkit.train.options import PRECISIONS, STRATEGIES
 
 
 def configure_devices(logical_cpus: int = 0) -> None:
@@ -38,34 +38,13 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multiworker needs TF_CONFIG (cluster and task) in the environment")
         strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any op: collectives configure at startup
-        _fix_keras_multiworker_logs()
+        keras_compat.average_multiworker_logs()
         return strategy
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-
-
-def _fix_keras_multiworker_logs() -> None:
-    """Keras 3's train/test step averages the scalar logs across workers with ``reduce(MEAN, axis=0)``,
-    which fails on scalars under MultiWorkerMirroredStrategy; average them with ``axis=None`` instead."""
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "shardkit_fixed", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
-            return tf.nest.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v,
-                values,
-            )
-        return original(values, strategy, reduction)
-
-    reduce_per_replica.shardkit_fixed = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def set_precision(policy: str = "float32") -> None:
