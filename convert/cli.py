@@ -10,6 +10,8 @@ import signal
 import sys
 import threading
 
+from shardkit.usage import Parser
+
 from .errors import ConvertError, InputError
 from .pipeline import ConvertConfig, convert
 from .plan import parse_fractions
@@ -52,16 +54,9 @@ def _positive(kind: type, zero: bool = False) -> object:
     return parse
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: the problem and where help is, no usage block."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def parser() -> argparse.ArgumentParser:
     """The argument parser (options as in docs/convert.md)."""
-    p = _Parser(
+    p = Parser(
         prog="shardkit-convert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Convert HDF5 / Parquet / Feather / CSV rows into shuffled, stratified, sharded TFRecords "
                     "with precomputed encodings and a metadata.json (an Apache Beam job).",

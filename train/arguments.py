@@ -1,4 +1,4 @@
-"""Command-line value types for ``shardkit-train``, and a parser that reports a bad value in one line.
+"""Command-line value types for ``shardkit-train`` (its parser is ``shardkit.usage.Parser``).
 
 Each type rejects what the trainer cannot use (a zero batch, no epochs, a negative seed) while the command line
 is parsed, so a mistake costs no dataset read and no model build, and ends with exit status 2.
@@ -8,13 +8,6 @@ from __future__ import annotations
 
 import argparse
 from typing import Callable
-
-
-class Parser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose usage errors are one line (``prog: error: ...``), exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _whole(least: int, what: str) -> Callable[[str], int]:

@@ -35,9 +35,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from shardkit.train import arguments, compare, diagnose, inspect, verify
+    from shardkit.usage import Parser
     from shardkit.train.options import PRECISIONS, SAMPLING_MODES, SEQUENCE_ENCODINGS, STRATEGIES, FitConfig
 
-    p = arguments.Parser(prog="shardkit-train", description=__doc__)
+    p = Parser(prog="shardkit-train", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="train a model on a dataset's train split (validation each epoch, test at the end)")
