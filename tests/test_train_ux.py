@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import sys
 import textwrap
 from pathlib import Path
@@ -339,6 +340,10 @@ def test_ctrl_c_during_fit_is_one_line(knots: str, tmp_path: Path) -> None:
     assert proc.stderr is not None
     first = proc.stderr.readline()  # the plan line: training is about to start
     assert " steps of global batch 2" in first, first
+    history = tmp_path / "run" / "history.csv"  # an epoch done: past the tf.data tracing, where a SIGINT can be lost
+    deadline = time.time() + 120
+    while not history.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
     for _ in range(6):  # a SIGINT that lands inside TensorFlow's C++ may be dropped: press Ctrl-C again
         proc.send_signal(signal.SIGINT)
         try:
