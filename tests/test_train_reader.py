@@ -13,6 +13,7 @@ from datasets import features_dataset, knots_dataset, proteins_dataset
 from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
+from shardkit.train import opening
 
 BATCH = 32
 
@@ -196,7 +197,7 @@ def test_crc_failure_is_found_and_named(tmp_path, knots: str) -> None:
     with pytest.raises(tf.errors.DataLossError):
         for _ in reader.train_dataset(ds, BATCH, 1):
             pass
-    problems = reader.find_corrupt_shards(ds)
+    problems = opening.find_corrupt_shards(ds)
     assert len(problems) == 1 and problems[0].startswith(f"{shard}: record ")
 
 

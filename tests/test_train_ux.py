@@ -23,6 +23,7 @@ from datasets import knots_dataset
 from shardkit import spec
 from shardkit.train import cli, models
 from shardkit.train import dataset as reader
+from shardkit.train import opening
 
 SHARDKIT_TRAIN = os.path.join(os.path.dirname(sys.executable), "shardkit-train")
 # TensorFlow/absl lines that must not reach a user on a run that succeeds.
@@ -251,7 +252,7 @@ def _flip_a_byte(dataset: str, dest: Path, shard: int = 0) -> Path:
 
 def test_bench_on_a_damaged_shard_names_the_shard_and_record(knots: str, tmp_path: Path, capsys) -> None:
     shard = _flip_a_byte(knots, tmp_path / "flipped")
-    good = reader.intact_count(str(shard))
+    good = opening.intact_count(str(shard))
     rc = cli.main(["bench", str(tmp_path / "flipped"), "--batch-size", "8", "--steps", "2", "--warmup", "1"])
     line = _one_line_error(rc, capsys.readouterr().err)
     assert line.startswith(f"shardkit-train: error: bench stopped on a damaged shard: {shard}: record {good} fails its CRC")

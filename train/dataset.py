@@ -14,127 +14,17 @@ Call from your own Keras code::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 
 from shardkit import spec
-from shardkit.spec import DatasetError, Metadata
+from shardkit.spec import DatasetError
+from shardkit.train.opening import Dataset, WorkerShard, open_dataset
 from shardkit.train.options import AUTOTUNE, SAMPLING_MODES, ReadOptions
 from shardkit.train.strategy import shard_policy, worker_of
-
-
-@dataclass(frozen=True)
-class WorkerShard:
-    """This input pipeline's share of a multi-worker run: FILE (whole shards) or DATA (every n-th record)."""
-
-    index: int = 0
-    count: int = 1
-    policy: str = "FILE"
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A dataset directory with its metadata, and the record count of each shard actually readable."""
-
-    path: str
-    metadata: Metadata
-    counts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # split -> records per shard
-    lost: dict[str, int] = field(default_factory=dict)  # shard path -> records lost (skip_corrupt)
-
-    @property
-    def feature(self) -> spec.Feature:
-        return self.metadata.features[0]
-
-    def count(self, split: str) -> int:
-        return int(sum(self.counts[split]))
-
-    def shard_paths(self, split: str) -> list[str]:
-        return self.metadata.shard_paths(self.path, split)
-
-
-def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] = spec.SPLITS) -> Dataset:
-    """Read metadata.json and check every shard exists with the size the metadata records.
-
-    A missing or resized shard raises ``DatasetError`` naming it. With ``skip_corrupt`` every shard's CRCs are
-    scanned first (one extra read pass) and only the intact prefix of a damaged or missing shard is read; the
-    records lost are in ``Dataset.lost``, and epochs stay exact over the records that remain.
-    """
-    path = path.removeprefix("file://")
-    metadata = spec.read_metadata(path)
-    counts: dict[str, tuple[int, ...]] = {}
-    lost: dict[str, int] = {}
-    for split in splits:
-        if split not in metadata.splits:
-            continue
-        split_counts = []
-        for shard, full in zip(metadata.splits[split].shards, metadata.shard_paths(path, split)):
-            size = shard_size(full)
-            problem = size_problem(size, shard.bytes)
-            if problem and not skip_corrupt:
-                raise DatasetError(f"{full}: {problem}")
-            count = shard.count
-            if skip_corrupt:
-                count = 0 if size is None else min(intact_count(full, metadata.compression), shard.count)
-                if count < shard.count:
-                    lost[full] = shard.count - count
-            split_counts.append(count)
-        counts[split] = tuple(split_counts)
-    return Dataset(path, metadata, counts, lost)
-
-
-def shard_size(path: str) -> int | None:
-    """A shard's size in bytes, or None when it is missing."""
-    return tf.io.gfile.stat(path).length if tf.io.gfile.exists(path) else None
-
-
-def size_problem(size: int | None, expected_bytes: int) -> str | None:
-    """Why a shard of ``size`` bytes (None: missing) does not match metadata.json, or None when it does."""
-    if size is None:
-        return "shard is missing (the dataset is partial)"
-    if expected_bytes and size != expected_bytes:
-        return f"shard is {size} bytes but metadata.json records {expected_bytes}: truncated or modified"
-    return None
-
-
-def intact_count(path: str, compression: str | None = None) -> int:
-    """Number of records at the start of a shard that pass their CRC (the readable prefix).
-
-    Counts whole batches first; after a read error, recounts one record at a time from the failed batch.
-    """
-    def records() -> tf.data.Dataset:
-        return tf.data.TFRecordDataset(path, compression_type=compression or "")
-
-    n = 0
-    try:
-        for size in records().batch(1024).map(lambda b: tf.shape(b)[0]).as_numpy_iterator():
-            n += int(size)
-        return n
-    except tf.errors.OpError:
-        pass
-    try:
-        for _ in records().skip(n).map(lambda r: 0).as_numpy_iterator():
-            n += 1
-    except tf.errors.OpError:
-        pass
-    return n
-
-
-def find_corrupt_shards(ds: Dataset, splits: tuple[str, ...] = spec.SPLITS) -> list[str]:
-    """Scan shards (CRC of every record) and describe each damaged one: path, intact records, expected."""
-    problems = []
-    for split in splits:
-        if split not in ds.metadata.splits:
-            continue
-        for shard, full in zip(ds.metadata.splits[split].shards, ds.shard_paths(split)):
-            good = intact_count(full, ds.metadata.compression)
-            if good < shard.count:
-                problems.append(
-                    f"{full}: record {good} fails its CRC or is truncated ({good} of {shard.count} records readable)"
-                )
-    return problems
 
 
 def steps(count: int, batch_size: int, drop_remainder: bool = False) -> int:

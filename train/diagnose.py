@@ -129,9 +129,9 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = BATC
 def _damaged(ds: Any, error: Exception) -> Exception:
     """A ``DatasetError`` naming the damaged shard and its first bad record (found by a CRC scan)."""
     from shardkit.spec import DatasetError
-    from shardkit.train import dataset as reader
+    from shardkit.train import opening
 
-    detail = "; ".join(reader.find_corrupt_shards(ds)) or str(error).strip().splitlines()[0]
+    detail = "; ".join(opening.find_corrupt_shards(ds)) or str(error).strip().splitlines()[0]
     return DatasetError(f"bench stopped on a damaged shard: {detail} (shardkit-train verify {ds.path} lists every "
                         "problem; fit --skip-corrupt reads around it)")
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
-from shardkit.train import integrity, keras_compat, models, report, rundir
+from shardkit.train import integrity, keras_compat, models, opening, report, rundir
 from shardkit.train.arguments import MAX_SEED
 from shardkit.train.callbacks import (
     HistoryLogger,
@@ -154,7 +154,7 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
             model.fit(callbacks=[*common, backup], verbose=config.verbose, **rest.fit_kwargs())
         _report_early_stop(common)
     except tf.errors.DataLossError as e:
-        problems = reader.find_corrupt_shards(ds)
+        problems = opening.find_corrupt_shards(ds)
         detail = "; ".join(problems) or str(e).splitlines()[0]
         raise DatasetError(f"training stopped on a damaged shard: {detail} (use --skip-corrupt to read around it)") from e
     return _save_test_and_report(config, model, ds, plan, options, strategy, worker, out, position, before)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from shardkit import spec
 from shardkit.spec import DatasetError
-from shardkit.train import dataset as reader
+from shardkit.train import opening
 
 Stamp = tuple[int, int, int]  # size, mtime in ns, inode (0 where the filesystem has none)
 
@@ -35,18 +35,18 @@ def stamp(path: str) -> Stamp | None:
         return None
 
 
-def _files(ds: reader.Dataset) -> list[str]:
+def _files(ds: opening.Dataset) -> list[str]:
     return [os.path.join(ds.path, spec.METADATA_FILE)] + [
         p for split in ds.metadata.splits for p in ds.metadata.shard_paths(ds.path, split)
     ]
 
 
-def snapshot(ds: reader.Dataset) -> dict[str, Stamp | None]:
+def snapshot(ds: opening.Dataset) -> dict[str, Stamp | None]:
     """Stamps of metadata.json and every shard, to compare against later (one stat per file)."""
     return {path: stamp(path) for path in _files(ds)}
 
 
-def change(ds: reader.Dataset, before: dict[str, Stamp | None]) -> str | None:
+def change(ds: opening.Dataset, before: dict[str, Stamp | None]) -> str | None:
     """What changed in the dataset's files since ``before`` (dataset id first), or None."""
     changed = [path for path, old in before.items() if stamp(path) != old]
     if not changed:
@@ -64,14 +64,14 @@ def change(ds: reader.Dataset, before: dict[str, Stamp | None]) -> str | None:
     return f"{os.path.relpath(shard, ds.path)} {verb}"
 
 
-def changed_error(ds: reader.Dataset, what: str, when: str = "") -> DatasetError:
+def changed_error(ds: opening.Dataset, what: str, when: str = "") -> DatasetError:
     return DatasetError(
         f"{ds.path}: the dataset changed while it was being read ({what}); stopped{' ' + when if when else ''} "
         "so that no result mixes two datasets; start again with --overwrite or another --out"
     )
 
 
-def check_unchanged(ds: reader.Dataset, before: dict[str, Stamp | None], when: str) -> None:
+def check_unchanged(ds: opening.Dataset, before: dict[str, Stamp | None], when: str) -> None:
     """Raise ``DatasetError`` (one line) if the dataset changed since ``before``; ``when`` says where we are."""
     what = change(ds, before)
     if what:
@@ -82,7 +82,7 @@ class DatasetWatch(keras.callbacks.Callback):
     """Stop training at the end of an epoch whose dataset changed since the run opened it. Put it first in
     the callback list, so that no later callback records that epoch (history, best weights, backup)."""
 
-    def __init__(self, ds: reader.Dataset, before: dict[str, Stamp | None]) -> None:
+    def __init__(self, ds: opening.Dataset, before: dict[str, Stamp | None]) -> None:
         super().__init__()
         self.ds, self.before = ds, before
 
@@ -93,7 +93,7 @@ class DatasetWatch(keras.callbacks.Callback):
 def count_records(path: str, compression: str | None = None) -> int:
     """Records in one shard from its framing alone (headers only, no CRC checks); GZIP shards are read."""
     if compression:
-        return reader.intact_count(path, compression)
+        return opening.intact_count(path, compression)
     n = 0
     with tf.io.gfile.GFile(path, "rb") as f:
         size = f.size()
@@ -108,12 +108,12 @@ def count_records(path: str, compression: str | None = None) -> int:
     return n
 
 
-def count_problems(ds: reader.Dataset) -> list[str]:
+def count_problems(ds: opening.Dataset) -> list[str]:
     """Each shard whose record count on disk differs from metadata.json, with both counts."""
     problems = []
     for split in ds.metadata.splits:
         for shard, full in zip(ds.metadata.splits[split].shards, ds.shard_paths(split)):
-            if full in ds.lost or reader.size_problem(reader.shard_size(full), shard.bytes):
+            if full in ds.lost or opening.size_problem(opening.shard_size(full), shard.bytes):
                 continue
             n = count_records(full, ds.metadata.compression)
             if n != shard.count:
@@ -124,7 +124,7 @@ def count_problems(ds: reader.Dataset) -> list[str]:
     return problems
 
 
-def read_error(ds: reader.Dataset, before: dict[str, Stamp | None] | None, error: tf.errors.OpError) -> DatasetError | None:
+def read_error(ds: opening.Dataset, before: dict[str, Stamp | None] | None, error: tf.errors.OpError) -> DatasetError | None:
     """One-line ``DatasetError`` for a TensorFlow error raised while reading ``ds``, or None if it is not
     about the data: a changed dataset first, then a damaged shard, a count mismatch, a vanished file."""
     if before is not None:
@@ -133,7 +133,7 @@ def read_error(ds: reader.Dataset, before: dict[str, Stamp | None] | None, error
             return changed_error(ds, what)
     first_line = (str(error.message).strip().splitlines() or [""])[0]
     if isinstance(error, tf.errors.DataLossError):
-        problems = reader.find_corrupt_shards(ds)
+        problems = opening.find_corrupt_shards(ds)
         detail = "; ".join(problems) or first_line
         return DatasetError(f"training stopped on a damaged shard: {detail} (use --skip-corrupt to read around it)")
     if isinstance(error, tf.errors.FailedPreconditionError) and "expected to contain" in first_line:
