@@ -481,7 +481,7 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
     if isinstance(enc, SequenceEncoder):
         all_stats.update(max_length=enc.max_length, unknown=enc.unknown)
     meta = Metadata(
-        features=(enc.feature(cfg.feature_name),), label=label, splits=splits,
+        features=(enc.feature(cfg.feature_name),), targets=(label,), splits=splits,
         compression=cfg.compression, seed=cfg.seed, source=source, stats=all_stats,
         tool_version=f"shardkit {__version__}",
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -229,7 +229,7 @@ def test_binary_logits_use_a_threshold_of_zero(knots: str) -> None:
     import keras
 
     meta = spec.read_metadata(knots)
-    meta = dataclasses.replace(meta, label=dataclasses.replace(meta.label, num_classes=2, names=("a", "b")))
+    meta = dataclasses.replace(meta, targets=(dataclasses.replace(meta.label, num_classes=2, names=("a", "b")),))
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
     loss, (accuracy,) = models.loss_and_metrics(model, meta)
