@@ -1,0 +1,45 @@
+"""One place for each thing: the one shard CRC scan, the converter CLI's choices from their constants, and
+Ctrl-C at the start of training."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from datasets import knots_dataset, record_offsets
+
+
+@pytest.fixture(scope="module")
+def knots(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return knots_dataset(tmp_path_factory, n_per_class=40, size=24, num_shards=2)
+
+
+def test_intact_batches_yields_each_intact_record_once_then_raises(knots: str, tmp_path: Path) -> None:
+    """The one scan verify and --skip-corrupt share: whole batches, then record by record up to the damage."""
+    import tensorflow as tf
+
+    from shardkit import spec
+    from shardkit.train import opening, verify
+
+    meta = spec.read_metadata(knots)
+    src = Path(knots, meta.splits["train"].shards[0].path)
+    data = src.read_bytes()
+    framed = [data[o + 12 : o + 12 + n] for o, n in record_offsets(str(src))]
+    assert [r for b in opening.intact_batches(str(src), batch_size=7) for r in b] == framed
+
+    shutil.copytree(knots, tmp_path / "cut")
+    cut = tmp_path / "cut" / meta.splits["train"].shards[0].path
+    offset, length = record_offsets(str(src))[10]
+    damaged = bytearray(data)
+    damaged[offset + 12 + length // 2] ^= 0xFF  # record 10's data no longer matches its CRC
+    cut.write_bytes(bytes(damaged))
+    got = []
+    with pytest.raises(tf.errors.OpError):
+        for batch in opening.intact_batches(str(cut), batch_size=4):
+            got += list(batch)
+    assert got == framed[:10]
+    assert opening.intact_count(str(cut)) == 10
+    scan = verify.scan_shard(str(tmp_path / "cut"), meta.splits["train"].shards[0].path, meta)
+    assert [(p.kind, p.record) for p in scan.problems] == [("corrupt", 10)] and scan.count == 10
