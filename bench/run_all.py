@@ -40,7 +40,7 @@ class Sizes:
     memory_steps: int
     batch_size: int = 64
     fast_path_rows: int = 6_000
-    plan_scale: dict[str, Any] = field(default_factory=lambda: {"rows": 3_000_000, "dask": True})
+    plan_scale: dict[str, Any] = field(default_factory=lambda: {"rows": 10_000_000, "dask": True})
     epoch_order: dict[str, int] = field(default_factory=lambda: {"small": 1_200, "large": 12_960})  # knot rows
     object_store: dict[str, Any] = field(default_factory=lambda: {"per_class": 1_000, "size": 64, "shard_counts": [8, 32]})
     gpu: dict[str, Any] = field(default_factory=lambda: {"n_knots": 600, "n_proteins": 6_000, "steps": 100,

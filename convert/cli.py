@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -10,12 +11,15 @@ import signal
 import sys
 import threading
 
+from shardkit.spec import AMINO_ACIDS, ENCODINGS, KINDS
 from shardkit.usage import Parser
 
+from .encoders import ARRAY_DTYPES, UNKNOWN_POLICIES
 from .errors import ConvertError, InputError
 from .pipeline import ConvertConfig, convert
 from .plan import parse_fractions
-from .runner import check_beam_args
+from .records import COMPRESSIONS
+from .runner import WORKER_MODES, check_beam_args
 
 EPILOG = """\
 examples:
@@ -63,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input file, or SPLIT=PATH items with --split-inputs")
     p.add_argument("--out", required=True, help="output dataset directory (published atomically)")
-    p.add_argument("--kind", required=True, choices=["image", "sequence", "array"], help="what the data holds")
+    p.add_argument("--kind", required=True, choices=KINDS, help="what the data holds")
     p.add_argument("--data", required=True, help="data node (HDF5, e.g. /train_data) or column (e.g. Sequence)")
     p.add_argument("--label", required=True, help="label node or column: integers, strings or one-hot rows")
     p.add_argument("--id", help="integer id column/node stored as row_id (default: the source row index)")
@@ -73,27 +77,33 @@ def parser() -> argparse.ArgumentParser:
                    help="names of the classes in label order, e.g. unknot,plus_trefoil,minus_trefoil")
     g = p.add_argument_group("images")
     g.add_argument("--image-shape", type=_shape, help="H,W,C of each image (needed when rows are flat)")
-    g.add_argument("--image-encoding", choices=["raw", "png"], default="raw")
+    g.add_argument("--image-encoding", choices=ENCODINGS["image"], default=ConvertConfig.image_encoding)
     g.add_argument("--image-scale", type=float, help="non-uint8 pixels become uint8(round(x * S)) (e.g. 255)")
     g = p.add_argument_group("sequences")
     g.add_argument("--max-length", type=_positive(int), help="pad/truncate 'post' to N (default: longest)")
-    g.add_argument("--vocabulary", type=int, choices=[20, 25], default=20, help="25 adds X B U O Z as codes")
-    g.add_argument("--unknown", choices=["zero", "reject"], default="zero", help="unknown letters -> 0, or fail")
+    g.add_argument("--vocabulary", type=int, choices=sorted(AMINO_ACIDS), default=ConvertConfig.vocabulary,
+                   help=" ".join(f"{n}: {AMINO_ACIDS[n]}." for n in sorted(AMINO_ACIDS)))
+    g.add_argument("--unknown", choices=UNKNOWN_POLICIES, default=ConvertConfig.unknown,
+                   help="a letter outside the vocabulary: code 0, or refuse the row")
     g = p.add_argument_group("arrays")
-    g.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    g.add_argument("--dtype", choices=ARRAY_DTYPES, default=ConvertConfig.dtype)
     g = p.add_argument_group("splits and shards")
-    g.add_argument("--split", default="0.8,0.1,0.1", help="train,validation,test fractions (default 0.8,0.1,0.1)")
+    split = ",".join(f"{x:g}" for x in ConvertConfig.split)
+    g.add_argument("--split", default=split, help=f"train,validation,test fractions (default {split})")
     g.add_argument("--split-inputs", action="store_true", help="inputs are train=PATH validation=PATH test=PATH")
-    g.add_argument("--seed", type=_positive(int, zero=True), default=0,
+    g.add_argument("--seed", type=_positive(int, zero=True), default=ConvertConfig.seed,
                    help="shuffle/split seed, 0 or more (same seed -> identical bytes)")
     sz = g.add_mutually_exclusive_group()
     sz.add_argument("--num-shards", type=_positive(int), help="train shards (others proportionally, at least 1)")
-    sz.add_argument("--shard-size-mb", type=_positive(float), default=128.0, help="target shard size (default 128)")
-    g.add_argument("--compression", choices=["none", "gzip"], default="none")
+    sz.add_argument("--shard-size-mb", type=_positive(float), default=ConvertConfig.shard_size_mb,
+                    help=f"target shard size (default {ConvertConfig.shard_size_mb:g})")
+    compression = next(name for name, value in COMPRESSIONS.items() if value == ConvertConfig.compression)
+    g.add_argument("--compression", choices=COMPRESSIONS, default=compression)
     g = p.add_argument_group("running")
-    g.add_argument("--workers", type=_positive(int), help="local workers (default: CPU cores)")
-    g.add_argument("--worker-mode", choices=["process", "thread"], default="process",
-                   help="local workers as processes (default) or threads (no start-up cost; GIL-bound)")
+    g.add_argument("--workers", type=_positive(int), default=ConvertConfig.workers,
+                   help="local workers (default: CPU cores)")
+    g.add_argument("--worker-mode", choices=WORKER_MODES, default=ConvertConfig.worker_mode,
+                   help="local workers as processes or threads (no start-up cost; GIL-bound)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     g.add_argument("--quiet", action="store_true", help="no progress or summary")
     g.add_argument("-v", "--verbose", action="store_true", help="show Beam's and its workers' logs (debugging)")
@@ -101,21 +111,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ConvertConfig:
-    """Plain config from parsed arguments; raises InputError for inconsistent choices."""
+    """Plain config from parsed arguments (each option is the config field of its name); raises InputError for
+    inconsistent choices."""
     try:
         split = parse_fractions(args.split)
     except ValueError as e:
         raise InputError(str(e)) from None
-    return ConvertConfig(
-        inputs=tuple(args.inputs), out=args.out, kind=args.kind, data=args.data, label=args.label, id=args.id,
-        group_column=args.group_column, name=args.name, split_inputs=args.split_inputs,
-        image_shape=args.image_shape, image_encoding=args.image_encoding, image_scale=args.image_scale,
-        max_length=args.max_length, vocabulary=args.vocabulary, unknown=args.unknown, dtype=args.dtype,
-        split=split, seed=args.seed, num_shards=args.num_shards, shard_size_mb=args.shard_size_mb,
-        compression="GZIP" if args.compression == "gzip" else None, workers=args.workers or 0,
-        worker_mode=args.worker_mode, class_names=args.class_names,
-        overwrite=args.overwrite, progress=not args.quiet, verbose=args.verbose,
-    )
+    same = {f.name: getattr(args, f.name) for f in dataclasses.fields(ConvertConfig) if hasattr(args, f.name)}
+    return ConvertConfig(**{**same, "inputs": tuple(args.inputs), "split": split,
+                     "compression": COMPRESSIONS[args.compression], "progress": not args.quiet})
 
 
 def main(argv: list[str] | None = None) -> int:

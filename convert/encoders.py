@@ -12,9 +12,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from shardkit.spec import AMINO_ACIDS, Feature, LabelSpec
+from shardkit.spec import AMINO_ACIDS, ENCODINGS, Feature, LabelSpec
 
 from .errors import InputError
+
+UNKNOWN_POLICIES = ("zero", "reject")  # an unknown letter becomes code 0, or fails its row
+ARRAY_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class ImageEncoder:
     """uint8 images of a fixed (H, W, C) shape, stored raw or as PNG; non-uint8 pixels need a scale."""
 
     shape: tuple[int, int, int]
-    encoding: str = "raw"
+    encoding: str = ENCODINGS["image"][0]
     scale: float | None = None
 
     def feature(self, name: str) -> Feature:
@@ -75,7 +78,7 @@ class ArrayEncoder:
     """Dense float arrays of a fixed shape as float32 (or float16) raw bytes; NaN/inf are errors."""
 
     shape: tuple[int, ...]
-    dtype: str = "float32"
+    dtype: str = ARRAY_DTYPES[0]
 
     def feature(self, name: str) -> Feature:
         return Feature(name=name, kind="array", shape=self.shape, dtype=self.dtype, encoding="raw")
@@ -127,8 +130,8 @@ class SequenceEncoder:
     """Amino-acid strings -> uint8 codes 1..V (0 = padding/unknown), case folded, 'post' pad/truncate."""
 
     max_length: int
-    vocabulary: int = 20
-    unknown: str = "zero"
+    vocabulary: int = min(AMINO_ACIDS)
+    unknown: str = UNKNOWN_POLICIES[0]
 
     @property
     def letters(self) -> str:

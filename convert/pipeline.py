@@ -18,17 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from shardkit.spec import SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, content_id, is_remote
+from shardkit.spec import (AMINO_ACIDS, ENCODINGS, SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, content_id,
+                           is_remote)
 
 from . import plan as planning
 from . import publish
-from .encoders import (ArrayEncoder, ImageEncoder, SequenceEncoder, checked_sequence, label_spec,
-                       merge_label_specs)
+from .encoders import (ARRAY_DTYPES, UNKNOWN_POLICIES, ArrayEncoder, ImageEncoder, SequenceEncoder, checked_sequence,
+                       label_spec, merge_label_specs)
 from .errors import ConvertError, InputError, PublishError
 from .publish import join
 from .ranged import check_s3_buckets
-from .runner import (check_beam_args, check_runner_paths, error_from, filesystem_options, pipeline_options,
-                     restore_filesystem_options, run_job)
+from .runner import (WORKER_MODES, check_beam_args, check_runner_paths, error_from, filesystem_options,
+                     pipeline_options, restore_filesystem_options, run_job)
 from .shards import STATS_DIR, EncodeConfig, save_plan, worker_errors
 from .sources import Source, SourceSpec, expand_input, file_stat, open_source
 
@@ -39,7 +40,7 @@ RECORD_OVERHEAD = 64
 
 @dataclass(frozen=True)
 class ConvertConfig:
-    """Everything a conversion needs, as plain values (see the CLI for meanings and defaults)."""
+    """Everything a conversion needs, as plain values; the CLI takes its defaults from here (meanings: its --help)."""
 
     inputs: tuple[str, ...]
     out: str
@@ -51,19 +52,19 @@ class ConvertConfig:
     name: str | None = None
     split_inputs: bool = False
     image_shape: tuple[int, ...] | None = None
-    image_encoding: str = "raw"
+    image_encoding: str = ENCODINGS["image"][0]
     image_scale: float | None = None
     max_length: int | None = None
-    vocabulary: int = 20
-    unknown: str = "zero"
-    dtype: str = "float32"
+    vocabulary: int = min(AMINO_ACIDS)
+    unknown: str = UNKNOWN_POLICIES[0]
+    dtype: str = ARRAY_DTYPES[0]
     split: tuple[float, ...] = (0.8, 0.1, 0.1)
     seed: int = 0
     num_shards: int | None = None
     shard_size_mb: float = 128.0
-    compression: str | None = None
-    workers: int = 0
-    worker_mode: str = "process"
+    compression: str | None = None  # None or "GZIP"
+    workers: int = 0  # 0: one per CPU core
+    worker_mode: str = WORKER_MODES[0]
     overwrite: bool = False
     progress: bool = True
     verbose: bool = False

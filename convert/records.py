@@ -19,6 +19,7 @@ import crc32c
 from shardkit.spec import is_remote
 
 Buffer = Union[bytes, memoryview]
+COMPRESSIONS = {"none": None, "gzip": "GZIP"}  # command-line name -> TFRecord compression type
 
 
 def _varint(value: int) -> bytes:

@@ -19,6 +19,8 @@ from .shards import EncodeConfig, write_shard
 from .sources import Source
 
 BEAM_WORKER = b"-m apache_beam.runners.worker.sdk_worker_main"  # the FnApiRunner's multi_processing command
+WORKER_MODES = ("process", "thread")  # local workers as processes or threads
+_RUNNING_MODES = {"process": "multi_processing", "thread": "multi_threading"}  # Beam's name for each
 LOCAL_RUNNERS = {"fnapirunner", "directrunner", "daskrunner", "swallowingdirectrunner"}
 
 
@@ -86,7 +88,7 @@ def _local_runner(log_level: str) -> Any:
     return LocalRunner()
 
 
-def pipeline_options(beam_args: list[str], workers: int, worker_mode: str = "process",
+def pipeline_options(beam_args: list[str], workers: int, worker_mode: str = WORKER_MODES[0],
                      log_level: str = "CRITICAL") -> tuple[Any, Any, str]:
     """PipelineOptions from the Beam args; the local FnApiRunner over ``workers`` worker processes (or
     threads, ``worker_mode="thread"``) unless ``--runner`` names another. Workers log at ``log_level``.
@@ -100,7 +102,7 @@ def pipeline_options(beam_args: list[str], workers: int, worker_mode: str = "pro
     if runner:
         return opts, None, str(runner)
     workers = workers or os.cpu_count() or 1
-    mode = ("multi_threading" if worker_mode == "thread" else "multi_processing") if workers > 1 else "in_memory"
+    mode = _RUNNING_MODES[worker_mode] if workers > 1 else "in_memory"
     opts = PipelineOptions(list(beam_args) + [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
     return opts, _local_runner(log_level), f"FnApiRunner ({mode}, {workers} workers)"
 

@@ -1,13 +1,16 @@
 """Open a shardkit dataset: metadata.json, each shard present at its recorded size, and the records readable.
 
-``open_dataset`` is the one entry point; ``intact_count`` / ``find_corrupt_shards`` scan CRCs when a shard is
-damaged. The tf.data pipeline over an opened ``Dataset`` is in ``shardkit.train.dataset``.
+``open_dataset`` is the one entry point; ``intact_batches`` is the one CRC scan of a shard, shared by
+``intact_count``, ``find_corrupt_shards`` and ``shardkit-train verify``. The tf.data pipeline over an opened
+``Dataset`` is in ``shardkit.train.dataset``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
+import numpy as np
 import tensorflow as tf
 
 from shardkit import spec
@@ -87,24 +90,34 @@ def size_problem(size: int | None, expected_bytes: int) -> str | None:
     return None
 
 
-def intact_count(path: str, compression: str | None = None) -> int:
-    """Number of records at the start of a shard that pass their CRC (the readable prefix).
+def intact_batches(path: str, compression: str | None = None, batch_size: int = 1024) -> Iterator[np.ndarray]:
+    """A shard's serialized records in file order, in batches, up to its first unreadable record; after that
+    record's batch, the read error (``tf.errors.OpError``) is raised, so callers see damage as an exception.
 
-    Counts whole batches first; after a read error, recounts one record at a time from the failed batch.
+    Whole batches are read first; after a failing batch the shard is re-read one record at a time from that
+    batch's start, so every intact record is yielded exactly once and the record that fails is the next one.
     """
     def records() -> tf.data.Dataset:
         return tf.data.TFRecordDataset(path, compression_type=compression or "")
 
-    n = 0
+    done = 0
     try:
-        for size in records().batch(1024).map(lambda b: tf.shape(b)[0]).as_numpy_iterator():
-            n += int(size)
-        return n
+        for batch in records().batch(batch_size).as_numpy_iterator():
+            yield batch
+            done += len(batch)
+        return
     except tf.errors.OpError:
         pass
+    for record in records().skip(done).as_numpy_iterator():
+        yield np.array([record], dtype=object)
+
+
+def intact_count(path: str, compression: str | None = None) -> int:
+    """Number of records at the start of a shard that pass their CRC (the readable prefix)."""
+    n = 0
     try:
-        for _ in records().skip(n).map(lambda r: 0).as_numpy_iterator():
-            n += 1
+        for batch in intact_batches(path, compression):
+            n += len(batch)
     except tf.errors.OpError:
         pass
     return n

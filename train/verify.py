@@ -3,7 +3,7 @@
 Checks the record CRCs (a truncated or bit-flipped shard), that each record parses and decodes to the
 declared spec, the counts per shard, split and class, that no stray shard sits beside the listed ones,
 and that no row id and no identical payload appears in two splits (a train/test leak).
-Depends on shardkit.spec and TensorFlow only.
+Depends on shardkit.spec, TensorFlow and the shard scan in shardkit.train.opening.
 """
 
 from __future__ import annotations
@@ -147,41 +147,23 @@ def scan_shard(dataset_dir: str, rel_path: str, meta: spec.Metadata) -> ShardSca
     if not os.path.exists(path):
         scan.problems.append(Problem("missing", rel_path, "shard listed in metadata.json does not exist"))
         return scan
-    for start, serialized in read_batches(path, meta.compression, scan, rel_path):
-        check_batch(serialized, start, meta, rel_path, scan)
-    return scan
-
-
-def read_batches(
-    path: str, compression: str | None, scan: ShardScan, rel_path: str
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (index of first record, serialized records) in batches; a read error becomes a Problem.
-
-    After an error the shard is re-read record by record from the failed batch, so every intact record
-    before the damage is still counted and the damaged record's index is exact.
-    """
     import tensorflow as tf
 
-    def records() -> tf.data.Dataset:
-        return tf.data.TFRecordDataset(path, compression_type=compression or "")
+    from shardkit.train.opening import intact_batches
 
-    done = 0
-    try:
-        for batch in records().batch(BATCH).as_numpy_iterator():
-            yield done, batch
-            done += len(batch)
-        return
-    except tf.errors.OpError:
-        pass
-    try:
-        for record in records().skip(done).as_numpy_iterator():
-            yield done, np.array([record], dtype=object)
-            done += 1
-    except tf.errors.OpError as e:
-        reason = tf_reason(e)
-        scan.problems.append(
-            Problem("corrupt", rel_path, f"unreadable after {done} intact records ({reason})", record=done)
-        )
+    batches, done = intact_batches(path, meta.compression, BATCH), 0
+    while True:
+        try:  # only the read is guarded: a read error is damage, anything from checking is not
+            serialized = next(batches, None)
+        except tf.errors.OpError as e:
+            scan.problems.append(
+                Problem("corrupt", rel_path, f"unreadable after {done} intact records ({tf_reason(e)})", record=done)
+            )
+            return scan
+        if serialized is None:
+            return scan
+        check_batch(serialized, done, meta, rel_path, scan)
+        done += len(serialized)
 
 
 def tf_reason(e: Exception) -> str:
