@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from shardkit import spec
 from shardkit.spec import DatasetError
+from shardkit.train.decode import decode_records
 from shardkit.train.opening import Dataset, WorkerShard, open_dataset
 from shardkit.train.options import AUTOTUNE, SAMPLING_MODES, ReadOptions
 from shardkit.train.strategy import shard_policy, worker_of
@@ -39,22 +40,14 @@ def shuffle_buffer_size(ds: Dataset, options: ReadOptions, split: str = "train")
 
 
 def decode_batch(ds: Dataset, options: ReadOptions) -> Callable[[tf.Tensor], tuple[Any, tf.Tensor]]:
-    """A graph function: a batch of serialized records -> (x, y), one vectorised parse for the batch."""
+    """A graph function: a batch of serialized records -> (x, y), one vectorised parse for the batch
+    (``decode.decode_records``), then the output encodings ``options`` ask for."""
     feature = ds.feature
-    description = spec.parse_spec(ds.metadata.features)
+    meta = ds.metadata
 
     def decode(serialized: tf.Tensor) -> tuple[Any, tf.Tensor]:
-        parsed = tf.io.parse_example(serialized, description)
-        raw = parsed[feature.name]
-        if feature.kind == "image" and feature.encoding == "png":
-            x = tf.map_fn(
-                lambda b: tf.io.decode_png(b, channels=feature.shape[-1]),
-                raw,
-                fn_output_signature=tf.TensorSpec(feature.shape, tf.uint8),
-            )
-        else:
-            x = tf.io.decode_raw(raw, tf.as_dtype(feature.dtype))
-        x = tf.reshape(x, (-1, *feature.shape))
+        parsed = decode_records(serialized, meta.features, meta.targets)
+        x = parsed[feature.name]
         if feature.kind == "image" and options.rescale_images:
             x = tf.cast(x, tf.float32) / 255.0
         elif feature.kind == "sequence":
