@@ -366,6 +366,15 @@ def category_key(value: Any) -> str | None:
     return str(value)
 
 
+def _integral_text(key: str) -> str:
+    """'3.0' as '3' (a float column read as numbers by the driver and as text by a CSV worker), else itself."""
+    try:
+        x = float(key)
+    except ValueError:
+        return key
+    return str(int(x)) if x.is_integer() else key
+
+
 def sorted_categories(keys: set[str]) -> tuple[str, ...]:
     """Category order: numerically when every key is an integer, else as text."""
     try:
@@ -397,6 +406,8 @@ class CategoryEncoder:
             key = category_key(v)
             if key is None:
                 raise InputError(f"{where}, row {rows[i]}: category missing")
+            if key not in self.index:
+                key = _integral_text(key)
             if key not in self.index:
                 raise InputError(f"{where}, row {rows[i]}: category {key!r} is not among the {len(self.categories)} "
                                  "categories collected from the input")

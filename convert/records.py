@@ -1,4 +1,5 @@
-"""TFRecord shard files written without TensorFlow: tf.train.Example wire bytes and TFRecord framing.
+"""TFRecord shard files written without TensorFlow: tf.train.Example wire bytes (any number of bytes, int64 and
+float features) and TFRecord framing.
 
 Workers stay TensorFlow-free (importing it in every worker costs memory and start-up time); the bytes produced equal
 ``shardkit.spec.example_bytes`` (deterministic protobuf serialisation) and TFRecordWriter's framing,

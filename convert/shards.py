@@ -20,6 +20,7 @@ from shardkit.spec import LABEL_KEY, ROW_ID_KEY, is_remote
 from . import plan as planning
 from . import publish
 from .errors import ConvertError, InputError
+from .files import FileEncoder
 from .publish import join
 from .records import INT, ExampleLayout, ShardWriter
 from .sources import BLOCK_BYTES, Source, SourceSpec, open_source
@@ -183,7 +184,7 @@ def _block_rows(features: tuple[Any, ...]) -> int | None:
     """Rows encoded at once: None for one feature read from HDF5 (its read blocks are bounded by
     ``BLOCK_BYTES`` already); else rows of about ``BLOCK_BYTES`` of decoded features (files are loaded, and
     further columns read, one such block at a time), at most 4096."""
-    if len(features) == 1 and not hasattr(features[0].encoder, "inner"):
+    if len(features) == 1 and not isinstance(features[0].encoder, FileEncoder):
         return None
     row = sum(job.encoder.feature(job.name).raw_nbytes for job in features)
     return max(1, min(4096, BLOCK_BYTES // max(1, 2 * row)))
