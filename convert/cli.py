@@ -15,8 +15,9 @@ from shardkit.spec import AMINO_ACIDS, ENCODINGS, KINDS
 from shardkit.usage import Parser
 
 from .encoders import ARRAY_DTYPES, UNKNOWN_POLICIES
+from . import columns
 from .errors import ConvertError, InputError
-from .pipeline import ConvertConfig, convert
+from .pipeline import ConvertConfig, columns_of, convert
 from .plan import parse_fractions
 from .records import COMPRESSIONS
 from .runner import WORKER_MODES, check_beam_args
@@ -26,6 +27,10 @@ examples:
   shardkit-convert knots.h5 --out knots-ds --kind image --data /train_data --label /train_label --image-shape 128,128,3
   shardkit-convert proteins.parquet --out prot-ds --kind sequence --data Sequence --label ec_lvl_1 \\
       --group-column cluster_id --max-length 660
+  shardkit-convert table.parquet --out table-ds --feature sequence=sequence:Sequence:max_length=660 \\
+      --feature props=array:props --feature family=category:family --target ec_lvl_1=class \\
+      --target ec_lvl_2=class --target stability=regression --stratify ec_lvl_1
+  shardkit-convert images.csv --out img-ds --feature image=image:path:files --target label=class:label
   shardkit-convert IN.h5 --out gs://bucket/ds ... -- --runner=DataflowRunner --project=P --region=R \\
       --temp_location=gs://bucket/tmp
   shardkit-convert IN.h5 --out ds ... -- --runner=apache_beam.runners.dask.dask_runner.DaskRunner \\
@@ -67,9 +72,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input file, or SPLIT=PATH items with --split-inputs")
     p.add_argument("--out", required=True, help="output dataset directory (published atomically)")
-    p.add_argument("--kind", required=True, choices=KINDS, help="what the data holds")
-    p.add_argument("--data", required=True, help="data node (HDF5, e.g. /train_data) or column (e.g. Sequence)")
-    p.add_argument("--label", required=True, help="label node or column: integers, strings or one-hot rows")
+    p.add_argument("--kind", choices=KINDS, help="what the data holds")
+    p.add_argument("--data", help="data node (HDF5, e.g. /train_data) or column (e.g. Sequence)")
+    p.add_argument("--label", help="label node or column: integers, strings or one-hot rows")
+    g = p.add_argument_group("several features and targets (instead of --kind/--data)")
+    g.add_argument("--feature", action="append", default=[], metavar="NAME=KIND:COLUMN[:OPT=V...]",
+                   help="a feature (repeatable); KIND image|sequence|array|scalar|category; options e.g. "
+                        "shape=64,64,3, encoding=png, max_length=660, dtype=int64, files (the column holds file paths)")
+    g.add_argument("--target", action="append", default=[], metavar="NAME=KIND:COLUMN[:OPT=V...]",
+                   help="a target (repeatable); KIND class|multilabel|regression; COLUMN defaults to NAME")
+    g.add_argument("--spec", metavar="FILE", help="YAML or JSON file listing features, targets and stratify")
+    g.add_argument("--stratify", metavar="TARGET",
+                   help="class target to stratify the split by (default: the first; none: a seeded random split)")
     p.add_argument("--id", help="integer id column/node stored as row_id (default: the source row index)")
     p.add_argument("--group-column", help="keep each value of this column/node in a single split")
     p.add_argument("--name", help="feature name (default: the kind)")
@@ -119,7 +133,18 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
         raise InputError(str(e)) from None
     same = {f.name: getattr(args, f.name) for f in dataclasses.fields(ConvertConfig) if hasattr(args, f.name)}
     return ConvertConfig(**{**same, "inputs": tuple(args.inputs), "split": split,
-                     "compression": COMPRESSIONS[args.compression], "progress": not args.quiet})
+                     "compression": COMPRESSIONS[args.compression], "progress": not args.quiet,
+                     "kind": args.kind or "", "data": args.data or "", "label": args.label or "", **_columns(args)})
+
+
+def _columns(args: argparse.Namespace) -> dict:
+    """The --spec file's and the --feature/--target items' features, targets and stratify target."""
+    features, targets, stratify = columns.load_spec(args.spec) if args.spec else ([], [], None)
+    features += [columns.parse_item(t, "--feature") for t in args.feature]
+    targets += [columns.parse_item(t, "--target") for t in args.target]
+    if targets and not features and args.kind:
+        raise InputError("--target goes with --feature (or --spec); with --kind/--data, the target is --label")
+    return {"features": tuple(features), "targets": tuple(targets), "stratify": args.stratify or stratify}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     _set_logging(args.verbose)
     try:
         check_beam_args(beam_args)
+    except InputError as e:
+        print(f"shardkit-convert: error: {e}", file=sys.stderr)
+        return 2
+    try:  # a mistake in what to convert is a usage error
+        columns_of(ConvertConfig(inputs=(), out="", kind=args.kind or "", data=args.data or "", label=args.label or "",
+                                 name=args.name, **_columns(args)))
     except InputError as e:
         print(f"shardkit-convert: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,10 @@
-"""Built-in example datasets (knot images, protein sequences, feature sequences) for demos, tests, benchmarks.
+"""Built-in example datasets for demos, tests, benchmarks: knot images, protein sequences, feature sequences,
+and the multi-column layouts: a protein table (several features and targets), a CSV of PNG paths, and a
+label table of per-sample .npy feature sequences.
 
 Each generator is seeded, writes in bounded chunks and produces data a small model can learn.
-Command line: ``python -m shardkit.convert.examples knots|proteins|features PATH [--n N] [--seed S] ...``.
+Command line: ``python -m shardkit.convert.examples KIND PATH [--n N] [--seed S] ...``, KIND one of
+knots, proteins, features, table, pngs, npys.
 """
 
 from __future__ import annotations
@@ -165,25 +168,110 @@ def write_feature_sequences(path: str, n: int, seed: int = 0, timesteps: int = 1
     return path
 
 
+EC2_MOTIFS = ("PWP", "YCY", "MEM")  # the finer class ec_lvl_2 = "<ec_lvl_1>.<1..3>" plants one of these too
+FAMILIES = ("alpha", "beta", "gamma", "delta")
+PROPS = 8
+
+
+def write_protein_table(path: str, n: int, seed: int = 0, min_length: int = 50, max_length: int = 400) -> str:
+    """A multi-column protein table (.parquet or .feather): id, Sequence, props (a list of 8 floats), family (a
+    category), ec_lvl_1 (1..7) and ec_lvl_2 ("<ec>.<1..3>") class targets, stability (a float) and cluster_id.
+
+    Learnable: ec_lvl_1 from its motif, ec_lvl_2 from a second motif and the family (which follows the
+    sub-class 3 times in 4), stability = a linear function of props plus noise.
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed + 1)
+    weights = rng.normal(0, 1, PROPS)
+    rows = []
+    for row, seq, ec, cluster in _protein_rows(n, seed, min_length, max_length):
+        sub = int(rng.integers(1, 4))
+        arr = np.frombuffer(seq.encode(), np.uint8).copy()
+        motif = np.frombuffer(EC2_MOTIFS[sub - 1].encode(), np.uint8)
+        for _ in range(2):
+            at = int(rng.integers(0, max(1, len(arr) - len(motif))))
+            arr[at : at + len(motif)] = motif[: len(arr) - at]
+        props = rng.normal(0, 1, PROPS).astype(np.float32)
+        family = FAMILIES[sub - 1] if rng.random() < 0.75 else FAMILIES[int(rng.integers(len(FAMILIES)))]
+        stability = float(props @ weights + rng.normal(0, 0.1))
+        rows.append((row, arr.tobytes().decode(), props.tolist(), family, ec, f"{ec}.{sub}", stability, cluster))
+    df = pd.DataFrame(rows, columns=["id", "Sequence", "props", "family", "ec_lvl_1", "ec_lvl_2", "stability",
+                                     "cluster_id"])
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".parquet":
+        df.to_parquet(path, index=False, row_group_size=max(1024, n // 16))
+    elif ext == ".feather":
+        df.to_feather(path)
+    else:
+        raise ValueError(f"{path}: suffix must be .parquet or .feather (props is a list column)")
+    return path
+
+
+def write_png_table(path: str, n_per_class: int, size: int = 32, seed: int = 0) -> str:
+    """A CSV of PNG paths with labels: ``path,label`` rows (paths relative to the CSV's folder, in images/),
+    knot images whose label is the knot's name; rows are shuffled."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+    classes = np.repeat(np.arange(len(KNOT_CLASSES)), n_per_class)
+    rng.shuffle(classes)
+    lines = ["path,label"]
+    for i, cls in enumerate(classes):
+        rel = f"images/{i:06d}.png"
+        Image.fromarray(knot_image(int(cls), size, rng)).save(os.path.join(folder, rel))
+        lines.append(f"{rel},{KNOT_CLASSES[int(cls)]}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def write_npy_table(path: str, n: int, seed: int = 0, timesteps: int = 100, dim: int = 2048) -> str:
+    """Seed 003's layout: one (timesteps, dim) float32 .npy feature sequence per sample in features/, and a
+    label table ``path,label`` (CSV; binary labels, learnable as in ``write_feature_sequences``)."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(os.path.join(folder, "features"), exist_ok=True)
+    signal = rng.normal(0, 1, dim).astype(np.float32) * (rng.random(dim) < 0.05)
+    lines = ["path,label"]
+    for i in range(n):
+        y = int(rng.integers(0, 2))
+        x = rng.normal(0, 1, (timesteps, dim)).astype(np.float32) + (2 * y - 1) * 0.5 * signal[None, :]
+        rel = f"features/{i:06d}.npy"
+        np.save(os.path.join(folder, rel), x)
+        lines.append(f"{rel},{y}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: write one built-in example dataset."""
     p = argparse.ArgumentParser(prog="python -m shardkit.convert.examples", description=__doc__)
-    p.add_argument("kind", choices=["knots", "proteins", "features"])
+    p.add_argument("kind", choices=["knots", "proteins", "features", "table", "pngs", "npys"])
     p.add_argument("path")
-    p.add_argument("--n", type=int, default=300, help="rows (knots: rows per class)")
+    p.add_argument("--n", type=int, default=300, help="rows (knots, pngs: rows per class)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=128, help="knot image side")
+    p.add_argument("--size", type=int, help="knot image side (default: knots 128, pngs 32)")
     p.add_argument("--min-length", type=int, default=50, help="proteins: shortest sequence")
     p.add_argument("--max-length", type=int, default=1000, help="proteins: longest sequence")
     p.add_argument("--timesteps", type=int, default=100)
     p.add_argument("--dim", type=int, default=2048)
     a = p.parse_args(argv)
-    if a.kind == "proteins" and not 1 <= a.min_length <= a.max_length:
+    if a.kind in ("proteins", "table") and not 1 <= a.min_length <= a.max_length:
         p.error(f"--min-length {a.min_length} and --max-length {a.max_length}: need 1 <= min <= max")
     if a.kind == "knots":
-        write_knots(a.path, a.n, size=a.size, seed=a.seed)
+        write_knots(a.path, a.n, size=a.size or 128, seed=a.seed)
     elif a.kind == "proteins":
         write_proteins(a.path, a.n, seed=a.seed, min_length=a.min_length, max_length=a.max_length)
+    elif a.kind == "table":
+        write_protein_table(a.path, a.n, seed=a.seed, min_length=a.min_length, max_length=a.max_length)
+    elif a.kind == "pngs":
+        write_png_table(a.path, a.n, size=a.size or 32, seed=a.seed)
+    elif a.kind == "npys":
+        write_npy_table(a.path, a.n, seed=a.seed, timesteps=a.timesteps, dim=a.dim)
     else:
         write_feature_sequences(a.path, a.n, seed=a.seed, timesteps=a.timesteps, dim=a.dim)
     print(a.path)

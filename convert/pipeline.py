@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from shardkit.spec import (AMINO_ACIDS, ENCODINGS, SPLITS, LabelSpec, Metadata, ShardInfo, SplitInfo, content_id,
+from shardkit.spec import (AMINO_ACIDS, BYTES_KINDS, ENCODINGS, SPLITS, Metadata, ShardInfo, SplitInfo, Target, content_id,
                            is_remote)
 
+from . import columns as cols
+from . import features as feats
 from . import plan as planning
 from . import publish
-from .encoders import (ARRAY_DTYPES, UNKNOWN_POLICIES, ArrayEncoder, ImageEncoder, SequenceEncoder, checked_sequence,
-                       label_spec, merge_label_specs)
+from . import targets as targs
+from .encoders import ARRAY_DTYPES, UNKNOWN_POLICIES, SequenceEncoder
 from .errors import ConvertError, InputError, PublishError
 from .publish import join
 from .ranged import check_s3_buckets
@@ -44,9 +46,9 @@ class ConvertConfig:
 
     inputs: tuple[str, ...]
     out: str
-    kind: str
-    data: str
-    label: str
+    kind: str = ""
+    data: str = ""
+    label: str = ""
     id: str | None = None
     group_column: str | None = None
     name: str | None = None
@@ -70,130 +72,55 @@ class ConvertConfig:
     verbose: bool = False
     source_splits: tuple[str, ...] = field(default=())
     class_names: tuple[str, ...] | None = None
+    features: tuple[cols.Column, ...] = ()  # empty: the one feature of kind/data (and name)
+    targets: tuple[cols.Column, ...] = ()  # empty with features: the class target ``label`` of --label
+    stratify: str | None = None  # the class target to stratify by (default: the first class target)
 
     @property
     def feature_name(self) -> str:
         return self.name or self.kind
 
+    @property
+    def shorthand(self) -> bool:
+        """One feature given by kind/data and one class target ``label`` (the format's first layout)."""
+        return not self.features
 
-def _source_specs(cfg: ConvertConfig) -> list[SourceSpec]:
-    """One spec per input; a glob or folder becomes one table of its files in sorted order."""
+
+def columns_of(cfg: ConvertConfig) -> tuple[list[cols.Column], list[cols.Column], str | None]:
+    """The features, targets and stratify target a config names, checked (InputError on mistakes)."""
+    if cfg.shorthand:
+        if not (cfg.kind and cfg.data and cfg.label):
+            missing = [f for f, v in (("--kind", cfg.kind), ("--data", cfg.data), ("--label", cfg.label)) if not v]
+            raise InputError(f"{' and '.join(missing)} missing: give --kind, --data and --label for one feature, or "
+                             "--feature/--target (or --spec FILE) for several")
+        features, targets = cols.shorthand(cfg.kind, cfg.data, cfg.name, cfg.label)
+    else:
+        if cfg.kind or cfg.data:
+            raise InputError("--kind/--data describe the one feature of the shorthand; with --feature or --spec, "
+                             "describe every feature there instead")
+        features = list(cfg.features)
+        targets = list(cfg.targets) + ([cols.Column("label", "class", cfg.label)] if cfg.label else [])
+    stratify = cfg.stratify
+    cols.check(features, targets, stratify)
+    if stratify is None:
+        stratify = next((t.name for t in targets if t.kind == "class"), None)
+    return features, targets, stratify
+
+
+def _source_specs(cfg: ConvertConfig, features: list[cols.Column], targets: list[cols.Column],
+                  stratify: str | None) -> list[SourceSpec]:
+    """One spec per input; a glob or folder becomes one table of its files in sorted order. Its data column is
+    the first stored-as-bytes feature's, its label the stratify target's; the rest are further columns."""
+    data = next((f.column for f in features if f.kind in BYTES_KINDS and not f.files), features[0].column)
+    label = next((t.column for t in targets if t.name == stratify), targets[0].column)
+    more = tuple(dict.fromkeys(c.column for c in (*features, *targets) if c.column not in (data, label)))
     specs = []
     for p in cfg.inputs:
         path = p if is_remote(p) else os.path.abspath(p.removeprefix("file://"))
         files = expand_input(path)
         parts = tuple(files) if files != [path] else ()
-        specs.append(SourceSpec(path, cfg.data, cfg.label, cfg.id, cfg.group_column, parts=parts))
+        specs.append(SourceSpec(path, data, label, cfg.id, cfg.group_column, parts=parts, columns=more))
     return specs
-
-
-def _encoder(cfg: ConvertConfig, sources: list[Source], longest: int | None) -> Any:
-    first = sources[0]
-    shape, dtype = first.data_info()
-    where = first.where(cfg.data)
-    if cfg.kind == "sequence":
-        if first.fmt == "hdf5":
-            raise InputError(f"{where}: --kind sequence reads a string column of a Parquet/Feather/CSV file")
-        return SequenceEncoder(cfg.max_length or int(longest or 1), cfg.vocabulary, cfg.unknown)
-    if first.fmt != "hdf5":
-        raise InputError(f"{where}: --kind {cfg.kind} reads an HDF5 array node, not a DataFrame column")
-    if cfg.kind == "image":
-        if cfg.image_shape:
-            img = tuple(cfg.image_shape)
-        elif len(shape) in (2, 3):
-            img = shape
-        else:
-            raise InputError(f"{where}: rows are flat ({shape[0] if shape else 1} values); give --image-shape H,W,C")
-        if len(img) == 2:
-            img = img + (1,)
-        if len(img) != 3 or img[2] not in (1, 3, 4):
-            raise InputError(f"{where}: image shape {img} must be H,W or H,W,C with C in 1, 3, 4")
-        enc: Any = ImageEncoder(img, cfg.image_encoding, cfg.image_scale)
-    else:
-        if not shape:
-            raise InputError(f"{where}: rows are scalars; --kind array needs at least one dimension per row")
-        enc = ArrayEncoder(shape, cfg.dtype)
-    for src in sources:
-        s, d = src.data_info()
-        enc.check_source(src.where(cfg.data), s, d)
-        if cfg.kind == "array" and tuple(s) != tuple(shape):
-            raise InputError(f"{src.where(cfg.data)}: rows have shape {s}, other inputs have {shape}")
-    return enc
-
-
-def _longest_sequence(cfg: ConvertConfig, sources: list[Source]) -> int:
-    """One bounded pass over the sequence column: checks every value and returns the longest length."""
-    longest = 0
-    for src in sources:
-        where = src.where(cfg.data)
-        for first, values in src.iter_data():
-            for i, v in enumerate(values):
-                longest = max(longest, len(checked_sequence(v, first + i, where)))
-    return longest
-
-
-LABEL_BLOCK_ROWS = 1 << 22
-
-
-def _labels(cfg: ConvertConfig, sources: list[Source]) -> tuple[LabelSpec, list[np.ndarray]]:
-    """Class ids of every input's rows under one vocabulary, in the narrowest integer type.
-
-    The label columns are read in blocks and each block is mapped on its own, then remapped to the merged
-    vocabulary, so memory is about one byte per row (for up to 127 classes) whatever the column's type.
-    """
-    blocks: list[list[tuple[int, LabelSpec, np.ndarray]]] = []
-    for src in sources:
-        where = src.where(cfg.label)
-        mapped = []
-        for first, values in src.column_blocks(cfg.label, LABEL_BLOCK_ROWS):
-            spec, ids = label_spec(values, where, first_row=first)
-            mapped.append((first, spec, ids.astype(_id_dtype(spec.num_classes))))
-        blocks.append(mapped)
-    spec = merge_label_specs([b[1] for mapped in blocks for b in mapped], sources[0].where(cfg.label))
-    index = {name: i for i, name in enumerate(spec.names)}
-    out = []
-    for src, mapped in zip(sources, blocks):
-        ids_s = np.empty(src.num_rows, _id_dtype(spec.num_classes))
-        for first, bspec, ids in mapped:
-            ids_s[first : first + len(ids)] = np.array([index[n] for n in bspec.names], ids_s.dtype)[ids]
-        out.append(ids_s)
-        mapped.clear()
-    if len(sources) > 1:
-        train = np.bincount(out[0], minlength=spec.num_classes) > 0
-        for src, ids_s in zip(sources[1:], out[1:]):
-            extra = np.flatnonzero(~train[ids_s])
-            if len(extra):
-                i = int(extra[0])
-                raise InputError(
-                    f"{src.where(cfg.label)}, row {i}: label {spec.names[int(ids_s[i])]!r} is out of range: "
-                    f"it does not occur in the train input {sources[0].spec.path}"
-                )
-    _check_classes(spec, out[0], sources[0].where(cfg.label))
-    if cfg.class_names:
-        if len(cfg.class_names) != spec.num_classes:
-            raise InputError(
-                f"--class-names gives {len(cfg.class_names)} names but {sources[0].where(cfg.label)} has "
-                f"{spec.num_classes} classes ({', '.join(spec.names)})"
-            )
-        spec = dataclasses.replace(spec, display_names=tuple(cfg.class_names))
-    return spec, out
-
-
-def _check_classes(spec: LabelSpec, train_ids: np.ndarray, where: str) -> None:
-    """A classifier needs two classes: refuse labels that hold one (the train input holds every class)."""
-    if spec.num_classes < 2:
-        present = [0]
-    elif spec.source_kind == "onehot":  # one-hot columns may name classes that no row has
-        present = np.flatnonzero(np.bincount(train_ids, minlength=spec.num_classes)).tolist()
-    else:
-        return
-    if len(present) < 2:
-        raise InputError(f"{where}: every row has label {spec.names[int(present[0])]!r}; a classifier needs at "
-                         "least 2 classes: check --label")
-
-
-def _id_dtype(num_classes: int) -> type:
-    return next(t for t in (np.int8, np.int16, np.int32) if num_classes <= np.iinfo(t).max)
 
 
 def _row_ids(cfg: ConvertConfig, sources: list[Source]) -> tuple[list[np.ndarray | None], list[int]]:
@@ -221,17 +148,18 @@ def _row_ids(cfg: ConvertConfig, sources: list[Source]) -> tuple[list[np.ndarray
     return out, offsets
 
 
-def _record_bytes(enc: Any, src: Source, cfg: ConvertConfig) -> float:
-    if isinstance(enc, SequenceEncoder):
-        return enc.max_length + RECORD_OVERHEAD
-    if isinstance(enc, ImageEncoder) and enc.encoding == "png":
-        rows = np.arange(min(32, src.num_rows))
-        blocks = [enc.encode(v, r, "") for r, v in src.read_rows(rows)]
-        return float(np.mean([len(b) for blk in blocks for b in blk])) + RECORD_OVERHEAD
-    return enc.feature("x").raw_nbytes + RECORD_OVERHEAD
+def _record_bytes(jobs: list[feats.FeatureJob], targets: list[Target], src: Source) -> float:
+    """Estimated bytes of one record: its features (PNG images sampled), non-class targets and the overhead
+    (keys, framing, one class id, row id and a sequence length)."""
+    extra = sum(2 * t.num_classes if t.kind == "multilabel" else 5 * int(np.prod(t.shape)) if t.kind == "regression"
+                else 0 for t in targets)
+    return sum(feats.feature_bytes(j, src) for j in jobs) + extra + RECORD_OVERHEAD
 
 
-def _plan(cfg: ConvertConfig, sources: list[Source], labels: list[np.ndarray], record_bytes: float) -> planning.ShardPlan:
+def _plan(cfg: ConvertConfig, sources: list[Source], labels: list[np.ndarray], record_bytes: float,
+          targets: tuple[list[np.ndarray], ...] = (), label_target: int | None = None) -> planning.ShardPlan:
+    """Split (stratified by ``labels``; all zeros when there is no class target: a seeded random split),
+    shuffle and cut into shards."""
     rng = np.random.default_rng(cfg.seed)
     row_ids, offsets = _row_ids(cfg, sources)
     if cfg.split_inputs:
@@ -257,7 +185,7 @@ def _plan(cfg: ConvertConfig, sources: list[Source], labels: list[np.ndarray], r
         split_rows = [(0, p) for p in parts]
     counts = [len(r) for _, r in split_rows]
     per_split = planning.split_shard_counts(counts, cfg.num_shards, record_bytes, cfg.shard_size_mb * 1e6)
-    return planning.ShardPlan(split_rows, labels, row_ids, offsets, per_split, cfg.compression)
+    return planning.ShardPlan(split_rows, labels, row_ids, offsets, per_split, cfg.compression, targets, label_target)
 
 
 def _order_inputs(cfg: ConvertConfig) -> ConvertConfig:
@@ -285,18 +213,28 @@ def _order_inputs(cfg: ConvertConfig) -> ConvertConfig:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The driver's result: validated encoder and labels, the shard plan, sizes for progress, and warnings
-    about the plan (printed even with --quiet)."""
+    """The driver's result: validated encoders and targets, the shard plan, sizes for progress, and warnings
+    about the plan (printed even with --quiet). ``encoder`` is the first feature's, ``label`` the stratify
+    target (None for a random split)."""
 
     cfg: ConvertConfig
     specs: tuple[SourceSpec, ...]
     encoder: Any
-    label: LabelSpec
+    label: Target | None
     plan: planning.ShardPlan
     refs: list[planning.ShardRef]
     record_bytes: float
     input_bytes: int
     warnings: tuple[str, ...] = ()
+    features: tuple[feats.FeatureJob, ...] = ()
+    targets: tuple[Target, ...] = ()
+    columns: tuple[cols.Column, ...] = ()  # what each feature and target was read from, for metadata.source
+
+    def encode_config(self, tmp: str) -> EncodeConfig:
+        """What the workers need to write this plan's shards into ``tmp``."""
+        first = self.features[0]
+        return EncodeConfig(first.encoder, first.name, self.cfg.compression, tmp, self.specs, self.features,
+                            tuple((t.name, targs.wire_type(t)) for t in self.targets))
 
 
 def _check_settings(cfg: ConvertConfig) -> None:
@@ -307,11 +245,11 @@ def _check_settings(cfg: ConvertConfig) -> None:
         raise InputError(f"--workers {cfg.workers}: must be positive (0 in the API means one per CPU core)")
 
 
-def plan_warnings(cfg: ConvertConfig, label: LabelSpec, plan: planning.ShardPlan) -> list[str]:
+def plan_warnings(cfg: ConvertConfig, label: Target | None, plan: planning.ShardPlan) -> list[str]:
     """What the plan did that the user may not expect: a class too small to reach every split, and
     --num-shards above the train rows."""
     out = []
-    if not cfg.split_inputs:
+    if not cfg.split_inputs and label is not None:
         splits = [i for i, f in enumerate(cfg.split) if f > 0]
         counts = {i: np.bincount(plan.labels[plan.split_rows[i][0]][plan.split_rows[i][1]],
                                  minlength=label.num_classes) for i in splits}
@@ -333,32 +271,42 @@ def prepare(cfg: ConvertConfig) -> Prepared:
     (plus one pass over a sequence column for its lengths)."""
     _check_settings(cfg)
     cfg = _order_inputs(cfg)
-    specs = _source_specs(cfg)
+    features, targets, stratify = columns_of(cfg)
+    specs = _source_specs(cfg, features, targets, stratify)
+    defaults = feats.Defaults(cfg.image_shape, cfg.image_encoding, cfg.image_scale, cfg.max_length, cfg.vocabulary,
+                              cfg.unknown, cfg.dtype)
     sources: list[Source] = []
     try:
         for s in specs:
             sources.append(open_source(s))
-        for src in sources:
-            if (cfg.kind == "sequence") == (src.fmt == "hdf5"):
-                what = ("a string column of a Parquet/Feather/CSV file" if cfg.kind == "sequence"
-                        else "an HDF5 array node, not a DataFrame column")
-                raise InputError(f"{src.where(cfg.data)}: --kind {cfg.kind} reads {what}")
-        if cfg.kind == "sequence" and cfg.max_length is not None and cfg.max_length < 1:
+        if cfg.shorthand:
+            for src in sources:
+                if (cfg.kind == "sequence") == (src.fmt == "hdf5"):
+                    what = ("a string column of a Parquet/Feather/CSV file" if cfg.kind == "sequence"
+                            else "an HDF5 array node, not a DataFrame column")
+                    raise InputError(f"{src.where(cfg.data)}: --kind {cfg.kind} reads {what}")
+        if cfg.max_length is not None and cfg.max_length < 1:
             raise InputError(f"--max-length {cfg.max_length}: must be at least 1")
-        longest = _longest_sequence(cfg, sources) if cfg.kind == "sequence" else None
-        enc = _encoder(cfg, sources, longest)
-        label, labels = _labels(cfg, sources)
-        rec = _record_bytes(enc, sources[0], cfg)
-        shard_plan = _plan(cfg, sources, labels, rec)
-        row_bytes = [enc.max_length if cfg.kind == "sequence"
-                     else int(np.prod(s.data_info()[0] or (1,))) * s.data_info()[1].itemsize for s in sources]
+        jobs = [feats.build(f, sources, defaults, data_column=cfg.shorthand) for f in features]
+        read = []
+        for t in targets:
+            display = cfg.class_names if t.name == stratify else None
+            read.append(targs.read_target(t, sources, display))
+        target_specs = [t for t, _ in read]
+        at = next((i for i, t in enumerate(target_specs) if t.name == stratify), None)
+        labels = read[at][1] if at is not None else [np.zeros(src.num_rows, np.int8) for src in sources]
+        rec = _record_bytes(jobs, target_specs, sources[0])
+        shard_plan = _plan(cfg, sources, labels, rec, tuple(v for _, v in read), at)
+        row_bytes = [sum(feats.input_bytes(j, src) for j in jobs) for src in sources]
     finally:
         for s in sources:
             s.close()
     refs = shard_plan.refs()
     in_bytes = sum(r.count * row_bytes[r.source] for r in refs)
-    return Prepared(cfg, tuple(s.spec for s in sources), enc, label, shard_plan, refs, rec, in_bytes,
-                    tuple(plan_warnings(cfg, label, shard_plan)))
+    label = target_specs[at] if at is not None else None
+    return Prepared(cfg, tuple(s.spec for s in sources), jobs[0].encoder, label, shard_plan, refs, rec, in_bytes,
+                    tuple(plan_warnings(cfg, label, shard_plan)), tuple(jobs), tuple(target_specs),
+                    tuple(features) + tuple(targets))
 
 
 def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = None) -> Metadata:
@@ -397,9 +345,8 @@ def _convert(cfg: ConvertConfig, beam_args: list[str], log: Any, start: float, r
         publish.make_dir(tmp, cfg.out)
         with progress:
             save_plan(prep.plan.tasks(), tmp)
-            _run(prep.refs, EncodeConfig(prep.encoder, cfg.feature_name, cfg.compression, tmp, prep.specs), opts,
-                 runner, runner_name)
-        meta = _metadata(cfg, prep.encoder, prep.label, prep.refs, tmp, list(prep.specs), start, runner_name)
+            _run(prep.refs, prep.encode_config(tmp), opts, runner, runner_name)
+        meta = _metadata(cfg, prep, tmp, start, runner_name)
         publish.publish(tmp, cfg.out, meta, cfg.overwrite, skip=(STATS_DIR, planning.PLAN_DIR))
     except PublishError as e:
         publish.remove(tmp)
@@ -429,17 +376,17 @@ def _run(refs: list[planning.ShardRef], ecfg: EncodeConfig, opts: Any, runner: A
         raise ConvertError(errors[0])
 
 
-def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planning.ShardRef], tmp: str,
-              specs: list[SourceSpec], start: float, runner_name: str) -> Metadata:
+def _metadata(cfg: ConvertConfig, prep: Prepared, tmp: str, start: float, runner_name: str) -> Metadata:
     from . import __version__
 
+    label, tasks, specs = prep.label, prep.refs, list(prep.specs)
     stats: dict[tuple[str, int], dict[str, Any]] = {}
     for t in tasks:
         text = publish.read_text(join(tmp, f"{STATS_DIR}/{t.split}-{t.index:05d}.json"))
         if text is None:
             raise ConvertError(f"shard {t.path} was not written (the runner finished without it)")
         stats[(t.split, t.index)] = json.loads(text)
-    k = label.num_classes
+    k = label.num_classes if label is not None else 0
     splits = {}
     for split in SPLITS:
         st = [stats[(t.split, t.index)] for t in tasks if t.split == split]
@@ -449,7 +396,7 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
                                  s["crc32c"]) for s in st)
         splits[split] = SplitInfo(
             count=sum(s.count for s in shards),
-            class_counts=tuple(int(x) for x in np.sum([s.class_counts for s in shards], axis=0)),
+            class_counts=tuple(int(x) for x in np.sum([s.class_counts for s in shards], axis=0)) if k else (),
             shards=shards,
         )
     elapsed = time.time() - start
@@ -466,9 +413,11 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
         })
     source = {
         "inputs": inputs, "path": inputs[0]["path"] if len(inputs) == 1 else [x["path"] for x in inputs],
-        "size": sum(x["size"] for x in inputs), "rows": rows, "data": cfg.data, "label": cfg.label,
+        "size": sum(x["size"] for x in inputs), "rows": rows, "data": specs[0].data, "label": specs[0].label,
         "id": cfg.id, "group_column": cfg.group_column,
         "split_fractions": None if cfg.split_inputs else list(cfg.split),
+        "columns": {c.name: {"kind": c.kind, "column": c.column, **({"files": True} if c.files else {})}
+                    for c in prep.columns},
     }
     all_stats = {
         "truncated_sequences": sum(s["truncated_sequences"] for s in stats.values()),
@@ -479,10 +428,12 @@ def _metadata(cfg: ConvertConfig, enc: Any, label: LabelSpec, tasks: list[planni
                                      - min(s["started"] for s in stats.values()), 3),
         "runner": runner_name,
     }
-    if isinstance(enc, SequenceEncoder):
-        all_stats.update(max_length=enc.max_length, unknown=enc.unknown)
+    seq = next((j.encoder for j in prep.features if isinstance(j.encoder, SequenceEncoder)), None)
+    if seq is not None:
+        all_stats.update(max_length=seq.max_length, unknown=seq.unknown)
     meta = Metadata(
-        features=(enc.feature(cfg.feature_name),), targets=(label,), splits=splits,
+        features=tuple(j.encoder.feature(j.name) for j in prep.features), targets=prep.targets, splits=splits,
+        stratify=label.name if label is not None else None,
         compression=cfg.compression, seed=cfg.seed, source=source, stats=all_stats,
         tool_version=f"shardkit {__version__}",
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -38,7 +38,8 @@ class ShardRef:
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One shard to write: which input to read, which rows in which order, and their labels and row ids."""
+    """One shard to write: which input to read, which rows in which order, their labels (the stratify
+    target's class ids), row ids and every target's values (``labels`` itself for the stratify target)."""
 
     split: str
     index: int
@@ -48,6 +49,7 @@ class ShardTask:
     rows: np.ndarray
     labels: np.ndarray
     row_ids: np.ndarray
+    targets: tuple[np.ndarray, ...] = ()
 
     @property
     def ref(self) -> ShardRef:
@@ -168,6 +170,7 @@ class ShardPlan:
 
     It holds one index array per split, not one per shard; ``tasks()`` makes one shard's arrays at a time.
     ``row_ids[source]`` of None means the row number plus ``offsets[source]`` (no id column).
+    ``targets[t][source]`` are target t's values; target ``label_target`` is ``labels`` (not stored twice).
     """
 
     split_rows: list[tuple[int, np.ndarray]]
@@ -176,6 +179,8 @@ class ShardPlan:
     offsets: list[int]
     shards_per_split: list[int]
     compression: str | None
+    targets: tuple[list[Any], ...] = ()
+    label_target: int | None = None
 
     def refs(self) -> list[ShardRef]:
         """Every shard's identity and row count, in split order."""
@@ -199,8 +204,11 @@ class ShardPlan:
                 ref = next(refs)
                 part = part.astype(np.int64)
                 ids = self.row_ids[source]
+                labels = self.labels[source][part].astype(np.int64)
                 yield ShardTask(
                     split=ref.split, index=ref.index, num_shards=k, path=ref.path, source=source, rows=part,
-                    labels=self.labels[source][part].astype(np.int64),
+                    labels=labels,
                     row_ids=(part + self.offsets[source]) if ids is None else ids[part].astype(np.int64),
+                    targets=tuple(labels if t == self.label_target else values[source][part]
+                                  for t, values in enumerate(self.targets)),
                 )

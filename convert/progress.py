@@ -87,13 +87,13 @@ class Progress:
         size = sum(sh.bytes for s in meta.splits.values() for sh in s.shards)
         print(f"shardkit-convert: done in {seconds:.1f}s: {rows} rows, {rows / max(seconds, 1e-9):,.0f} rows/s, "
               f"{self.total_bytes / 1e6 / max(seconds, 1e-9):,.1f} MB/s in, {_human(size)} written", file=out)
-        names = meta.label.names
+        names = meta.label.names if meta.stratify is not None else ()
         for split, info in meta.splits.items():
             classes = ", ".join(f"{n}:{c}" for n, c in zip(names, info.class_counts))
             print(f"  {split:<10} {info.count:>9} rows  {len(info.shards):>4} shards  "
-                  f"{_human(sum(s.bytes for s in info.shards)):>10}  classes {classes}", file=out)
+                  f"{_human(sum(s.bytes for s in info.shards)):>10}" + (f"  classes {classes}" if names else ""), file=out)
         st = meta.stats
-        if meta.features[0].kind == "sequence":
+        if any(f.kind == "sequence" for f in meta.features):
             print(f"  sequences: max length {st.get('max_length')}, {st.get('truncated_sequences', 0)} truncated "
                   f"({st.get('truncated_letters', 0)} letters cut off), {st.get('unknown_letters', 0)} unknown "
                   "letters stored as 0", file=out)

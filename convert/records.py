@@ -1,4 +1,5 @@
-"""TFRecord shard files written without TensorFlow: tf.train.Example wire bytes and TFRecord framing.
+"""TFRecord shard files written without TensorFlow: tf.train.Example wire bytes (any number of bytes, int64 and
+float features) and TFRecord framing.
 
 Workers stay TensorFlow-free (importing it in every worker costs memory and start-up time); the bytes produced equal
 ``shardkit.spec.example_bytes`` (deterministic protobuf serialisation) and TFRecordWriter's framing,
@@ -12,9 +13,10 @@ import gzip
 import os
 import struct
 import uuid
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Sequence, Union
 
 import crc32c
+import numpy as np
 
 from shardkit.spec import is_remote
 
@@ -55,30 +57,69 @@ def _masked_crc(data: bytes) -> int:
     return _mask(crc32c.crc32c(data))
 
 
+BYTES, INT, INTS, FLOAT, FLOATS = "bytes", "int", "ints", "float", "floats"
+WIRE_TYPES = (BYTES, INT, INTS, FLOAT, FLOATS)  # one bytes value, one / several int64, one / several float32
+
+
+def _packed(values: Any, kind: str) -> bytes:
+    """The packed field 1 of an Int64List / FloatList holding ``values`` (nothing for no values)."""
+    if kind == INT:
+        data = _varint(values)
+    elif kind == FLOAT:
+        data = struct.pack("<f", values)
+    elif kind == INTS:
+        data = b"".join([_varint(int(v)) for v in values])
+        if not data:
+            return b""
+    else:
+        data = np.asarray(values, "<f4").tobytes()
+        if not data:
+            return b""
+    return b"\n" + _varint(len(data)) + data
+
+
 class ExampleLayout:
-    """Serialises examples with one bytes payload ``name`` and int64 features ``int_keys`` as
-    (head, payload, tail) pieces, so the payload is never copied; key order and prefixes are computed once."""
+    """Serialises examples of the given fields, ``(key, wire type)`` pairs, wire types from ``WIRE_TYPES``.
 
-    def __init__(self, name: str, int_keys: tuple[str, ...]) -> None:
-        self.int_keys = tuple(int_keys)
-        order = sorted([name, *self.int_keys], key=functools.cmp_to_key(_key_order))
-        at = order.index(name)
-        pos = {k: i for i, k in enumerate(self.int_keys)}
-        self._before = [pos[k] for k in order[:at]]
-        self._after = [pos[k] for k in order[at + 1 :]]
-        self._keys = [_field(1, k.encode()) for k in self.int_keys]
-        self._name_key = _field(1, name.encode())
-        self._prefix: dict[int, bytes] = {}
+    ``pieces(values)`` (values in field order: a bytes-like object, a number, or a sequence of numbers)
+    returns the record as head, payload, middle, payload, ..., tail pieces, so bytes payloads are never
+    copied; key order and entry prefixes are computed once.
+    """
 
-    def _payload_prefix(self, n: int) -> bytes:
-        prefix = self._prefix.get(n)
+    def __init__(self, fields: Sequence[tuple[str, str]]) -> None:
+        self.fields = tuple((str(k), t) for k, t in fields)
+        names = [k for k, _ in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"record keys {names} are not unique")
+        for k, t in self.fields:
+            if t not in WIRE_TYPES:
+                raise ValueError(f"record key {k!r}: wire type {t!r} is not one of {WIRE_TYPES}")
+        order = sorted(range(len(names)), key=functools.cmp_to_key(lambda i, j: _key_order(names[i], names[j])))
+        self._keys = [_field(1, k.encode()) for k in names]
+        self._types = [t for _, t in self.fields]
+        segments, before = [], []
+        for i in order:
+            if self._types[i] == BYTES:
+                segments.append((tuple(before), i))
+                before = []
+            else:
+                before.append(i)
+        self._segments = segments
+        self._tail = tuple(before)
+        self._prefix: dict[tuple[int, int], bytes] = {}
+        self._single = len(segments) == 1 and all(self._types[i] == INT for i in (*segments[0][0], *self._tail))
+
+    def _payload_prefix(self, i: int, n: int) -> bytes:
+        """Everything of bytes field ``i``'s map entry before its ``n`` payload bytes."""
+        prefix = self._prefix.get((i, n))
         if prefix is None:
+            key = self._keys[i]
             bytes_list_len = 1 + len(_varint(n)) + n
             feature_len = 1 + len(_varint(bytes_list_len)) + bytes_list_len
-            content_len = len(self._name_key) + 1 + len(_varint(feature_len)) + feature_len
-            prefix = (b"\n" + _varint(content_len) + self._name_key + b"\x12" + _varint(feature_len) + b"\n"
+            content_len = len(key) + 1 + len(_varint(feature_len)) + feature_len
+            prefix = (b"\n" + _varint(content_len) + key + b"\x12" + _varint(feature_len) + b"\n"
                       + _varint(bytes_list_len) + b"\n" + _varint(n))
-            self._prefix[n] = prefix
+            self._prefix[(i, n)] = prefix
         return prefix
 
     def _int_entry(self, i: int, value: int) -> bytes:
@@ -88,23 +129,48 @@ class ExampleLayout:
         content = self._keys[i] + b"\x12" + _BYTES[len(ft)] + ft
         return b"\n" + _varint(len(content)) + content
 
-    def pieces(self, payload: Buffer, values: tuple[int, ...]) -> tuple[bytes, Buffer, bytes]:
-        """(head, payload, tail) of one example; ``values`` follow ``int_keys``."""
-        before = b"".join([self._int_entry(i, values[i]) for i in self._before])
-        after = b"".join([self._int_entry(i, values[i]) for i in self._after])
-        prefix = self._payload_prefix(len(payload))
-        total = len(before) + len(prefix) + len(payload) + len(after)
-        return b"\n" + _varint(total) + before + prefix, payload, after
+    def _entry(self, i: int, value: Any) -> bytes:
+        kind = self._types[i]
+        if kind == INT:
+            return self._int_entry(i, value)
+        packed = _packed(value, kind)
+        ft = (b"\x1a" if kind in (INT, INTS) else b"\x12") + _varint(len(packed)) + packed
+        content = self._keys[i] + b"\x12" + _varint(len(ft)) + ft
+        return b"\n" + _varint(len(content)) + content
+
+    def pieces(self, values: Sequence[Any]) -> tuple[Buffer, ...]:
+        """One example as (head, payload, ..., payload, tail); a layout without bytes fields gives (record,)."""
+        if self._single:  # one payload among int64 scalars: the common case, kept short
+            before, at = self._segments[0]
+            payload = values[at]
+            head = b"".join([self._int_entry(i, values[i]) for i in before]) + self._payload_prefix(at, len(payload))
+            tail = b"".join([self._int_entry(i, values[i]) for i in self._tail])
+            return b"\n" + _varint(len(head) + len(payload) + len(tail)) + head, payload, tail
+        out: list[Buffer] = []
+        for before, at in self._segments:
+            payload = values[at]
+            out.append(b"".join([self._entry(i, values[i]) for i in before]) + self._payload_prefix(at, len(payload)))
+            out.append(payload)
+        out.append(b"".join([self._entry(i, values[i]) for i in self._tail]))
+        total = sum(len(p) for p in out)
+        out[0] = b"\n" + _varint(total) + out[0]
+        return tuple(out)
 
 
 _BYTES = [bytes((i,)) for i in range(256)]
 
 
-def frame_pieces(head: bytes, payload: Buffer, tail: bytes) -> tuple[bytes, Buffer, bytes]:
-    """TFRecord framing of the record head + payload + tail, again without copying the payload."""
-    length = struct.pack("<Q", len(head) + len(payload) + len(tail))
-    crc = crc32c.crc32c(tail, crc32c.crc32c(payload, crc32c.crc32c(head)))
-    return length + struct.pack("<I", _masked_crc(length)) + head, payload, tail + struct.pack("<I", _mask(crc))
+def frame_pieces(*pieces: Buffer) -> tuple[Buffer, ...]:
+    """TFRecord framing of a record given as pieces (``ExampleLayout.pieces``), again without copying payloads."""
+    length = struct.pack("<Q", sum(len(p) for p in pieces))
+    crc = 0
+    for p in pieces:
+        crc = crc32c.crc32c(p, crc)
+    head = length + struct.pack("<I", _masked_crc(length))
+    end = struct.pack("<I", _mask(crc))
+    if len(pieces) == 1:
+        return (head + bytes(pieces[0]) + end,)
+    return (head + pieces[0], *pieces[1:-1], bytes(pieces[-1]) + end)
 
 
 class ShardWriter:
@@ -132,9 +198,9 @@ class ShardWriter:
         self._out: BinaryIO = self._gz or self._raw
         self.crc32c = 0  # running CRC32C of the uncompressed bytes written: the shard's content checksum
 
-    def write_pieces(self, head: bytes, payload: Buffer, tail: bytes) -> None:
-        """Append one record given as head + payload + tail (``ExampleLayout.pieces``)."""
-        for piece in frame_pieces(head, payload, tail):
+    def write_pieces(self, *pieces: Buffer) -> None:
+        """Append one record given as its pieces (``ExampleLayout.pieces``)."""
+        for piece in frame_pieces(*pieces):
             self._out.write(piece)
             self.crc32c = crc32c.crc32c(piece, self.crc32c)
             self.size += len(piece)

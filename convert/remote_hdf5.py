@@ -37,12 +37,12 @@ class RemoteHDF5Source(HDF5Columns):
                 self.num_rows = int(self._data.shape[0])
                 if self.num_rows == 0:
                     raise InputError(f"{self.where(spec.data)}: zero rows")
-                for name in (spec.label, spec.id, spec.group):
-                    if name and int(self._node(name).shape[0]) != self.num_rows:
+                for name in spec.names:
+                    if int(self._node(name).shape[0]) != self.num_rows:
                         raise InputError(
                             f"{spec.path}: row counts differ: {HDF5Source._path(spec.data)} has {self.num_rows} "
                             f"rows, {HDF5Source._path(name)} has {int(self._node(name).shape[0])}")
-                self._layout = raw_layout(self._data)
+                self._layouts = {spec.data: raw_layout(self._data)}
             except BaseException:
                 self.close()
                 raise
@@ -66,20 +66,26 @@ class RemoteHDF5Source(HDF5Columns):
             raise InputError(f"{self.where(name)}: holds {node.dtype} values; HDF5 data must be numeric arrays")
         return node
 
-    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        node = self._data
-        for start in range(0, len(rows), self._block):
-            block = np.asarray(rows[start : start + self._block], dtype=np.int64)
+    def read_rows(self, rows: np.ndarray, name: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        name = name or self.spec.data
+        node = self._data if name == self.spec.data else self._node(name)
+        if name not in self._layouts:
+            with HDF5_LOCK:
+                self._layouts[name] = raw_layout(node)
+        layout = self._layouts[name]
+        size = self._block if node is self._data else max(1, BLOCK_BYTES // max(1, int(np.prod(node.shape[1:])) * node.dtype.itemsize))
+        for start in range(0, len(rows), size):
+            block = np.asarray(rows[start : start + size], dtype=np.int64)
             out = np.empty((len(block),) + tuple(node.shape[1:]), dtype=node.dtype)
-            if self._layout is not None:
-                self._read_raw(block, out)
+            if layout is not None:
+                self._read_raw(block, out, layout)
             else:
-                self._read_chunks(block, out)
+                self._read_chunks(block, out, node)
             yield block, out
 
-    def _read_raw(self, rows: np.ndarray, out: np.ndarray) -> None:
+    def _read_raw(self, rows: np.ndarray, out: np.ndarray, layout: tuple[int, int, np.ndarray]) -> None:
         """Sorted rows grouped into runs (same chunk, gaps below HOLE_BYTES), one range request per run."""
-        row_bytes, chunk_rows, starts = self._layout
+        row_bytes, chunk_rows, starts = layout
         flat = out.reshape(len(rows), -1).view(np.uint8)
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
@@ -100,9 +106,9 @@ class RemoteHDF5Source(HDF5Columns):
                 at = int(offsets[k]) - a
                 flat[order[k]] = buf[at : at + row_bytes]
 
-    def _read_chunks(self, rows: np.ndarray, out: np.ndarray) -> None:
+    def _read_chunks(self, rows: np.ndarray, out: np.ndarray, node: Any) -> None:
         """Each chunk that holds wanted rows is read once, whole, and the rows taken from it."""
-        chunk_rows = int(self._data.chunks[0]) if self._data.chunks else self.num_rows
+        chunk_rows = int(node.chunks[0]) if node.chunks else self.num_rows
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
         i = 0
@@ -110,7 +116,7 @@ class RemoteHDF5Source(HDF5Columns):
             c = int(srt[i]) // chunk_rows
             j = int(np.searchsorted(srt, (c + 1) * chunk_rows))
             with HDF5_LOCK:
-                part = self._data[c * chunk_rows : min((c + 1) * chunk_rows, self.num_rows)]
+                part = node[c * chunk_rows : min((c + 1) * chunk_rows, self.num_rows)]
             out[order[i:j]] = part[srt[i:j] - c * chunk_rows]
             i = j
 

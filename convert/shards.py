@@ -15,15 +15,15 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from shardkit.spec import is_remote
+from shardkit.spec import LABEL_KEY, ROW_ID_KEY, is_remote
 
 from . import plan as planning
 from . import publish
-from .encoders import SequenceEncoder
 from .errors import ConvertError, InputError
+from .files import FileEncoder
 from .publish import join
-from .records import ExampleLayout, ShardWriter
-from .sources import Source, SourceSpec, open_source
+from .records import INT, ExampleLayout, ShardWriter
+from .sources import BLOCK_BYTES, Source, SourceSpec, open_source
 
 STATS_DIR = "_stats"
 ERRORS_DIR = "_errors"
@@ -31,13 +31,19 @@ ERRORS_DIR = "_errors"
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    """What a worker needs to encode rows: the encoder, the feature name and the output settings."""
+    """What a worker needs to encode rows: the features (name, source column, encoder), the targets' record
+    keys and wire types (in the plan's order) and the output settings.
+
+    ``features`` empty means the one feature ``encoder`` named ``name``, read from each input's data column.
+    """
 
     encoder: Any
     name: str
     compression: str | None
     tmp_dir: str
     specs: tuple[SourceSpec, ...]
+    features: tuple[Any, ...] = ()  # features.FeatureJob
+    targets: tuple[tuple[str, str], ...] = ((LABEL_KEY, INT),)
 
 
 class _Aborted(Exception):
@@ -52,11 +58,14 @@ def save_plan(tasks: Iterable[planning.ShardTask], tmp_dir: str) -> list[plannin
         n = len(task.rows)
         arrays = {"rows": task.rows.astype(planning.index_dtype(int(task.rows.max(initial=0)) + 1)),
                   "labels": task.labels.astype(np.min_scalar_type(int(task.labels.max(initial=0))))}
+        for i, values in enumerate(task.targets):
+            if values is not task.labels:
+                arrays[f"target_{i}"] = values
         offset = int(task.row_ids[0] - task.rows[0]) if n else 0
         if not np.array_equal(task.row_ids, task.rows + offset):
             arrays["row_ids"] = task.row_ids
         buf = io.BytesIO()
-        np.savez(buf, **arrays, id_offset=np.int64(offset))
+        np.savez(buf, **arrays, id_offset=np.int64(offset), targets=np.int64(len(task.targets)))
         publish.write_bytes(join(tmp_dir, task.ref.plan_path), buf.getvalue())
         refs.append(task.ref)
     return refs
@@ -68,9 +77,10 @@ def load_task(ref: planning.ShardRef, tmp_dir: str) -> planning.ShardTask:
     with np.load(io.BytesIO(publish.read_bytes(path)), allow_pickle=False) as f:
         rows, labels = f["rows"].astype(np.int64), f["labels"].astype(np.int64)
         row_ids = f["row_ids"] if "row_ids" in f.files else rows + int(f["id_offset"])
+        targets = tuple(f[f"target_{i}"] if f"target_{i}" in f.files else labels for i in range(int(f["targets"])))
     if len(rows) != ref.count:
         raise ConvertError(f"{path}: holds {len(rows)} rows, the plan says {ref.count}")
-    return planning.ShardTask(ref.split, ref.index, ref.num_shards, ref.path, ref.source, rows, labels, row_ids)
+    return planning.ShardTask(ref.split, ref.index, ref.num_shards, ref.path, ref.source, rows, labels, row_ids, targets)
 
 
 def write_shard(ref: planning.ShardRef, enc: EncodeConfig, sources: dict[int, Source]) -> dict[str, Any]:
@@ -110,7 +120,6 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
     if task.source not in sources:
         sources[task.source] = open_source(enc.specs[task.source])
     src = sources[task.source]
-    where = src.where(src.spec.data)
     path = join(enc.tmp_dir, task.path)
     try:
         writer = ShardWriter(path, enc.compression)
@@ -119,26 +128,33 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
     k = int(task.labels.max()) + 1 if len(task.labels) else 0
     stats = {"truncated_sequences": 0, "truncated_letters": 0, "unknown_letters": 0}
     done = 0
-    lut = enc.encoder.table() if isinstance(enc.encoder, SequenceEncoder) else None
-    layout = ExampleLayout(enc.name, ("label", "row_id") + ((enc.name + "_length",) if lut is not None else ()))
-    all_labels, all_ids = task.labels.tolist(), task.row_ids.tolist()
+    features = enc.features or (_Job(enc.name, src.spec.data, enc.encoder),)
+    fields = [f for job in features for f in job.encoder.fields(job.name)]
+    layout = ExampleLayout(fields + list(enc.targets) + [(ROW_ID_KEY, INT)])
+    targets = [t.tolist() for t in (task.targets or (task.labels,))]
+    all_ids = task.row_ids.tolist()
+    first = features[0]
+    step = _block_rows(features)
     try:
-        for rows, values in src.read_rows(task.rows):
-            if _failed(enc.tmp_dir):
-                raise _Aborted()
-            n = len(rows)
-            labels, ids = all_labels[done : done + n], all_ids[done : done + n]
-            if lut is not None:
-                for i in range(n):
-                    payload, st = enc.encoder.encode_one(values[i], lut, int(rows[i]), where)
-                    stats["truncated_sequences"] += st.truncated
-                    stats["truncated_letters"] += st.cut
-                    stats["unknown_letters"] += st.unknown
-                    writer.write_pieces(*layout.pieces(payload, (labels[i], ids[i], st.length)))
-            else:
-                for i, payload in enumerate(enc.encoder.encode(values, rows, where)):
-                    writer.write_pieces(*layout.pieces(payload, (labels[i], ids[i])))
-            done += n
+        for rows, values in src.read_rows(task.rows, first.column):
+            chunk = len(rows) if step is None and isinstance(values, np.ndarray) else step or 4096
+            for lo in range(0, len(rows), max(1, chunk)):
+                if _failed(enc.tmp_dir):
+                    raise _Aborted()
+                part = rows[lo : lo + chunk]
+                n = len(part)
+                columns: list[list[Any]] = []
+                for job in features:
+                    got = values[lo : lo + n] if job is first else src.take(part, job.column)
+                    cols, counts = job.encoder.encode(got, part, src.where(job.column))
+                    columns.extend(cols)
+                    for key, c in counts.items():
+                        stats[key] = stats.get(key, 0) + c
+                columns.extend(t[done : done + n] for t in targets)
+                columns.append(all_ids[done : done + n])
+                for record in zip(*columns):
+                    writer.write_pieces(*layout.pieces(record))
+                done += n
         size = writer.close()
     except OSError as e:
         writer.abort()
@@ -153,3 +169,22 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
     }
     publish.write_text(join(enc.tmp_dir, f"{STATS_DIR}/{task.split}-{task.index:05d}.json"), json.dumps(info))
     return info
+
+
+@dataclass(frozen=True)
+class _Job:
+    """The one feature of ``EncodeConfig`` without ``features``."""
+
+    name: str
+    column: str
+    encoder: Any
+
+
+def _block_rows(features: tuple[Any, ...]) -> int | None:
+    """Rows encoded at once: None for one feature read from HDF5 (its read blocks are bounded by
+    ``BLOCK_BYTES`` already); else rows of about ``BLOCK_BYTES`` of decoded features (files are loaded, and
+    further columns read, one such block at a time), at most 4096."""
+    if len(features) == 1 and not isinstance(features[0].encoder, FileEncoder):
+        return None
+    row = sum(job.encoder.feature(job.name).raw_nbytes for job in features)
+    return max(1, min(4096, BLOCK_BYTES // max(1, 2 * row)))

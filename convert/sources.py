@@ -37,6 +37,12 @@ class SourceSpec:
     group: str | None = None
     parts: tuple[str, ...] = ()  # the files of a glob or folder, sorted: one table, rows numbered across them
     part_rows: tuple[int, ...] = ()  # their row counts, once the driver has opened them
+    columns: tuple[str, ...] = ()  # further columns/nodes read per row (more features and targets)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every column/node this input must have, one row per example."""
+        return tuple(dict.fromkeys(n for n in (self.data, self.label, self.id, self.group, *self.columns) if n))
 
 
 def open_binary(path: str) -> Any:
@@ -174,13 +180,23 @@ class Source:
         format reads in parts, so that a planner can bound its memory on long columns."""
         yield 0, self.column(name)
 
-    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
-        """Per-row shape and dtype of the data node/column."""
+    def data_info(self, name: str | None = None) -> tuple[tuple[int, ...], np.dtype]:
+        """Per-row shape and dtype of the data node/column (or of node/column ``name``)."""
         raise NotImplementedError
 
-    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
-        """Yield (row numbers, values) blocks covering ``rows`` in the given order (see the module docstring)."""
+    def read_rows(self, rows: np.ndarray, name: str | None = None) -> Iterator[tuple[np.ndarray, Any]]:
+        """Yield (row numbers, values) blocks covering ``rows`` in the given order (see the module docstring)
+        from the data node/column, or from node/column ``name``."""
         raise NotImplementedError
+
+    def take(self, rows: np.ndarray, name: str) -> Any:
+        """The values of ``rows`` of node/column ``name`` in one block (an array for HDF5, else a list)."""
+        blocks = [values for _, values in self.read_rows(rows, name)]
+        if len(blocks) == 1:
+            return blocks[0]
+        if isinstance(blocks[0], np.ndarray):
+            return np.concatenate(blocks)
+        return [v for b in blocks for v in b]
 
     def iter_data(self) -> Iterator[tuple[int, Any]]:
         """Yield (first row, values) blocks of the data column in file order."""
@@ -209,8 +225,9 @@ class HDF5Columns(Source):
             with HDF5_LOCK:
                 yield first, np.asarray(node[first : first + rows])
 
-    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
-        return tuple(int(d) for d in self._data.shape[1:]), np.dtype(self._data.dtype)
+    def data_info(self, name: str | None = None) -> tuple[tuple[int, ...], np.dtype]:
+        node = self._data if name is None or name == self.spec.data else self._node(name)
+        return tuple(int(d) for d in node.shape[1:]), np.dtype(node.dtype)
 
 
 class HDF5Source(HDF5Columns):
@@ -237,8 +254,8 @@ class HDF5Source(HDF5Columns):
         self.num_rows = int(self._data.shape[0])
         if self.num_rows == 0:
             raise InputError(f"{self.where(spec.data)}: zero rows")
-        for name in (spec.label, spec.id, spec.group):
-            if name:
+        for name in spec.names:
+            if name != spec.data:
                 n = int(self._node(name).shape[0])
                 if n != self.num_rows:
                     raise InputError(
@@ -269,19 +286,23 @@ class HDF5Source(HDF5Columns):
             raise InputError(f"{self.where(name)}: holds {node.dtype} values; HDF5 data must be numeric arrays")
         return node
 
-    def _raw_rows(self) -> "RawRows | None":
-        """Direct reads for uncompressed data (contiguous, or chunks holding whole rows), else None."""
+    def _raw_rows(self, name: str) -> "RawRows | None":
+        """Direct reads for uncompressed numbers (contiguous, or chunks holding whole rows), else None."""
         if not hasattr(self, "_raw"):
+            self._raw: dict[str, RawRows | None] = {}
+        if name not in self._raw:
             with HDF5_LOCK:
-                self._raw = RawRows.open(self.spec.path, self._path(self.spec.data))
-        return self._raw
+                self._raw[name] = RawRows.open(self.spec.path, self._path(name))
+        return self._raw[name]
 
-    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def read_rows(self, rows: np.ndarray, name: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Blocks in the given order; each block is read in sorted order (contiguous runs as one slice)."""
-        node = self._data
-        raw = self._raw_rows()
-        for start in range(0, len(rows), self._block):
-            block = np.asarray(rows[start : start + self._block], dtype=np.int64)
+        name = name or self.spec.data
+        node = self._data if name == self.spec.data else self._node(name)
+        raw = self._raw_rows(name)
+        size = self._block if node is self._data else max(1, BLOCK_BYTES // max(1, int(np.prod(node.shape[1:])) * node.dtype.itemsize))
+        for start in range(0, len(rows), size):
+            block = np.asarray(rows[start : start + size], dtype=np.int64)
             out = np.empty((len(block),) + tuple(node.shape[1:]), dtype=node.dtype)
             if raw is not None:
                 raw.read(block, out)
@@ -300,8 +321,9 @@ class HDF5Source(HDF5Columns):
             yield block, out
 
     def close(self) -> None:
-        if getattr(self, "_raw", None) is not None:
-            self._raw.close()
+        for raw in getattr(self, "_raw", {}).values():
+            if raw is not None:
+                raw.close()
         with HDF5_LOCK:
             self._file.close()
 
@@ -387,8 +409,8 @@ class DataFrameSource(Source):
             raise
         except Exception as e:  # noqa: BLE001 - pyarrow/pandas raise many types for damaged files
             raise InputError(f"{spec.path}: cannot read as {fmt}: {e}") from e
-        for name in (spec.data, spec.label, spec.id, spec.group):
-            if name and name not in self.columns:
+        for name in spec.names:
+            if name not in self.columns:
                 raise InputError(f"{spec.path}: no column {name!r}; columns are {self.columns}")
         if self.num_rows == 0:
             raise InputError(f"{self.where(spec.data)}: zero rows")
@@ -467,38 +489,37 @@ class DataFrameSource(Source):
         for i in range(self._pq.num_row_groups):
             yield int(self._offsets[i]), _to_numpy(self._pq.read_row_group(i, columns=[name]).column(0))
 
-    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
+    def data_info(self, name: str | None = None) -> tuple[tuple[int, ...], np.dtype]:
         return (), np.dtype(object)
 
-    def _part(self, i: int) -> list[Any]:
-        name = self.spec.data
+    def _part(self, i: int, name: str) -> list[Any]:
         if self.fmt == "parquet":
             return self._pq.read_row_group(i, columns=[name]).column(0).to_pylist()
         if self._ipc is None:
             return self._table.column(name).to_pylist()
         return self._ipc.get_batch(i).column(name).to_pylist()
 
-    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, list[Any]]]:
+    def read_rows(self, rows: np.ndarray, name: str | None = None) -> Iterator[tuple[np.ndarray, list[Any]]]:
         """One sweep over the file (row groups / batches / CSV chunks with skips), then the values in order."""
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
         values: list[Any] = [None] * len(rows)
-        for first, part in self._sweep(srt):
+        for first, part in self._sweep(srt, name or self.spec.data):
             lo, hi = np.searchsorted(srt, [first, first + len(part)])
             for k in range(lo, hi):
                 values[order[k]] = part[srt[k] - first]
         yield rows, values
 
-    def _sweep(self, srt: np.ndarray) -> Iterator[tuple[int, list[Any]]]:
+    def _sweep(self, srt: np.ndarray, name: str) -> Iterator[tuple[int, list[Any]]]:
         if self.fmt == "csv":
             import pandas as pd
 
             first = 0
             with open_binary(self.spec.path) as f:
-                for chunk in pd.read_csv(f, usecols=[self.spec.data], sep=self._sep, dtype=str,
+                for chunk in pd.read_csv(f, usecols=[name], sep=self._sep, dtype=str,
                                          keep_default_na=False, chunksize=CSV_CHUNK_ROWS):
-                    part = chunk[self.spec.data].tolist()
+                    part = chunk[name].tolist()
                     lo, hi = np.searchsorted(srt, [first, first + len(part)])
                     if hi > lo:
                         yield first, part
@@ -507,10 +528,10 @@ class DataFrameSource(Source):
         for i in range(len(self._offsets) - 1):
             lo, hi = np.searchsorted(srt, [self._offsets[i], self._offsets[i + 1]])
             if hi > lo:
-                yield int(self._offsets[i]), self._part(i)
+                yield int(self._offsets[i]), self._part(i, name)
 
     def iter_data(self) -> Iterator[tuple[int, list[Any]]]:
-        yield from self._sweep(np.arange(self.num_rows))
+        yield from self._sweep(np.arange(self.num_rows), self.spec.data)
 
 
 def _concat(chunks: list[Any]) -> Any:

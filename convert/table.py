@@ -36,16 +36,17 @@ class TableSource(Source):
             if src.fmt != self.fmt:
                 raise InputError(f"{spec.parts[i]}: is {src.fmt}, but {spec.parts[0]} is {self.fmt}; the files of "
                                  f"{spec.path} must share one format")
-            if src.data_info() != first.data_info():
-                raise InputError(f"{src.where(spec.data)}: rows are {src.data_info()[0]} {src.data_info()[1]}, "
-                                 f"but in {spec.parts[0]} they are {first.data_info()[0]} {first.data_info()[1]}")
+            for name in (spec.data, *spec.columns):
+                if src.data_info(name) != first.data_info(name):
+                    raise InputError(f"{src.where(name)}: rows are {src.data_info(name)[0]} {src.data_info(name)[1]}, "
+                                     f"but in {spec.parts[0]} they are {first.data_info(name)[0]} {first.data_info(name)[1]}")
         self.offsets = np.concatenate([[0], np.cumsum(self.spec.part_rows)]).astype(np.int64)
         self.num_rows = int(self.offsets[-1])
 
     def _part(self, i: int) -> Source:
         if i not in self._open:
             s = self.spec
-            self._open[i] = open_source(SourceSpec(s.parts[i], s.data, s.label, s.id, s.group))
+            self._open[i] = open_source(SourceSpec(s.parts[i], s.data, s.label, s.id, s.group, columns=s.columns))
         return self._open[i]
 
     def where(self, name: str) -> str:
@@ -60,18 +61,18 @@ class TableSource(Source):
             for first, values in self._part(i).column_blocks(name, rows):
                 yield int(self.offsets[i]) + first, values
 
-    def data_info(self) -> tuple[tuple[int, ...], np.dtype]:
-        return self._part(0).data_info()
+    def data_info(self, name: str | None = None) -> tuple[tuple[int, ...], np.dtype]:
+        return self._part(0).data_info(name)
 
     def iter_data(self) -> Iterator[tuple[int, Any]]:
         for i in range(len(self.spec.parts)):
             for first, values in self._part(i).iter_data():
                 yield int(self.offsets[i]) + first, values
 
-    def read_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
+    def read_rows(self, rows: np.ndarray, name: str | None = None) -> Iterator[tuple[np.ndarray, Any]]:
         """Blocks in the given order; each block asks every part for its rows once."""
         rows = np.asarray(rows, dtype=np.int64)
-        shape, dtype = self.data_info()
+        shape, dtype = self.data_info(name)
         arrays = self.fmt == "hdf5"
         block = max(1, BLOCK_BYTES // max(1, int(np.prod(shape or (1,))) * dtype.itemsize)) if arrays else len(rows)
         part_of = np.searchsorted(self.offsets, rows, side="right") - 1
@@ -81,7 +82,7 @@ class TableSource(Source):
             for i in np.unique(owner):
                 at = np.flatnonzero(owner == i)
                 done = 0
-                for got, vals in self._part(int(i)).read_rows(blk[at] - self.offsets[i]):
+                for got, vals in self._part(int(i)).read_rows(blk[at] - self.offsets[i], name):
                     where = at[done : done + len(got)]
                     if arrays:
                         values[where] = vals

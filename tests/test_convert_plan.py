@@ -88,7 +88,9 @@ def test_labels_mapped_in_blocks_match_one_pass(tmp_path, monkeypatch) -> None:
     with h5py.File(path, "w") as f:
         f["x"] = np.zeros((1000, 2), np.float32)
         f["y"] = labels
-    monkeypatch.setattr(pipeline, "LABEL_BLOCK_ROWS", 128)
+    from shardkit.convert import targets
+
+    monkeypatch.setattr(targets, "LABEL_BLOCK_ROWS", 128)
     cfg = pipeline.ConvertConfig(inputs=(path,), out=str(tmp_path / "o"), kind="array", data="/x", label="/y")
     prep = pipeline.prepare(cfg)
     spec, ids = label_spec(labels, "")
