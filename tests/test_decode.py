@@ -20,17 +20,28 @@ def _reference(record: bytes, meta: spec.Metadata) -> dict[str, np.ndarray]:
     from PIL import Image
 
     feats = tf.train.Example.FromString(record).features.feature
-    out: dict[str, np.ndarray] = {}
+
+    def ints(key: str) -> np.ndarray:
+        return np.asarray(feats[key].int64_list.value, np.int64)
+
+    def floats(key: str) -> np.ndarray:
+        return np.asarray(feats[key].float_list.value, np.float32)
+
+    out: dict[str, np.ndarray] = {spec.ROW_ID_KEY: ints(spec.ROW_ID_KEY)[0]}
     for f in meta.features:
+        if not f.stored_as_bytes:
+            out[f.name] = (floats(f.name) if f.dtype == "float32" else ints(f.name))[0]
+            continue
         payload = feats[f.name].bytes_list.value[0]
         if f.encoding == "png":
             out[f.name] = np.asarray(Image.open(io.BytesIO(payload))).reshape(f.shape)
         else:
             out[f.name] = np.frombuffer(payload, np.dtype(f.dtype).newbyteorder("<")).astype(f.dtype).reshape(f.shape)
         if f.kind == "sequence":
-            out[f.name + spec.LENGTH_SUFFIX] = np.int64(feats[f.name + spec.LENGTH_SUFFIX].int64_list.value[0])
-    for key in (spec.LABEL_KEY, spec.ROW_ID_KEY):
-        out[key] = np.int64(feats[key].int64_list.value[0])
+            out[f.name + spec.LENGTH_SUFFIX] = ints(f.name + spec.LENGTH_SUFFIX)[0]
+    for t in meta.targets:
+        value = floats(t.name) if t.kind == "regression" else ints(t.name)
+        out[t.name] = value.reshape(t.value_shape)
     return out
 
 
@@ -75,6 +86,34 @@ def test_decode_records_equals_an_independent_decoding(kind: str, request, tmp_p
     assert rc == 0, err
     assert _check_equal(out) == spec.read_metadata(out).splits["train"].count + sum(
         s.count for name, s in spec.read_metadata(out).splits.items() if name != "train")
+
+
+def test_several_features_and_targets_decode_as_written(tmp_path) -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    n = 24
+    table = pd.DataFrame({
+        "Sequence": ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), int(rng.integers(3, 12)))) for _ in range(n)],
+        "props": [rng.normal(0, 1, 3).astype(np.float32).tolist() for _ in range(n)],
+        "family": rng.choice(["beta", "alpha", "gamma"], n),
+        "count": rng.integers(-5, 50, n),
+        "weight": rng.normal(0, 10, n),
+        "ec": np.tile([1, 2, 3], n // 3),
+        "tags": [sorted(set(rng.choice(["kinase", "membrane", "signal"], int(rng.integers(0, 3))).tolist())) for _ in range(n)],
+        "shift": [rng.normal(0, 1, 2).tolist() for _ in range(n)],
+    })
+    src, out = str(tmp_path / "table.parquet"), str(tmp_path / "ds")
+    table.to_parquet(src, index=False)
+    rc, err = run_convert([src, "--out", out, "--feature", "sequence=sequence:Sequence:max_length=8",
+                           "--feature", "props=array:props", "--feature", "family=category", "--feature", "count=scalar",
+                           "--feature", "weight=scalar", "--target", "ec=class", "--target", "tags=multilabel",
+                           "--target", "shift=regression", "--num-shards", "2"])
+    assert rc == 0, err
+    meta = spec.read_metadata(out)
+    assert {f.kind for f in meta.features} == {"sequence", "array", "category", "scalar"}
+    assert {t.kind for t in meta.targets} == {"class", "multilabel", "regression"}
+    assert _check_equal(out) == n
 
 
 IMAGE = spec.Feature("image", "image", (4, 4, 3), "uint8", "raw")
