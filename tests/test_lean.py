@@ -49,18 +49,16 @@ def test_intact_batches_yields_each_intact_record_once_then_raises(knots: str, t
 
 def test_convert_cli_defaults_are_the_config_defaults_and_parsing_needs_no_beam() -> None:
     """Every shardkit-convert default comes from ConvertConfig, so a bare command line is the default config;
-    parsing imports neither Beam nor TensorFlow."""
-    code = (
-        "import sys\n"
-        "from shardkit.convert.cli import config_from_args, parser\n"
-        "from shardkit.convert.pipeline import ConvertConfig\n"
-        "cfg = config_from_args(parser().parse_args(['in.h5', '--out', 'o', '--kind', 'array', '--data', 'x', "
-        "'--label', 'y']))\n"
-        "assert cfg == ConvertConfig(inputs=('in.h5',), out='o', kind='array', data='x', label='y'), cfg\n"
-        "assert not {'apache_beam', 'tensorflow'} & set(sys.modules), 'imported for parsing'\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    parsing imports neither Beam nor TensorFlow (a fresh interpreter tells)."""
+    from shardkit.convert.cli import config_from_args, parser
+    from shardkit.convert.pipeline import ConvertConfig
+
+    argv = ["in.h5", "--out", "o", "--kind", "array", "--data", "x", "--label", "y"]
+    assert config_from_args(parser().parse_args(argv)) == ConvertConfig(("in.h5",), "o", "array", "x", "y")
+    probe = ("import sys; from shardkit.convert.cli import parser; parser().parse_args(sys.argv[1:]); "
+             "print(sorted({'apache_beam', 'tensorflow'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
 
 
 @pytest.mark.parametrize("option, constant", [("--kind", "KINDS"), ("--worker-mode", "WORKER_MODES"),
@@ -74,3 +72,4 @@ def test_convert_cli_choices_are_the_constants(option: str, constant: str, capsy
     choices = ", ".join(f"'{c}'" for c in getattr(cli, constant))
     assert rc == 2 and err == (f"shardkit-convert: error: argument {option}: invalid choice: 'nope' "
                                f"(choose from {choices}) (see shardkit-convert --help)"), err
+
