@@ -3,9 +3,12 @@ Ctrl-C at the start of training."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,26 @@ def test_convert_cli_choices_are_the_constants(option: str, constant: str, capsy
     assert rc == 2 and err == (f"shardkit-convert: error: argument {option}: invalid choice: 'nope' "
                                f"(choose from {choices}) (see shardkit-convert --help)"), err
 
+
+INTERRUPTED = ("shardkit-train: interrupted (rerun the same command to resume from the last backup, if one was "
+               "written)")
+
+
+def test_ctrl_c_as_training_starts_is_one_line_and_exit_130(knots: str, tmp_path: Path) -> None:
+    """Ctrl-C right after the plan line lands while the input pipeline and the train step are being traced: it is
+    held there and acted on at the next step boundary. Pressed every 0.1 s for 2 s, it also lands in the run's
+    unwinding, where it must change nothing."""
+    train = Path(sys.executable).parent / "shardkit-train"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
+    proc = subprocess.Popen([str(train), "fit", knots, "--model", "knot-cnn", "--epochs", "500", "--batch-size", "2",
+                             "--out", "run", "--verbose", "0", "--no-tensorboard"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # the plan line: the pipeline is built and traced right after it
+    assert " steps of global batch 2" in first, first
+    for _ in range(20):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130 and rest.strip().splitlines() == [INTERRUPTED], rest
+    assert not (tmp_path / "run").exists()  # stopped before its first step: nothing of the run is kept
