@@ -28,11 +28,10 @@ def job_graph_bytes(src: str, out: str) -> tuple[int, int]:
 
     from shardkit.convert.pipeline import ConvertConfig, prepare
     from shardkit.convert.runner import build_job
-    from shardkit.convert.shards import EncodeConfig
 
     prep = prepare(ConvertConfig(inputs=(src,), out=out, kind="array", data="/x", label="/y"))
     p = beam.Pipeline()
-    build_job(p, prep.refs, EncodeConfig(prep.encoder, "array", None, out + ".tmp", prep.specs))
+    build_job(p, prep.refs, prep.encode_config(out + ".tmp"))  # what the converter itself submits
     return len(p.to_runner_api().SerializeToString()), len(prep.refs)
 
 
