@@ -63,10 +63,10 @@ def run_measured(argv: Sequence[str], timeout: float = 3600, interval: float = 0
         while proc.poll() is None:
             tree = 0
             try:
-                procs = [root, *root.children(recursive=True)]
+                procs = [root, *root.children(recursive=True), *map(psutil.Process, extra)]
             except psutil.NoSuchProcess:
                 procs = []
-            for p in procs + [psutil.Process(pid) for pid in extra]:
+            for p in procs:
                 try:  # a worker may end between listing and reading
                     rss = p.memory_info().rss
                     name, top = peaks.get(p.pid) or (_name(p, proc.pid, extra), 0)
