@@ -1,20 +1,23 @@
-"""Helpers shared by the benchmarks: medians, measured child processes (peak RSS of their process tree), and a
-description of the machine the numbers come from."""
+"""Helpers shared by the benchmarks: medians, measured child processes (peak RSS of their process tree and of each
+process), servers on loopback for the length of a ``with`` block, and a description of the machine."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import json
 import os
 import platform
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_PREFIX = "BENCH_RESULT "
@@ -26,36 +29,52 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (Beam workers, Dask workers...); 0 once it is gone."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
-    except (psutil.NoSuchProcess, psutil.AccessDenied):  # a worker ended between listing and reading
-        return 0
-
-
 @dataclass
 class Measured:
-    """What one measured child process reported (its ``BENCH_RESULT`` line), its wall time and peak tree RSS."""
+    """What one measured child process reported (its ``BENCH_RESULT`` line), its wall time, the peak RSS of its
+    process tree, and each process's own peak as (name, bytes) by pid."""
 
     result: dict[str, Any]
     wall_s: float
     peak_rss_bytes: int
+    peaks: dict[int, tuple[str, int]]
 
 
-def run_measured(argv: Sequence[str], timeout: float = 3600, interval: float = 0.05) -> Measured:
-    """Run ``argv`` in a fresh process, sampling its tree's RSS every ``interval`` s; raises if it fails."""
+def _name(p: Any, root: int, extra: dict[int, str]) -> str:
+    if p.pid in extra or p.pid == root:
+        return extra.get(p.pid, "driver (shardkit-convert)")
+    cmd = " ".join(p.cmdline())
+    return "Beam worker" if "worker" in cmd else cmd[:60]
+
+
+def run_measured(argv: Sequence[str], timeout: float = 3600, interval: float = 0.05,
+                 extra: dict[int, str] | None = None) -> Measured:
+    """Run ``argv`` in a fresh process, sampling the RSS of its tree (and of the ``extra`` pids, by name) every
+    ``interval`` s; raises if it fails."""
+    import psutil
+
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    extra, peaks, peak = extra or {}, {}, 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(list(argv), stdout=out, stderr=err, text=True, env=env, cwd=REPO)
-        peak = 0
+        root = psutil.Process(proc.pid)
         while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
+            tree = 0
+            try:
+                procs = [root, *root.children(recursive=True), *map(psutil.Process, extra)]
+            except psutil.NoSuchProcess:
+                procs = []
+            for p in procs:
+                try:  # a worker may end between listing and reading
+                    rss = p.memory_info().rss
+                    name, top = peaks.get(p.pid) or (_name(p, proc.pid, extra), 0)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                peaks[p.pid] = (name, max(top, rss))
+                tree += 0 if p.pid in extra else rss
+            peak = max(peak, tree)
             if time.perf_counter() - start > timeout:
                 proc.kill()
             time.sleep(interval)
@@ -65,7 +84,43 @@ def run_measured(argv: Sequence[str], timeout: float = 3600, interval: float = 0
         lines = [line[len(RESULT_PREFIX):] for line in out.read().splitlines() if line.startswith(RESULT_PREFIX)]
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{err.read()[-3000:]}")
-    return Measured(json.loads(lines[-1]) if lines else {}, wall, peak)
+    return Measured(json.loads(lines[-1]) if lines else {}, wall, peak, peaks)
+
+
+@contextlib.contextmanager
+def background(argv: Sequence[str], log_path: str = os.devnull) -> Iterator[subprocess.Popen]:
+    """Run ``argv`` in its own process group for the ``with`` block; the whole group is stopped on exit."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@contextlib.contextmanager
+def loopback_server(argv: Callable[[int], list[str]], what: str, log_path: str = os.devnull) -> Iterator[tuple[int, int]]:
+    """Run ``argv(port)`` on a free 127.0.0.1 port until it accepts connections; yields (port, pid) and stops
+    the process on exit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with background(argv(port), log_path) as proc:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"{what} did not start (exit {proc.poll()})") from None
+                time.sleep(0.2)
+        yield port, proc.pid
 
 
 def python_module(module: str, *args: Any) -> list[str]:

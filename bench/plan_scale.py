@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from bench import inputs
-from bench.measure import python_module, run_measured
+from bench.measure import background, loopback_server, python_module, run_measured
 
 DASK_RUNNER = "--runner=apache_beam.runners.dask.dask_runner.DaskRunner"
 _CONVERT = ("import json, resource, sys; from shardkit.convert.cli import main; rc = main(sys.argv[1:]); "
@@ -32,11 +28,10 @@ def job_graph_bytes(src: str, out: str) -> tuple[int, int]:
 
     from shardkit.convert.pipeline import ConvertConfig, prepare
     from shardkit.convert.runner import build_job
-    from shardkit.convert.shards import EncodeConfig
 
     prep = prepare(ConvertConfig(inputs=(src,), out=out, kind="array", data="/x", label="/y"))
     p = beam.Pipeline()
-    build_job(p, prep.refs, EncodeConfig(prep.encoder, "array", None, out + ".tmp", prep.specs))
+    build_job(p, prep.refs, prep.encode_config(out + ".tmp"))  # what the converter itself submits
     return len(p.to_runner_api().SerializeToString()), len(prep.refs)
 
 
@@ -62,38 +57,18 @@ def shard_digests(dataset: str) -> dict[str, str]:
 def loopback_dask(workers: int = 2) -> Iterator[str]:
     """A dask.distributed scheduler and ``workers`` single-threaded workers on 127.0.0.1; yields its address
     and stops every process on exit."""
-    import tempfile
+    from distributed import Client
 
-    with tempfile.TemporaryDirectory() as tmp:
-        sched_file = os.path.join(tmp, "scheduler.json")
-        procs = [subprocess.Popen(
-            python_module("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                          "--scheduler-file", sched_file),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-        try:
-            deadline = time.time() + 60
-            while not os.path.exists(sched_file) and time.time() < deadline:
-                time.sleep(0.1)
-            with open(sched_file) as f:
-                address = json.load(f)["address"]
-            procs.append(subprocess.Popen(
-                python_module("distributed.cli.dask_worker", address, "--nworkers", str(workers), "--nthreads", "1",
-                              "--no-dashboard", "--host", "127.0.0.1"),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-            from distributed import Client
+    def scheduler(port: int) -> list[str]:
+        return python_module("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard")
 
+    with loopback_server(scheduler, "dask scheduler") as (port, _):
+        address = f"tcp://127.0.0.1:{port}"
+        with background(python_module("distributed.cli.dask_worker", address, "--nworkers", workers, "--nthreads", 1,
+                                      "--no-dashboard", "--host", "127.0.0.1")):
             with Client(address, timeout=60) as client:
                 client.wait_for_workers(workers, timeout=60)
             yield address
-        finally:
-            for p in reversed(procs):  # each started its own process group: the nanny's workers go with it
-                os.killpg(p.pid, signal.SIGTERM)
-            for p in reversed(procs):
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
 
 
 def measure(cache: str, rows: int, dask: bool = True) -> dict[str, Any]:

@@ -54,14 +54,18 @@ def _axes(ax: Any, title: str, xlabel: str, ylabel: str, log: bool = False, lege
         ax.legend(fontsize=legend)
 
 
-def _bars(img_dir: str, name: str, title: str, labels: Sequence[str], values: Sequence[float], xlabel: str,
-          colors: Any = "tab:blue") -> str:
-    """A horizontal bar chart, log-scaled x."""
-    fig, ax = _plt().subplots(figsize=(8, 0.6 + 0.4 * len(labels)))
-    ax.barh(range(len(values)), values, color=colors)
-    ax.set_yticks(range(len(values)), labels)
+def _bars(img_dir: str, name: str, title: str, labels: Sequence[str], series: dict[str, Sequence[float]],
+          xlabel: str, colors: Any = "tab:blue", log: bool = True) -> str:
+    """Horizontal bars, one bar per label and series (side by side, with a legend, when more than one)."""
+    one = len(series) == 1
+    fig, ax = _plt().subplots(figsize=(8, 0.6 + 0.4 * len(labels)) if one else (7, 0.8 + 0.6 * len(labels)))
+    for k, (label, values) in enumerate(series.items()):
+        ax.barh([i + (k - (len(series) - 1) / 2) * 0.4 for i in range(len(values))], values, 0.8 if one else 0.4,
+                color=colors if one else None, label=label)
+    ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
-    ax.set(xlabel=xlabel, xscale="log", title=title)
+    ax.set(xlabel=xlabel, title=title, **({"xscale": "log"} if log else {}))
+    _ = one or ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, img_dir, name)
 
@@ -83,9 +87,9 @@ def render_machine(results: dict) -> str:
 
 
 def render_targets(results: dict) -> str:
-    rows = [(v.target, v.goal, v.measured, f"**{v.result}**" if v.result.startswith(("PASS", "MISS")) else v.result)
-            for v in targets.evaluate(results)]
-    return md_table(("Target", "Goal", "Measured", "Result"), rows)
+    return md_table(("Target", "Goal", "Measured", "Result"), [
+        (*v[:3], f"**{v.result}**" if v.result.startswith(("PASS", "MISS")) else v.result)
+        for v in targets.evaluate(results)])
 
 
 def render_conversion(sec: dict, results: dict, img_dir: str) -> str:
@@ -94,22 +98,19 @@ def render_conversion(sec: dict, results: dict, img_dir: str) -> str:
              _num(r.get("write_phase_rows_per_s")), _x(r.get("write_phase_rows_per_s"), hand.get("write_phase_rows_per_s")),
              _num(r["peak_rss_bytes"] / GB if r.get("peak_rss_bytes") else None, ".2f"))
             for size in sec["sizes"] for hand in [size["runs"].get("hand loop", {})] for name, r in size["runs"].items()]
-    out = [md_table(("Size", "Rows", "GB in", "Job", "Wall s", "Rows/s", "MB/s", "vs hand loop",
-                     "Write-phase rows/s", "vs hand loop (write phase)", "Peak RSS GB"), rows)]
-    names = list(dict.fromkeys(n for s in sec["sizes"] for n in s["runs"]))
     fig, (ax1, ax2) = _plt().subplots(1, 2, figsize=(10, 3.8))
-    for i, name in enumerate(names):
+    for i, name in enumerate(dict.fromkeys(n for s in sec["sizes"] for n in s["runs"])):
         pts = [(s["rows"], s["runs"][name]) for s in sec["sizes"] if name in s["runs"]]
         ax1.plot([n for n, _ in pts], [r["rows_per_s"] for _, r in pts], "o-", color=f"C{i}", label=name)
-        phase = [(n, r["write_phase_rows_per_s"]) for n, r in pts if r.get("write_phase_rows_per_s")]
-        if phase and name != "hand loop":
+        if name != "hand loop" and (phase := [(n, r["write_phase_rows_per_s"]) for n, r in pts
+                                              if r.get("write_phase_rows_per_s")]):
             ax1.plot(*zip(*phase), "s--", color=f"C{i}", label=f"{name}, write phase")
-        rss = [(n, r["peak_rss_bytes"] / GB) for n, r in pts if r.get("peak_rss_bytes")]
-        if rss:
+        if rss := [(n, r["peak_rss_bytes"] / GB) for n, r in pts if r.get("peak_rss_bytes")]:
             ax2.plot(*zip(*rss), "o-", color=f"C{i}", label=name)
     _axes(ax1, "Conversion throughput vs N", "rows (N)", "rows/s", log=True, legend=7)
     _axes(ax2, "Peak RSS (process tree) vs N", "rows (N)", "GB", log=True, legend=7)
-    return "\n\n".join([*out, _save(fig, img_dir, "conversion.png")])
+    return md_table(("Size", "Rows", "GB in", "Job", "Wall s", "Rows/s", "MB/s", "vs hand loop", "Write-phase rows/s",
+                     "vs hand loop (write phase)", "Peak RSS GB"), rows) + "\n\n" + _save(fig, img_dir, "conversion.png")
 
 
 def render_fast_paths(sec: dict, results: dict, img_dir: str) -> str:
@@ -120,14 +121,13 @@ def render_fast_paths(sec: dict, results: dict, img_dir: str) -> str:
 
 
 def render_plan_scale(sec: dict, results: dict, img_dir: str) -> str:
-    runs = {k: sec[k] for k in ("local", "dask") if k in sec}
     same = {True: "yes", False: "no"}.get(sec.get("dask_bytes_identical"), "-")
     return md_table(("Rows", "Shards", "Job graph KB", "Runner", "Wall s", "Rows/s", "Driver peak RSS GB",
                      "All processes peak RSS GB", "Same shard bytes as local"),
                     [(f"{sec['rows']:,}", f"{sec['shards']:,}", f"{sec['job_graph_bytes'] / 1e3:,.1f}", runner,
                       f"{r['seconds']:.1f}", _num(sec["rows"] / r["seconds"]), f"{r['driver_peak_rss_bytes'] / GB:.2f}",
                       f"{r['all_processes_peak_rss_bytes'] / GB:.2f}", same if runner == "dask" else "-")
-                     for runner, r in runs.items()])
+                     for runner in ("local", "dask") if (r := sec.get(runner))])
 
 
 def render_epoch_order(sec: dict, results: dict, img_dir: str) -> str:
@@ -160,7 +160,7 @@ def render_reading(sec: dict, results: dict, img_dir: str) -> str:
                            _num(r.get("mb_per_s"), ".1f"), _x(r["examples_per_s"], gen), _x(r["examples_per_s"], mem))
                           for name, r in readers.items()]),
                 _bars(img_dir, "reading.png", "Reader throughput", list(readers),
-                      [r["examples_per_s"] for r in readers.values()], "examples/s (log scale)")]
+                      {"": [r["examples_per_s"] for r in readers.values()]}, "examples/s (log scale)")]
     sweeps = [(k, t) for k, t in (("cycle_length", "interleave cycle length"), ("shard_count", "shard count"))
               if isinstance(sec.get(k), list) and sec[k]]
     if sweeps:
@@ -199,58 +199,51 @@ def render_reading(sec: dict, results: dict, img_dir: str) -> str:
 
 
 def render_storage(sec: dict, results: dict, img_dir: str) -> str:
-    p = sec["protein_projection"]
+    p, enc = sec["protein_projection"], sec["encodings"]
     base = p["one-hot float32"]
     return "\n\n".join([
         md_table(("Encoding (shardkit)", "Feature", "Compression", "Examples", "Decoded bytes/example",
-                  "Bytes/example on disk"),
-                 [(name, r["feature"], r["compression"], f"{r['examples']:,}", _num(r["payload_bytes_per_example"]),
-                   _num(r["bytes_per_example"])) for name, r in sec["encodings"].items()]),
+                  "Bytes/example on disk"), [(name, r["feature"], r["compression"], f"{r['examples']:,}",
+                                              _num(r["payload_bytes_per_example"]), _num(r["bytes_per_example"]))
+                                             for name, r in enc.items()]),
         "Naive baselines (bytes per example of the float arrays built in memory):",
         md_table(("Baseline", "Bytes/example"), [(k, f"{v:,}") for k, v in sec["naive"].items()]),
         f"Projected size of a {p['sequences']:,}-sequence protein set (length {p['length']}):",
         md_table(("Representation", "Projected size", "vs float32 one-hot"),
                  [(k, f"{p[k] / GB:.2f} GB", f"1/{base / p[k]:.0f}" if p[k] < base else f"{p[k] / base:.1f}x")
                   for k in ("one-hot float64", "one-hot float32", "shardkit codes", "shardkit codes + GZIP")]),
-        _bars(img_dir, "storage.png", "Storage per example", [*sec["encodings"], *sec["naive"]],
-              [*(r["bytes_per_example"] for r in sec["encodings"].values()), *sec["naive"].values()],
+        _bars(img_dir, "storage.png", "Storage per example", [*enc, *sec["naive"]],
+              {"": [*(r["bytes_per_example"] for r in enc.values()), *sec["naive"].values()]},
               "bytes per example (log scale); blue: shardkit records, red: naive arrays",
-              ["tab:blue"] * len(sec["encodings"]) + ["tab:red"] * len(sec["naive"])),
+              ["tab:blue"] * len(enc) + ["tab:red"] * len(sec["naive"])),
     ])
 
 
 def render_memory(sec: dict, results: dict, img_dir: str) -> str:
-    points = sec["points"]
+    points, proj = sec["points"], sec.get("projection") or {}
     modes = list(dict.fromkeys(k for p in points for k in p if k not in ("n", "data_bytes", "step_s")))
-
-    def cells(p: dict) -> list[str]:
-        steps = p.get("step_s") or {}
-        return [c for m in modes for c in ((_num(p[m] / GB, ".2f"), _num(1e3 * steps[m]) if steps.get(m) else "-")
-                                           if p.get(m) else ("not run", "-"))]
-
+    step = lambda p, m: _num(1e3 * p["step_s"][m]) if (p.get("step_s") or {}).get(m) else "-"  # noqa: E731
     out = [sec.get("description", ""),
            md_table(("N", "Decoded data GB", *(h for m in modes for h in (f"{m} peak RSS GB", f"{m} ms/step"))),
-                    [(f"{p['n']:,}", f"{p['data_bytes'] / GB:.2f}", *cells(p)) for p in points])]
+                    [(f"{p['n']:,}", f"{p['data_bytes'] / GB:.2f}",
+                      *(c for m in modes for c in ((_num(p[m] / GB, ".2f"), step(p, m)) if p.get(m) else ("not run", "-"))))
+                     for p in points])]
     fig, ax = _plt().subplots(figsize=(6.5, 4))
     for m in modes:
         ax.plot(*zip(*[(p["n"], p[m] / GB) for p in points if p.get(m)]), "o-", label=m)
     _axes(ax, "Training peak RSS vs N", "training examples (N)", "peak RSS, GB", legend=8)
     out.append(_save(fig, img_dir, "memory.png"))
-    proj = sec.get("projection") or {}
     if proj:
-        big = proj["large_n"]
-        rows = [(m, f"{e['intercept_bytes'] / GB:.2f}", f"{e['bytes_per_example'] / 1e3:,.1f}",
-                 f"{e['at_large_n_bytes'] / GB:.1f}", _num(e.get("n_for_one_tenth")))
-                for m in modes if m != "shardkit" and (e := proj.get(m))]
-        ours = [p["shardkit"] for p in points if p.get("shardkit")]
+        big, ours = proj["large_n"], [p["shardkit"] for p in points if p.get("shardkit")]
         out += [f"shardkit's peak stays between {min(ours) / GB:.2f} and {max(ours) / GB:.2f} GB from N="
                 f"{points[0]['n']:,} to N={points[-1]['n']:,} ({points[-1]['n'] / points[0]['n']:.0f}x the data). "
                 f"The in-memory modes are fitted with a straight line RSS = a + b*N and extrapolated to {big:,} "
                 "images; last column: the N from which shardkit's largest peak is at most 1/10 of that mode's:",
                 md_table(("Mode", "a (GB)", "b (KB/example)", f"Projected at {big:,} (GB)", "N where shardkit <= 1/10"),
-                         rows)]
-    out.append(sec.get("notes", ""))
-    return "\n\n".join(filter(None, out))
+                         [(m, f"{e['intercept_bytes'] / GB:.2f}", f"{e['bytes_per_example'] / 1e3:,.1f}",
+                           f"{e['at_large_n_bytes'] / GB:.1f}", _num(e.get("n_for_one_tenth")))
+                          for m in modes if m != "shardkit" and (e := proj.get(m))])]
+    return "\n\n".join(filter(None, [*out, sec.get("notes", "")]))
 
 
 def render_gpu(sec: dict, results: dict, img_dir: str) -> str:
@@ -269,18 +262,12 @@ def render_gpu(sec: dict, results: dict, img_dir: str) -> str:
                      "fit ratio", "train_on_batch ms: synthetic / shardkit", "GPU idle (loop)",
                      "GPU util synthetic / shardkit", "Reader-only ex/s"), table)]
     if rows:
-        fig, ax = _plt().subplots(figsize=(7, 0.8 + 0.6 * len(rows)))
-        y = range(len(rows))
-        ax.barh([i - 0.2 for i in y], [r.get("fit_synthetic_step_ms", r["synthetic_step_ms"]) for r in rows], 0.4,
-                label="model.fit, batch on device")
-        ax.barh([i + 0.2 for i in y], [r["fit_step_ms"] for r in rows], 0.4, label="model.fit, shardkit reader")
-        ax.set_yticks(list(y), [f"{r['model']} {r.get('sequence_encoding') or ''} b{r['batch_size']} {r['precision']}"
-                                for r in rows])
-        ax.invert_yaxis()
-        ax.set_xlabel("ms per training step")
-        ax.legend(fontsize=8)
-        ax.grid(axis="x", alpha=0.3)
-        out.append(_save(fig, img_dir, "gpu.png"))
+        out.append(_bars(img_dir, "gpu.png", "", [f"{r['model']} {r.get('sequence_encoding') or ''} b{r['batch_size']} "
+                                                  f"{r['precision']}" for r in rows],
+                         {"model.fit, batch on device": [r.get("fit_synthetic_step_ms", r["synthetic_step_ms"])
+                                                         for r in rows],
+                          "model.fit, shardkit reader": [r["fit_step_ms"] for r in rows]}, "ms per training step",
+                         log=False))
     then, now = sec.get("reader_defaults"), (results.get("reading") or {}).get("reader_defaults")
     if then and now and then != now:
         out.append("These GPU runs used other reader defaults ({}) than the CPU sections ({}).".format(*(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 GB = 1e9
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     target: str
     goal: str
     measured: str
@@ -30,8 +28,12 @@ def ratio(r: float) -> str:
     return f"{r:.3f}x" if r < 0.2 else f"{r:.2f}x"
 
 
-def _judge(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+def judged(target: str, goal: str, measured: str, ok: bool) -> Verdict:
+    return Verdict(target, goal, measured, "PASS" if ok else "MISS")
+
+
+def unmeasured(target: str, goal: str, why: str = "not measured") -> list[Verdict]:
+    return [Verdict(target, goal, "-", why)]
 
 
 def readers(results: dict) -> list[Verdict]:
@@ -41,9 +43,8 @@ def readers(results: dict) -> list[Verdict]:
     for baseline, goal, label in (("unshuffled generator", 1.5, "unshuffled generator (shardkit shuffling globally)"),
                                   ("in-memory numpy", 0.8, "in-memory numpy")):
         base = _get(rows, baseline, "examples_per_s")
-        measured = f"{ours / base:.2f}x ({ours:,.0f} vs {base:,.0f} examples/s)" if ours and base else "-"
-        out.append(Verdict(f"reader vs {label}", f">= {goal}x", measured,
-                           _judge(ours / base >= goal) if ours and base else "not measured"))
+        out += [judged(f"reader vs {label}", f">= {goal}x", f"{ours / base:.2f}x ({ours:,.0f} vs {base:,.0f} examples/s)",
+                       ours / base >= goal)] if ours and base else unmeasured(f"reader vs {label}", f">= {goal}x")
     return out
 
 
@@ -53,16 +54,13 @@ def epoch_time(results: dict) -> list[Verdict]:
     epoch = _get(results, "reading", "epoch") or {}
     for model, runs in ({} if "error" in epoch else epoch).items():
         ours, mem = runs.get("shardkit"), runs.get("in-memory")
-        if not ours or not mem:
-            continue
-        t = ours["seconds"] / mem["seconds"]
-        out.append(Verdict(f"epoch time vs in-memory: {model}", "<= 1.1x",
-                           f"{t:.2f}x ({ours['seconds']:.1f} s vs {mem['seconds']:.1f} s)", _judge(t <= 1.1)))
-        r = ours["peak_rss_bytes"] / mem["peak_rss_bytes"]
-        out.append(Verdict(f"training peak RSS vs in-memory: {model}", "<= 0.10x",
-                           f"{ratio(r)} ({ours['peak_rss_bytes'] / GB:.2f} GB vs {mem['peak_rss_bytes'] / GB:.2f} GB)",
-                           _judge(r <= 0.1)))
-    return out or [Verdict("epoch time vs in-memory", "<= 1.1x at <= 1/10 peak RSS", "-", "not measured")]
+        if ours and mem:
+            t, r = ours["seconds"] / mem["seconds"], ours["peak_rss_bytes"] / mem["peak_rss_bytes"]
+            out += [judged(f"epoch time vs in-memory: {model}", "<= 1.1x",
+                           f"{t:.2f}x ({ours['seconds']:.1f} s vs {mem['seconds']:.1f} s)", t <= 1.1),
+                    judged(f"training peak RSS vs in-memory: {model}", "<= 0.10x", f"{ratio(r)} "
+                           f"({ours['peak_rss_bytes'] / GB:.2f} GB vs {mem['peak_rss_bytes'] / GB:.2f} GB)", r <= 0.1)]
+    return out or unmeasured("epoch time vs in-memory", "<= 1.1x at <= 1/10 peak RSS")
 
 
 def memory_scaling(results: dict) -> list[Verdict]:
@@ -75,83 +73,71 @@ def memory_scaling(results: dict) -> list[Verdict]:
             continue
         last = both[-1]
         ours, mem = last["shardkit"], last[mode]
-        r = ours / mem
-        measured = f"{ratio(r)} ({ours / GB:.2f} GB vs {mem / GB:.2f} GB at N={last['n']:,})"
+        measured = f"{ratio(ours / mem)} ({ours / GB:.2f} GB vs {mem / GB:.2f} GB at N={last['n']:,})"
         cross = _get(results, "memory", "projection", mode, "n_for_one_tenth")
-        if cross and r > 0.1:
+        if cross and ours / mem > 0.1:
             measured += f"; <= 1/10 from N~{cross:,.0f} (linear fit)"
-        out.append(Verdict(f"training peak RSS, memory sweep: shardkit vs {mode}", "<= 0.10x", measured,
-                           _judge(r <= 0.1)))
+        out.append(judged(f"training peak RSS, memory sweep: shardkit vs {mode}", "<= 0.10x", measured,
+                          ours / mem <= 0.1))
         steps = last.get("step_s") or {}
         if steps.get("shardkit") and steps.get(mode):
             t = steps["shardkit"] / steps[mode]
-            out.append(Verdict(f"training step (epoch) time, memory sweep: shardkit vs {mode}", "<= 1.1x",
-                               f"{t:.2f}x ({1e3 * steps['shardkit']:.0f} vs {1e3 * steps[mode]:.0f} ms/step at "
-                               f"N={last['n']:,})", _judge(t <= 1.1)))
-    return out or [Verdict("training peak RSS vs in-memory (memory sweep)", "<= 0.10x", "-", "not measured")]
+            out.append(judged(f"training step (epoch) time, memory sweep: shardkit vs {mode}", "<= 1.1x",
+                              f"{t:.2f}x ({1e3 * steps['shardkit']:.0f} vs {1e3 * steps[mode]:.0f} ms/step at "
+                              f"N={last['n']:,})", t <= 1.1))
+    return out or unmeasured("training peak RSS vs in-memory (memory sweep)", "<= 0.10x")
 
 
 def storage(results: dict) -> list[Verdict]:
     r = _get(results, "storage", "codes_over_onehot_float32")
     target, goal = "amino-acid record vs float32 one-hot", "<= 1/50 (0.020)"
-    if r is None:
-        return [Verdict(target, goal, "-", "not measured")]
-    return [Verdict(target, goal, f"1/{1 / r:.0f} ({r:.4f})", _judge(r <= 1 / 50))]
+    return unmeasured(target, goal) if r is None else [judged(target, goal, f"1/{1 / r:.0f} ({r:.4f})", r <= 1 / 50)]
 
 
 def epoch_order(results: dict) -> list[Verdict]:
     """Each epoch a new order with the converter's default shards: position correlation between consecutive
     epochs <= 0.05, batch-mates meeting again <= 1.5x a fresh permutation's rate, for every dataset size."""
+    goal = "correlation <= 0.05, batch-mates <= 1.5x"
     rows = [r for r in _get(results, "epoch_order", "rows") or [] if r["sharding"] == "default"]
-    if not rows:
-        return [Verdict("epoch-to-epoch order (default shards)", "correlation <= 0.05, batch-mates <= 1.5x", "-",
-                        "not measured")]
-    return [Verdict(f"epoch-to-epoch order, {r['dataset']} ({r['train_rows']:,} rows, {r['train_shards']} shards)",
-                    "correlation <= 0.05, batch-mates <= 1.5x",
-                    f"{r['position_correlation']:.3f}, {r['cooccurrence_vs_fresh']:.2f}x",
-                    _judge(r["position_correlation"] <= 0.05 and r["cooccurrence_vs_fresh"] <= 1.5)) for r in rows]
+    return [judged(f"epoch-to-epoch order, {r['dataset']} ({r['train_rows']:,} rows, {r['train_shards']} shards)", goal,
+                   f"{r['position_correlation']:.3f}, {r['cooccurrence_vs_fresh']:.2f}x",
+                   r["position_correlation"] <= 0.05 and r["cooccurrence_vs_fresh"] <= 1.5)
+            for r in rows] or unmeasured("epoch-to-epoch order (default shards)", goal)
 
 
 def conversion(results: dict) -> list[Verdict]:
     """At the largest input: the Beam job (whole CLI run, and its write phase) vs the hand loop, 1 worker
     >= 0.7x and 2 workers >= 1.6x; the converter's peak RSS < 1.5 GB (judged for 6 GB in)."""
-    sizes = _get(results, "conversion", "sizes") or []
-    size = sizes[-1] if sizes else None
+    size = (_get(results, "conversion", "sizes") or [None])[-1]
     out = []
     for workers, goal in ((1, 0.7), (2, 1.6)):
-        target = f"Beam job, {workers} worker{'s' if workers > 1 else ''}, vs hand loop"
-        before = len(out)
+        target, found = f"Beam job, {workers} worker{'s' if workers > 1 else ''}, vs hand loop", []
         for key, what in (("rows_per_s", "wall"), ("write_phase_rows_per_s", "write phase")):
             hand, beam = _get(size, "runs", "hand loop", key), _get(size, "runs", f"beam {workers}w", key)
             if hand and beam:
-                measured = f"{beam / hand:.2f}x ({beam:,.0f} vs {hand:,.0f} rows/s, {size['input_bytes'] / GB:.1f} GB in)"
-                out.append(Verdict(f"{target} ({what})", f">= {goal}x", measured, _judge(beam / hand >= goal)))
-        if len(out) == before:
-            out.append(Verdict(target, f">= {goal}x", "-", "not measured"))
+                found.append(judged(f"{target} ({what})", f">= {goal}x", f"{beam / hand:.2f}x ({beam:,.0f} vs "
+                                    f"{hand:,.0f} rows/s, {size['input_bytes'] / GB:.1f} GB in)", beam / hand >= goal))
+        out += found or unmeasured(target, f">= {goal}x")
     target, goal = "converter peak RSS (all processes)", "< 1.5 GB for 6 GB in"
     peaks = [r["peak_rss_bytes"] for k, r in (_get(size, "runs") or {}).items()
              if k.startswith("beam") and r.get("peak_rss_bytes")]
     if not peaks:
-        return [*out, Verdict(target, goal, "-", "not measured")]
+        return out + unmeasured(target, goal)
     gb_in = size["input_bytes"] / GB
-    result = _judge(max(peaks) < 1.5 * GB)
-    if gb_in < 5.9 and result == "PASS":
-        result = f"PASS at {gb_in:.1f} GB in (6 GB: `--big-gb 6`)"
-    return [*out, Verdict(target, goal, f"{max(peaks) / GB:.2f} GB at {gb_in:.1f} GB in", result)]
+    verdict = judged(target, goal, f"{max(peaks) / GB:.2f} GB at {gb_in:.1f} GB in", max(peaks) < 1.5 * GB)
+    if gb_in < 5.9 and verdict.result == "PASS":
+        verdict = verdict._replace(result=f"PASS at {gb_in:.1f} GB in (6 GB: `--big-gb 6`)")
+    return [*out, verdict]
 
 
 def gpu(results: dict) -> list[Verdict]:
-    out = []
-    for row in _get(results, "gpu", "rows") or []:
-        r = row.get("fit_reader_over_synthetic")
-        if r is None:
-            continue
-        what = f"{row['model']}{' ' + row['sequence_encoding'] if row.get('sequence_encoding') else ''}"
-        out.append(Verdict(f"GPU model.fit step time, {what} (batch {row['batch_size']}, {row['precision']})",
-                           "<= 1.05x synthetic",
-                           f"{r:.3f}x ({row['fit_step_ms']:.2f} vs {row['fit_synthetic_step_ms']:.2f} ms)",
-                           _judge(r <= 1.05)))
-    return out or [Verdict("GPU step time vs synthetic input", "<= 1.05x", "-", "not measured (no GPU results)")]
+    rows = [row for row in _get(results, "gpu", "rows") or [] if row.get("fit_reader_over_synthetic") is not None]
+    return [judged(f"GPU model.fit step time, {row['model']}"
+                   f"{' ' + row['sequence_encoding'] if row.get('sequence_encoding') else ''} (batch {row['batch_size']}, "
+                   f"{row['precision']})", "<= 1.05x synthetic", f"{row['fit_reader_over_synthetic']:.3f}x "
+                   f"({row['fit_step_ms']:.2f} vs {row['fit_synthetic_step_ms']:.2f} ms)",
+                   row["fit_reader_over_synthetic"] <= 1.05)
+            for row in rows] or unmeasured("GPU step time vs synthetic input", "<= 1.05x", "not measured (no GPU results)")
 
 
 def evaluate(results: dict) -> list[Verdict]:

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from shardkit.spec import AMINO_ACIDS, ENCODINGS, KINDS
+from shardkit.spec import AMINO_ACIDS, ENCODINGS, KINDS, TARGET_KINDS
 from shardkit.usage import Parser
 
 from .encoders import ARRAY_DTYPES, UNKNOWN_POLICIES
@@ -77,10 +77,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="label node or column: integers, strings or one-hot rows")
     g = p.add_argument_group("several features and targets (instead of --kind/--data)")
     g.add_argument("--feature", action="append", default=[], metavar="NAME=KIND:COLUMN[:OPT=V...]",
-                   help="a feature (repeatable); KIND image|sequence|array|scalar|category; options e.g. "
+                   help=f"a feature (repeatable); KIND {'|'.join(KINDS)}; options e.g. "
                         "shape=64,64,3, encoding=png, max_length=660, dtype=int64, files (the column holds file paths)")
     g.add_argument("--target", action="append", default=[], metavar="NAME=KIND:COLUMN[:OPT=V...]",
-                   help="a target (repeatable); KIND class|multilabel|regression; COLUMN defaults to NAME")
+                   help=f"a target (repeatable); KIND {'|'.join(TARGET_KINDS)}; COLUMN defaults to NAME")
     g.add_argument("--spec", metavar="FILE", help="YAML or JSON file listing features, targets and stratify")
     g.add_argument("--stratify", metavar="TARGET",
                    help="class target to stratify the split by (default: the first; none: a seeded random split)")

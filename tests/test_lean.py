@@ -3,9 +3,12 @@ Ctrl-C at the start of training."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,18 +52,16 @@ def test_intact_batches_yields_each_intact_record_once_then_raises(knots: str, t
 
 def test_convert_cli_defaults_are_the_config_defaults_and_parsing_needs_no_beam() -> None:
     """Every shardkit-convert default comes from ConvertConfig, so a bare command line is the default config;
-    parsing imports neither Beam nor TensorFlow."""
-    code = (
-        "import sys\n"
-        "from shardkit.convert.cli import config_from_args, parser\n"
-        "from shardkit.convert.pipeline import ConvertConfig\n"
-        "cfg = config_from_args(parser().parse_args(['in.h5', '--out', 'o', '--kind', 'array', '--data', 'x', "
-        "'--label', 'y']))\n"
-        "assert cfg == ConvertConfig(inputs=('in.h5',), out='o', kind='array', data='x', label='y'), cfg\n"
-        "assert not {'apache_beam', 'tensorflow'} & set(sys.modules), 'imported for parsing'\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    parsing imports neither Beam nor TensorFlow (a fresh interpreter tells)."""
+    from shardkit.convert.cli import config_from_args, parser
+    from shardkit.convert.pipeline import ConvertConfig
+
+    argv = ["in.h5", "--out", "o", "--kind", "array", "--data", "x", "--label", "y"]
+    assert config_from_args(parser().parse_args(argv)) == ConvertConfig(("in.h5",), "o", "array", "x", "y")
+    probe = ("import sys; from shardkit.convert.cli import parser; parser().parse_args(sys.argv[1:]); "
+             "print(sorted({'apache_beam', 'tensorflow'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
 
 
 @pytest.mark.parametrize("option, constant", [("--kind", "KINDS"), ("--worker-mode", "WORKER_MODES"),
@@ -74,3 +75,27 @@ def test_convert_cli_choices_are_the_constants(option: str, constant: str, capsy
     choices = ", ".join(f"'{c}'" for c in getattr(cli, constant))
     assert rc == 2 and err == (f"shardkit-convert: error: argument {option}: invalid choice: 'nope' "
                                f"(choose from {choices}) (see shardkit-convert --help)"), err
+
+
+INTERRUPTED = ("shardkit-train: interrupted (rerun the same command to resume from the last backup, if one was "
+               "written)")
+
+
+def test_ctrl_c_as_training_starts_is_one_line_and_exit_130(knots: str, tmp_path: Path) -> None:
+    """Ctrl-C right after the plan line lands while the input pipeline and the train step are being traced: it is
+    held there and acted on at the next step boundary. Pressed every 0.1 s for 2 s, it also lands in the run's
+    unwinding, where it must change nothing."""
+    train = Path(sys.executable).parent / "shardkit-train"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
+    proc = subprocess.Popen([str(train), "fit", knots, "--model", "knot-cnn", "--epochs", "500", "--batch-size", "2",
+                             "--out", "run", "--verbose", "0", "--no-tensorboard"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # the plan line: the pipeline is built and traced right after it
+    assert " steps of global batch 2" in first, first
+    for _ in range(20):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130 and rest.strip().splitlines() == [INTERRUPTED], rest
+    assert not (tmp_path / "run").exists()  # stopped before its first step: nothing of the run is kept

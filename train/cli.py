@@ -15,12 +15,13 @@ SAMPLING_HELP = "epoch: each example once per epoch; replacement: i.i.d. draws (
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from shardkit.train import fit, strategy
+    from shardkit.train import fit, interrupts, strategy
 
     strategy.configure_devices(args.logical_cpus)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(fit.FitConfig) if hasattr(args, f.name)}
     config = fit.FitConfig(**given, deterministic=not args.nondeterministic, tensorboard=not args.no_tensorboard)
-    result = fit.fit(config, overwrite=args.overwrite)
+    with interrupts.held():
+        result = fit.fit(config, overwrite=args.overwrite)
     print(json.dumps(result.get("test", {}), sort_keys=True, default=str))
     return 0
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
-from shardkit.train import integrity, keras_compat, models, opening, report, rundir
+from shardkit.train import integrity, interrupts, keras_compat, models, opening, report, rundir
 from shardkit.train.arguments import MAX_SEED
 from shardkit.train.callbacks import (
     HistoryLogger,
@@ -88,6 +88,7 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
         options = config.read_options(with_row_id="row_id" in models.input_names(model))
         models.check_model(model, ds.metadata, options, config.dataset)
         models.compile_model(model, ds.metadata, config.learning_rate, config.xla)
+    interrupts.check()  # a Ctrl-C held while the dataset was opened and the model built: stop before writing
     created = rundir.prepare(out, overwrite)
     try:
         return _train(config, strategy, worker, out, ds, before, settings, model, options)
@@ -131,7 +132,7 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
     if worker.count > 1 or strategy.num_replicas_in_sync > 1:
         _prebuild(model, ds, options, strategy)  # Keras' own build all-reduces a batch, failing on uneven replica batches
     save_freq = config.backup_every or max(1, plan.steps_per_epoch // 4)
-    common = [integrity.DatasetWatch(ds, before), *_callbacks(config, out, ds, plan)]
+    common = [integrity.DatasetWatch(ds, before), *_callbacks(config, out, ds, plan), interrupts.AtStepStart()]
     try:
         if start_step > 0:
             first = reader.training_input(
