@@ -398,3 +398,26 @@ def test_bad_spec_file_is_one_line_and_exit_2(table: tuple[str, pd.DataFrame], t
     rc, err = _cli(table[0], "--out", str(tmp_path / "ds"), "--spec", str(bad))
     assert rc == 2
     assert err == f"shardkit-convert: error: --spec {bad}: unknown key 'labels'; the keys are features, targets, stratify\n"
+
+
+def test_multi_column_example_is_learnable(tmp_path) -> None:
+    """Example (a): stability is a linear function of props (R^2 > 0.95), ec_lvl_2 refines ec_lvl_1, and the
+    family follows the sub-class for most rows; every column converts."""
+    from shardkit.convert.examples import write_protein_table
+
+    path = write_protein_table(str(tmp_path / "t.parquet"), 200, seed=4, min_length=20, max_length=60)
+    df = pd.read_parquet(path)
+    x = np.c_[np.stack(df["props"].to_numpy()), np.ones(len(df))]
+    y = df["stability"].to_numpy()
+    resid = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    assert 1 - resid.var() / y.var() > 0.95
+    assert (df["ec_lvl_2"].str.split(".").str[0].astype(int) == df["ec_lvl_1"]).all()
+    sub = df["ec_lvl_2"].str.split(".").str[1].astype(int) - 1
+    assert (df["family"].map({"alpha": 0, "beta": 1, "gamma": 2, "delta": 3}) == sub).mean() > 0.6
+    out = str(tmp_path / "ds")
+    rc, err = run_convert([path, "--out", out, "--feature", "sequence=sequence:Sequence", "--feature", "props=array",
+                           "--feature", "family=category", "--target", "ec_lvl_1=class", "--target", "ec_lvl_2=class",
+                           "--target", "stability=regression", "--group-column", "cluster_id"])
+    assert rc == 0, err
+    meta = read_metadata(out)
+    assert sum(s.count for s in meta.splits.values()) == 200 and meta.target("ec_lvl_2").source_kind == "string"
