@@ -23,6 +23,10 @@ from shardkit.spec import AMINO_ACIDS, ENCODINGS, LENGTH_SUFFIX, Feature, Target
 from .errors import InputError
 from .records import BYTES, FLOAT, INT
 
+UNKNOWN_POLICIES = ("zero", "reject")  # an unknown letter becomes code 0, or fails its row
+ARRAY_DTYPES = ("float32", "float16")
+SCALAR_DTYPES = ("int64", "float32")  # a scalar feature's storage: the Example's int64_list or float_list
+
 Encoded = tuple[list[list[Any]], dict[str, int]]  # one list of per-row values per field, stats counters
 
 
@@ -34,10 +38,6 @@ class Encoder(Protocol):
     def fields(self, name: str) -> tuple[tuple[str, str], ...]: ...
 
     def encode(self, values: Any, rows: Sequence[int], where: str) -> Encoded: ...
-
-UNKNOWN_POLICIES = ("zero", "reject")  # an unknown letter becomes code 0, or fails its row
-ARRAY_DTYPES = ("float32", "float16")
-SCALAR_DTYPES = ("int64", "float32")  # a scalar feature's storage: the Example's int64_list or float_list
 
 
 @dataclass(frozen=True)

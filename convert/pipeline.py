@@ -279,7 +279,7 @@ def prepare(cfg: ConvertConfig) -> Prepared:
     try:
         for s in specs:
             sources.append(open_source(s))
-        if cfg.shorthand:
+        if cfg.shorthand and cfg.kind in BYTES_KINDS:
             for src in sources:
                 if (cfg.kind == "sequence") == (src.fmt == "hdf5"):
                     what = ("a string column of a Parquet/Feather/CSV file" if cfg.kind == "sequence"

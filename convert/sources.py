@@ -24,6 +24,7 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HDF5_LOCK = threading.RLock()  # the HDF5 library is not thread-safe; thread workers take turns
 BLOCK_BYTES = 16 << 20
 CSV_CHUNK_ROWS = 50_000
+CSV_KEEP_BYTES = 16 << 20  # a local CSV up to this size keeps its columns' text once read (a worker writes many shards)
 
 
 @dataclass(frozen=True)
@@ -514,6 +515,17 @@ class DataFrameSource(Source):
     def _sweep(self, srt: np.ndarray, name: str) -> Iterator[tuple[int, list[Any]]]:
         if self.fmt == "csv":
             import pandas as pd
+
+            kept = getattr(self, "_text", {})
+            if name in kept:
+                yield 0, kept[name]
+                return
+            if not is_remote(self.spec.path) and os.path.getsize(self.spec.path) <= CSV_KEEP_BYTES:
+                with open_binary(self.spec.path) as f:
+                    self._text = {**kept, name: pd.read_csv(f, usecols=[name], sep=self._sep, dtype=str,
+                                                            keep_default_na=False)[name].tolist()}
+                yield 0, self._text[name]
+                return
 
             first = 0
             with open_binary(self.spec.path) as f:

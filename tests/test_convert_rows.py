@@ -398,3 +398,56 @@ def test_bad_spec_file_is_one_line_and_exit_2(table: tuple[str, pd.DataFrame], t
     rc, err = _cli(table[0], "--out", str(tmp_path / "ds"), "--spec", str(bad))
     assert rc == 2
     assert err == f"shardkit-convert: error: --spec {bad}: unknown key 'labels'; the keys are features, targets, stratify\n"
+
+
+def test_multi_column_example_is_learnable(tmp_path) -> None:
+    """Example (a): stability is a linear function of props (R^2 > 0.95), ec_lvl_2 refines ec_lvl_1, and the
+    family follows the sub-class for most rows; every column converts."""
+    from shardkit.convert.examples import write_protein_table
+
+    path = write_protein_table(str(tmp_path / "t.parquet"), 200, seed=4, min_length=20, max_length=60)
+    df = pd.read_parquet(path)
+    x = np.c_[np.stack(df["props"].to_numpy()), np.ones(len(df))]
+    y = df["stability"].to_numpy()
+    resid = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    assert 1 - resid.var() / y.var() > 0.95
+    assert (df["ec_lvl_2"].str.split(".").str[0].astype(int) == df["ec_lvl_1"]).all()
+    sub = df["ec_lvl_2"].str.split(".").str[1].astype(int) - 1
+    assert (df["family"].map({"alpha": 0, "beta": 1, "gamma": 2, "delta": 3}) == sub).mean() > 0.6
+    out = str(tmp_path / "ds")
+    rc, err = run_convert([path, "--out", out, "--feature", "sequence=sequence:Sequence", "--feature", "props=array",
+                           "--feature", "family=category", "--target", "ec_lvl_1=class", "--target", "ec_lvl_2=class",
+                           "--target", "stability=regression", "--group-column", "cluster_id"])
+    assert rc == 0, err
+    meta = read_metadata(out)
+    assert sum(s.count for s in meta.splits.values()) == 200 and meta.target("ec_lvl_2").source_kind == "string"
+
+
+def test_image_paths_in_object_storage(tmp_path) -> None:
+    """A CSV in S3 (moto's server on loopback) whose paths are relative to its prefix or full s3:// URLs:
+    the workers read them through Beam's filesystems; the shards equal a local conversion's."""
+    pytest.importorskip("boto3")
+    pytest.importorskip("moto")
+    import boto3
+
+    from bench.object_store import CREDS, loopback_s3, s3_args
+
+    csv = _png_table(tmp_path, n=2)
+    local = str(tmp_path / "local")
+    args = ["--feature", "image=image:path:files", "--target", "label=class"]
+    assert run_convert([csv, "--out", local, *args])[0] == 0
+    with loopback_s3(str(tmp_path / "moto.log")) as (url, _):
+        client = boto3.client("s3", endpoint_url=url, **CREDS)
+        client.create_bucket(Bucket="rows")
+        table = pd.read_csv(csv)
+        for rel in table["path"]:
+            client.upload_file(os.path.join(os.path.dirname(csv), rel), "rows", f"t/{rel}")
+        table.loc[1, "path"] = f"s3://rows/t/{table['path'][1]}"
+        client.put_object(Bucket="rows", Key="t/images.csv", Body=table.to_csv(index=False).encode())
+        out = str(tmp_path / "remote")
+        rc, err = run_convert(["s3://rows/t/images.csv", "--out", out, *args, "--", *s3_args(url)])
+        assert rc == 0, err
+        assert shard_bytes(out) == shard_bytes(local)
+        client.delete_object(Bucket="rows", Key=f"t/{pd.read_csv(csv)['path'][4]}")
+        rc, err = run_convert(["s3://rows/t/images.csv", "--out", str(tmp_path / "gone"), *args, "--", *s3_args(url)])
+        assert rc == 1 and f"row 4: s3://rows/t/{pd.read_csv(csv)['path'][4]}: " in err, err
