@@ -253,14 +253,22 @@ def render_memory(sec: dict, results: dict, img_dir: str) -> str:
     return "\n\n".join(filter(None, out))
 
 
+def _per_call(row: dict) -> str:
+    """', 3 steps/call' (', auto: 3 steps/call') for rows measured at several steps per execution."""
+    if "steps_per_call" not in row:
+        return ""
+    auto = "auto: " if row.get("steps_per_execution") == "auto" else ""
+    return f", {auto}{row['steps_per_call']} step{'s' if row['steps_per_call'] > 1 else ''}/call"
+
+
 def render_gpu(sec: dict, results: dict, img_dir: str) -> str:
     rows = sec.get("rows", [])
     pct = lambda v: "-" if v is None else f"{v:.0f}%"  # noqa: E731
     table = [(r["model"], r.get("sequence_encoding") or {"knot-cnn": "uint8 image"}.get(r["model"], "onehot"),
-              r["batch_size"], r["precision"], _num(r.get("fit_synthetic_step_ms"), ".2f"), _num(r["fit_step_ms"], ".2f"),
+              r["batch_size"], r["precision"] + _per_call(r), _num(r.get("fit_synthetic_step_ms"), ".2f"), _num(r["fit_step_ms"], ".2f"),
               _x(r.get("fit_reader_over_synthetic"), 1, ".3f"),
               f"{r['synthetic_step_ms']:.2f} / {r['reader_step_ms']:.2f}", f"{r['idle_fraction'] * 100:.1f}%",
-              f"{pct(r['gpu_util_synthetic'])} / {pct(r['gpu_util_reader'])}", _num(r["reader_only_examples_per_s"]))
+              f"{pct(r.get('gpu_util_synthetic'))} / {pct(r.get('gpu_util_reader'))}", _num(r["reader_only_examples_per_s"]))
              for r in rows]
     out = [f"Measured on {sec.get('device', '?')}, Keras backend `{sec.get('backend', '?')}`, {sec.get('date_utc', '')}. "
            "fit ratio = reader-fed `model.fit` time / `model.fit` on one batch already on the device, over the same "
@@ -274,7 +282,7 @@ def render_gpu(sec: dict, results: dict, img_dir: str) -> str:
         ax.barh([i - 0.2 for i in y], [r.get("fit_synthetic_step_ms", r["synthetic_step_ms"]) for r in rows], 0.4,
                 label="model.fit, batch on device")
         ax.barh([i + 0.2 for i in y], [r["fit_step_ms"] for r in rows], 0.4, label="model.fit, shardkit reader")
-        ax.set_yticks(list(y), [f"{r['model']} {r.get('sequence_encoding') or ''} b{r['batch_size']} {r['precision']}"
+        ax.set_yticks(list(y), [f"{r['model']} {r.get('sequence_encoding') or ''} b{r['batch_size']} {r['precision']}{_per_call(r)}"
                                 for r in rows])
         ax.invert_yaxis()
         ax.set_xlabel("ms per training step")
