@@ -92,7 +92,7 @@ def exact_last_execution() -> None:
     then trains on the first batches of the next epoch and reports steps past the epoch's end (to the progress
     bar and to per-batch callbacks). The patch ends that call's step range at the epoch's last step and hands
     it an iterator limited to those batches (the TensorFlow and JAX train functions step through any Python
-    iterator of batches, stopping where it ends). Idempotent."""
+    iterator of batches, stopping where it ends), counting only those steps as seen. Idempotent."""
     from keras.src.trainers import epoch_iterator
 
     original = epoch_iterator.EpochIterator._enumerate_iterator
@@ -103,6 +103,7 @@ def exact_last_execution() -> None:
         last = (self.steps_per_epoch or self._num_batches or 0) - 1
         for begin, end, iterator in original(self):
             if self.steps_per_execution > 1 and 0 <= last < end:
+                self._steps_seen -= end - last  # counted as a whole call; a stream of known length ends by it
                 yield begin, last, itertools.islice(iterator, last - begin + 1)
             else:
                 yield begin, end, iterator
