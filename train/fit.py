@@ -306,9 +306,10 @@ def _describe(ds, plan, strategy, worker: Worker, start_epoch: int, start_step: 
         log(f"{plan.dropped_per_epoch} examples per epoch are not seen: the strategy needs equal, non-empty per-replica batches")
     replicas = strategy.num_replicas_in_sync
     count = ds.count("validation") if "validation" in ds.counts else 0
-    if _data_parallel(strategy) and count % replicas:
-        log(f"validation: {count % replicas} of {count} examples are left out each epoch: JAX data parallelism "
-            f"needs batches that split evenly over the {replicas} devices (the test split is evaluated whole)")
+    if _data_parallel(strategy):
+        if count % replicas:
+            log(f"validation: {count % replicas} of {count} examples are left out each epoch: JAX data parallelism "
+                f"needs batches that split evenly over the {replicas} devices (the test split is evaluated whole)")
     elif plan.workers == 1 and replicas > 1:
         if plan.batch_size % replicas:
             size = -(-plan.batch_size // replicas)

@@ -21,7 +21,10 @@ def configure_devices(logical_cpus: int = 0, backend: str = "tensorflow") -> Non
     Must run before TensorFlow (and JAX) initialise their devices (before the first op).
     """
     if backend != "tensorflow":
-        tf.config.set_visible_devices([], "GPU")
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:
+            pass  # devices already initialised; TensorFlow keeps what it has
     if backend == "jax" and logical_cpus > 1:
         flag = f"--xla_force_host_platform_device_count={logical_cpus}"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
