@@ -1,7 +1,6 @@
-"""GPU section: knot-cnn and protein-cnn step time fed by shardkit's reader vs by one batch already on the
-device, per batch size, precision and steps per execution, on whichever Keras backend the machine has a GPU for
-(``pick_backend``). Needs only numpy, Keras, CPU TensorFlow (tf.data) and shardkit beside JAX, torch or TensorFlow;
-its inputs are converted beforehand where Beam is installed (``datasets``)."""
+"""GPU section: knot-cnn and protein-cnn step time fed by shardkit's reader vs by one batch already on the device,
+per batch, precision and steps per execution, on the Keras backend that has the GPU (``pick_backend``). Needs numpy,
+Keras, CPU TensorFlow and shardkit beside JAX, torch or TensorFlow; inputs are converted beforehand (``datasets``)."""
 
 from __future__ import annotations
 
@@ -174,10 +173,13 @@ def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int
 def measure(cache: str, backend: str, precisions: list[str], batch_sizes: list[int], sequence_encoding: str,
             n_knots: int, n_proteins: int, steps: int, warmup: int, min_epoch: int,
             steps_per_execution: tuple = (1, "auto")) -> dict[str, Any]:
-    """knot-cnn and protein-cnn x ``precisions`` x ``batch_sizes`` x ``steps_per_execution`` on ``datasets``,
-    train splits tiled to >= ``min_epoch`` examples."""
+    """knot-cnn and protein-cnn x ``precisions`` x ``batch_sizes`` x ``steps_per_execution``, train splits tiled
+    to >= ``min_epoch`` examples."""
+    from shardkit.train.strategy import configure_devices
+
     from .reading import reader_defaults
 
+    configure_devices(0, backend)  # on JAX and torch TensorFlow (tf.data) keeps off the GPU
     result: dict[str, Any] = {
         "device": device_name(backend), "backend": backend, "date_utc": now_utc(), "steps": steps,
         "reader_defaults": reader_defaults(), "rows": [],

@@ -147,7 +147,8 @@ def gpu(results: dict) -> list[Verdict]:
         if r is None:
             continue
         what = f"{row['model']}{' ' + row['sequence_encoding'] if row.get('sequence_encoding') else ''}"
-        per_call = f", {row['steps_per_call']} steps/call" if "steps_per_call" in row else ""
+        n = row.get("steps_per_call")
+        per_call = "" if n is None else f", {'auto: ' * (row['steps_per_execution'] == 'auto')}{n} step{'s' * (n > 1)}/call"
         out.append(Verdict(f"GPU model.fit step time, {what} (batch {row['batch_size']}, {row['precision']}{per_call})",
                            "<= 1.05x synthetic",
                            f"{r:.3f}x ({row['fit_step_ms']:.2f} vs {row['fit_synthetic_step_ms']:.2f} ms)",
