@@ -26,9 +26,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from shardkit.train import fit
-
-    from shardkit.train import strategy
+    from shardkit.train import fit, strategy
 
     strategy.configure_devices(0, args.backend)
     result = fit.evaluate_run(args.run_dir, args.dataset, args.split, args.batch_size, args.other_dataset)

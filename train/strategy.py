@@ -61,18 +61,18 @@ class KerasDevices:
     def undistributed(self) -> Iterator[None]:
         """Run without the data-parallel layout (every device computes the whole batch): for batches whose size
         the devices do not divide, which ``DataParallel`` refuses."""
-        from keras.src.distribution import distribution_lib
+        import keras
 
-        distribution_lib.set_distribution(None)
+        keras.distribution.set_distribution(None)
         try:
             yield
         finally:
-            distribution_lib.set_distribution(self.distribution)
+            keras.distribution.set_distribution(self.distribution)
 
 
 def strategy_name(strategy: Any) -> str:
     """What metrics.json calls the strategy: the tf.distribute class, DataParallel or OneDevice."""
-    return getattr(strategy, "name", None) if isinstance(strategy, KerasDevices) else type(strategy).__name__
+    return strategy.name if isinstance(strategy, KerasDevices) else type(strategy).__name__
 
 
 def _keras_devices(name: str, backend: str) -> KerasDevices:
