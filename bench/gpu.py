@@ -1,16 +1,17 @@
-"""GPU section: knot-cnn and protein-cnn step time fed by shardkit's reader vs by one batch already on the
-device, per precision, on Keras' JAX or TensorFlow backend. Needs only numpy, Keras, TensorFlow and shardkit
-(a bare GPU image); its inputs are converted beforehand where Beam is installed (``datasets``)."""
+"""GPU section: knot-cnn and protein-cnn step time fed by shardkit's reader vs by one batch already on the device,
+per batch, precision and steps per execution, on the Keras backend that has the GPU (``pick_backend``). Needs numpy,
+Keras, CPU TensorFlow and shardkit beside JAX, torch or TensorFlow; inputs are converted beforehand (``datasets``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import itertools
 import os
 import shutil
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -52,30 +53,15 @@ def tiled(dataset_dir: str, min_train: int, dest_root: str) -> tuple[str, int]:
     return dest, k
 
 
-class GpuUtilSampler:
-    """Samples ``nvidia-smi`` GPU utilisation (percent) in the background; silent where there is none."""
-
-    def __init__(self, interval_ms: int = 100):
-        self.samples: list[tuple[float, float]] = []
-        self._proc = None
-        if shutil.which("nvidia-smi"):
-            query = ["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", f"--loop-ms={interval_ms}"]
-            self._proc = subprocess.Popen(["nvidia-smi", *query], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                          text=True)
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self._proc.stdout:
-            if line.strip().replace(".", "", 1).isdigit():
-                self.samples.append((time.perf_counter(), float(line)))
-
-    def mean_between(self, start: float, end: float) -> float | None:
-        values = [u for t, u in list(self.samples) if start <= t <= end]
-        return statistics.fmean(values) if values else None
-
-    def close(self) -> None:
-        if self._proc:
-            self._proc.terminate()
+def pick_backend() -> str:
+    """$KERAS_BACKEND, else jax or torch where it has a GPU, else tensorflow (call before Keras loads)."""
+    for name, has_gpu in (("jax", lambda m: m.default_backend() != "cpu"), ("torch", lambda m: m.cuda.is_available())):
+        try:
+            if not os.environ.get("KERAS_BACKEND") and has_gpu(importlib.import_module(name)):
+                return name
+        except ImportError:
+            continue
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 def device_name(backend: str) -> str:
@@ -90,14 +76,19 @@ def to_device(x: Any, backend: str) -> Any:
         import jax
 
         return jax.device_put(x)
+    if backend == "torch":
+        import torch
+
+        return torch.as_tensor(x, device="cuda" if torch.cuda.is_available() else "cpu")
     import tensorflow as tf
 
     with tf.device("/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"):
         return tf.identity(x)
 
 
-def fit_seconds(model: Any, data: Any, warmup: int, steps: int) -> float:
-    """``model.fit`` time from the start of batch ``warmup`` to the end of the epoch."""
+def fit_step_seconds(model: Any, data: Any, warmup: int, steps: int) -> float:
+    """``model.fit`` time per step from the start of step ``warmup`` to the end of the epoch (both numbers are
+    multiples of the model's steps per call)."""
     import keras
 
     marks: dict[str, float] = {}
@@ -111,8 +102,8 @@ def fit_seconds(model: Any, data: Any, warmup: int, steps: int) -> float:
         marks["end"] = time.perf_counter()
 
     callback = keras.callbacks.LambdaCallback(on_train_batch_begin=begin, on_epoch_end=end)
-    model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[callback])
-    return marks["end"] - marks["start"]
+    model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[callback], shuffle=False)
+    return (marks["end"] - marks["start"]) / steps
 
 
 def _timed_steps(model: Any, batches: Any, warmup: int, steps: int) -> tuple[list[float], float, float]:
@@ -127,16 +118,17 @@ def _timed_steps(model: Any, batches: Any, warmup: int, steps: int) -> tuple[lis
 
 
 def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int, steps: int, warmup: int,
-              backend: str, util: GpuUtilSampler, tiles: int = 1, sequence_encoding: str = "onehot") -> dict[str, Any]:
-    """Median step time fed by one batch on the device and by the reader: a train_on_batch loop and model.fit."""
-    import itertools
-
+              backend: str, tiles: int = 1, sequence_encoding: str = "onehot",
+              steps_per_execution: tuple = (1, "auto")) -> list[dict[str, Any]]:
+    """Median step time fed by one batch on the device and by the reader: a train_on_batch loop, and model.fit at
+    each of ``steps_per_execution`` (``auto`` as ``shardkit-train fit`` picks it, from the loop's step time)."""
     import keras
     import numpy as np
     import tensorflow as tf
 
     from shardkit.spec import read_metadata
     from shardkit.train.dataset import ReadOptions, train_dataset
+    from shardkit.train import keras_compat, pacing, strategy
     from shardkit.train.models import build_model, compile_model
 
     keras.mixed_precision.set_global_policy(precision)
@@ -147,7 +139,7 @@ def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int
     compile_model(model, meta, jit=backend == "jax")  # JAX would run eagerly without jit
     ds = train_dataset(dataset_dir, batch_size, 1, 0, options=options).repeat()
     ds = ds.filter(lambda x, y: tf.shape(y)[0] == batch_size)  # full batches only
-    it = ds.as_numpy_iterator() if backend == "jax" else iter(ds)  # JAX takes numpy batches, as fit hands it
+    it = ds.as_numpy_iterator() if backend != "tensorflow" else iter(ds)  # numpy batches, as fit hands them over
     for _ in range(warmup):
         next(it)
     t0 = time.perf_counter()
@@ -157,28 +149,37 @@ def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int
     synthetic = tuple(to_device(np.asarray(v), backend) for v in next(it))
     syn, s0, s1 = _timed_steps(model, itertools.repeat(synthetic), warmup, steps)
     rd, r0, r1 = _timed_steps(model, it, warmup, steps)
-    fed = fit_seconds(model, ds, warmup, steps)
-    still = fit_seconds(model, (synthetic for _ in range(warmup + steps)), warmup, steps)
     syn_ms, rd_ms = statistics.median(syn) * 1e3, statistics.median(rd) * 1e3
-    return {
+    base = {
         "model": model_name, "precision": precision, "batch_size": batch_size,
         "sequence_encoding": sequence_encoding if model_name == "protein-cnn" else None,
         "train_examples_per_epoch": meta.splits["train"].count, "tiled": tiles,
-        "synthetic_step_ms": syn_ms, "reader_step_ms": rd_ms,
-        "fit_step_ms": fed / steps * 1e3, "fit_synthetic_step_ms": still / steps * 1e3,
-        "fit_reader_over_synthetic": fed / still, "reader_over_synthetic": rd_ms / syn_ms,
+        "synthetic_step_ms": syn_ms, "reader_step_ms": rd_ms, "reader_over_synthetic": rd_ms / syn_ms,
         "idle_fraction": max(0.0, 1 - (s1 - s0) / (r1 - r0)),
-        "gpu_util_synthetic": util.mean_between(s0, s1), "gpu_util_reader": util.mean_between(r0, r1),
         "reader_only_examples_per_s": reader_only, "training_examples_per_s": steps * batch_size / (r1 - r0),
     }
+    keras_compat.exact_last_execution()
+    rows = []
+    for asked in steps_per_execution:
+        n = pacing.resolve(asked, backend, strategy.has_accelerator(backend), lambda: syn_ms / 1e3, 1_000)
+        compile_model(model, meta, jit=backend == "jax", quiet=True, steps_per_execution=n)
+        fed = fit_step_seconds(model, ds, warmup * n, steps * n)  # as many calls as steps at one step per call
+        still = fit_step_seconds(model, (synthetic for _ in range((warmup + steps) * n)), warmup * n, steps * n)
+        rows.append({**base, "steps_per_execution": asked, "steps_per_call": n, "fit_step_ms": fed * 1e3,
+                     "fit_synthetic_step_ms": still * 1e3, "fit_reader_over_synthetic": fed / still})
+    return rows
 
 
-def measure(cache: str, backend: str, precisions: list[str], batch_size: int, sequence_encoding: str, n_knots: int,
-            n_proteins: int, steps: int, warmup: int, min_epoch: int) -> dict[str, Any]:
-    """knot-cnn and protein-cnn x ``precisions`` on ``datasets``, train splits tiled to >= ``min_epoch`` examples."""
+def measure(cache: str, backend: str, precisions: list[str], batch_sizes: list[int], sequence_encoding: str,
+            n_knots: int, n_proteins: int, steps: int, warmup: int, min_epoch: int,
+            steps_per_execution: tuple = (1, "auto")) -> dict[str, Any]:
+    """knot-cnn and protein-cnn x ``precisions`` x ``batch_sizes`` x ``steps_per_execution``, train splits tiled
+    to >= ``min_epoch`` examples."""
+    from shardkit.train.strategy import configure_devices
+
     from .reading import reader_defaults
 
-    util = GpuUtilSampler()
+    configure_devices(0, backend)  # on JAX and torch TensorFlow (tf.data) keeps off the GPU
     result: dict[str, Any] = {
         "device": device_name(backend), "backend": backend, "date_utc": now_utc(), "steps": steps,
         "reader_defaults": reader_defaults(), "rows": [],
@@ -187,10 +188,9 @@ def measure(cache: str, backend: str, precisions: list[str], batch_size: int, se
     try:
         for model_name, path in datasets(cache, n_knots, n_proteins).items():
             path, tiles = tiled(path, min_epoch, views)
-            for precision in precisions:
-                result["rows"].append(bench_one(model_name, path, precision, batch_size, steps, warmup, backend,
-                                                util, tiles, sequence_encoding))
+            for precision, batch_size in itertools.product(precisions, batch_sizes):
+                result["rows"] += bench_one(model_name, path, precision, batch_size, steps, warmup, backend, tiles,
+                                            sequence_encoding, steps_per_execution)
     finally:
-        util.close()
         shutil.rmtree(views, ignore_errors=True)
     return result

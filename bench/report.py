@@ -250,10 +250,10 @@ def render_gpu(sec: dict, results: dict, img_dir: str) -> str:
     rows = sec.get("rows", [])
     pct = lambda v: "-" if v is None else f"{v:.0f}%"  # noqa: E731
     table = [(r["model"], r.get("sequence_encoding") or {"knot-cnn": "uint8 image"}.get(r["model"], "onehot"),
-              r["batch_size"], r["precision"], _num(r.get("fit_synthetic_step_ms"), ".2f"), _num(r["fit_step_ms"], ".2f"),
+              r["batch_size"], r["precision"] + targets.per_call(r), _num(r.get("fit_synthetic_step_ms"), ".2f"), _num(r["fit_step_ms"], ".2f"),
               _x(r.get("fit_reader_over_synthetic"), 1, ".3f"),
               f"{r['synthetic_step_ms']:.2f} / {r['reader_step_ms']:.2f}", f"{r['idle_fraction'] * 100:.1f}%",
-              f"{pct(r['gpu_util_synthetic'])} / {pct(r['gpu_util_reader'])}", _num(r["reader_only_examples_per_s"]))
+              f"{pct(r.get('gpu_util_synthetic'))} / {pct(r.get('gpu_util_reader'))}", _num(r["reader_only_examples_per_s"]))
              for r in rows]
     out = [f"Measured on {sec.get('device', '?')}, Keras backend `{sec.get('backend', '?')}`, {sec.get('date_utc', '')}. "
            "fit ratio = reader-fed `model.fit` time / `model.fit` on one batch already on the device, over the same "
@@ -263,7 +263,7 @@ def render_gpu(sec: dict, results: dict, img_dir: str) -> str:
                      "GPU util synthetic / shardkit", "Reader-only ex/s"), table)]
     if rows:
         out.append(_bars(img_dir, "gpu.png", "", [f"{r['model']} {r.get('sequence_encoding') or ''} b{r['batch_size']} "
-                                                  f"{r['precision']}" for r in rows],
+                                                  f"{r['precision']}{targets.per_call(r)}" for r in rows],
                          {"model.fit, batch on device": [r.get("fit_synthetic_step_ms", r["synthetic_step_ms"])
                                                          for r in rows],
                           "model.fit, shardkit reader": [r["fit_step_ms"] for r in rows]}, "ms per training step",

@@ -100,8 +100,8 @@ SECTIONS: dict[str, Callable[[Sizes, str, argparse.Namespace], dict[str, Any]]] 
     "object_store": lambda s, cache, a: _module("object_store").measure(**s.object_store),
     "diagnose": lambda s, cache, a: _diagnose(s, cache),
     "gpu": lambda s, cache, a: _module("gpu").measure(
-        cache, os.environ["KERAS_BACKEND"], a.gpu_precisions.split(","), a.gpu_batch_size, a.gpu_sequence_encoding,
-        **s.gpu),
+        cache, os.environ["KERAS_BACKEND"], a.gpu_precisions.split(","), [int(b) for b in a.gpu_batch_sizes.split(",")],
+        a.gpu_sequence_encoding, **s.gpu, steps_per_execution=[int(n) if n.isdigit() else n for n in a.gpu_steps_per_execution.split(",")]),
 }
 ON_REQUEST = {"gpu", "object_store"}  # measured only when named in --only (gpu: on a GPU machine, its inputs
 # carried in --cache; object_store: quoted by hand in docs/benchmarks.md)
@@ -130,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-results", nargs="+", help="results JSON(s) of GPU runs: their gpu sections are merged in")
     p.add_argument("--gpu-prepare", action="store_true", help="only convert the GPU section's inputs into --cache")
     g = p.add_argument_group("gpu section")
-    g.add_argument("--gpu-backend", choices=("jax", "tensorflow"), default=os.environ.get("KERAS_BACKEND", "tensorflow"),
-                   help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
+    g.add_argument("--gpu-backend", choices=("auto", "jax", "torch", "tensorflow"), default="auto",
+                   help="Keras backend (auto: $KERAS_BACKEND, else jax or torch where it has a GPU, else tensorflow)")
     g.add_argument("--gpu-precisions", default="float32,mixed_float16")
-    g.add_argument("--gpu-batch-size", type=int, default=64)
+    g.add_argument("--gpu-batch-sizes", default="64,256")
+    g.add_argument("--gpu-steps-per-execution", default="1,auto", help="comma-separated numbers or auto")
     g.add_argument("--gpu-sequence-encoding", choices=("onehot", "codes"), default="onehot")
     args = p.parse_args(argv)
     args.out = args.out or os.path.join(REPO, "bench/out" if args.quick else "docs", "benchmarks.md")
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(only) - set(SECTIONS):
         p.error(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
     if "gpu" in only:
-        os.environ["KERAS_BACKEND"] = args.gpu_backend  # before the first keras import
+        gpu_backend = _module("gpu").pick_backend() if args.gpu_backend == "auto" else args.gpu_backend
+        os.environ["KERAS_BACKEND"] = gpu_backend  # before the first keras import
     results: dict[str, Any] = {}
     if (only or args.render_only) and os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as f:

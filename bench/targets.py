@@ -134,10 +134,18 @@ def gpu(results: dict) -> list[Verdict]:
     rows = [row for row in _get(results, "gpu", "rows") or [] if row.get("fit_reader_over_synthetic") is not None]
     return [judged(f"GPU model.fit step time, {row['model']}"
                    f"{' ' + row['sequence_encoding'] if row.get('sequence_encoding') else ''} (batch {row['batch_size']}, "
-                   f"{row['precision']})", "<= 1.05x synthetic", f"{row['fit_reader_over_synthetic']:.3f}x "
+                   f"{row['precision']}{per_call(row)})", "<= 1.05x synthetic", f"{row['fit_reader_over_synthetic']:.3f}x "
                    f"({row['fit_step_ms']:.2f} vs {row['fit_synthetic_step_ms']:.2f} ms)",
                    row["fit_reader_over_synthetic"] <= 1.05)
             for row in rows] or unmeasured("GPU step time vs synthetic input", "<= 1.05x", "not measured (no GPU results)")
+
+
+def per_call(row: dict) -> str:
+    """', 3 steps/call' (', auto: 3 steps/call') for rows measured at several steps per execution."""
+    n = row.get("steps_per_call")
+    if n is None:
+        return ""
+    return f", {'auto: ' * (row.get('steps_per_execution') == 'auto')}{n} step{'s' * (n > 1)}/call"
 
 
 def evaluate(results: dict) -> list[Verdict]:

@@ -77,9 +77,9 @@ def test_gpu_section_runs_on_cpu_and_merges(quick_run: tuple[int, Path]) -> None
     gpu_json = out.parent / "gpu.json"
     assert run_all.main(["--quick", "--only", "gpu", "--cache", str(out.parent.parent / "cache"), "--results",
                          str(gpu_json), "--no-render", "--gpu-backend", "tensorflow", "--gpu-precisions", "float32",
-                         "--gpu-batch-size", "8"]) == 0
+                         "--gpu-batch-sizes", "8", "--gpu-steps-per-execution", "1,3"]) == 0
     rows = json.loads(gpu_json.read_text())["gpu"]["rows"]
-    assert [r["model"] for r in rows] == ["knot-cnn", "protein-cnn"]
+    assert [(r["model"], r["steps_per_call"]) for r in rows] == [(m, n) for m in ("knot-cnn", "protein-cnn") for n in (1, 3)]
     for r in rows:
         assert r["tiled"] > 1 and r["train_examples_per_epoch"] >= 200  # small train splits are tiled
         assert r["synthetic_step_ms"] > 0 and r["reader_step_ms"] > 0 and 0 <= r["idle_fraction"] < 1
@@ -88,8 +88,8 @@ def test_gpu_section_runs_on_cpu_and_merges(quick_run: tuple[int, Path]) -> None
     assert run_all.main(["--render-only", "--results", str(out.parent / "benchmarks.json"), "--gpu-results",
                          str(gpu_json), "--out", str(md)]) == 0
     text = md.read_text()
-    assert "| knot-cnn | uint8 image | 8 | float32 |" in text and "| protein-cnn | onehot | 8 | float32 |" in text
-    assert "GPU model.fit step time, knot-cnn (batch 8, float32)" in text and "(img/gpu.png)" in text
+    assert "| knot-cnn | uint8 image | 8 | float32, 3 steps/call |" in text and "| protein-cnn | onehot | 8 | float32, 1 step/call |" in text
+    assert "GPU model.fit step time, knot-cnn (batch 8, float32, 3 steps/call)" in text and "(img/gpu.png)" in text
     assert (out.parent / "img" / "gpu.png").stat().st_size > 1000
 
 

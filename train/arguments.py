@@ -46,6 +46,15 @@ def cycle_length(text: str) -> int | None:
     return int(text)
 
 
+def steps_per_execution(text: str) -> int | str:
+    """``--steps-per-execution`` values: a positive number of steps, or ``auto``."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of steps or 'auto', got {text!r}")
+    return int(text)
+
+
 def positive_float(text: str) -> float:
     """A finite number above 0 (learning rate, buffer sizes)."""
     try:

@@ -156,9 +156,9 @@ def _tracked(model: keras.Model) -> dict[str, list]:
 
 def _components(variable: Any) -> list:
     """The per-device copies of a (possibly distributed) variable: one per replica under MirroredStrategy,
-    where metric sums differ between replicas."""
+    where metric sums differ between replicas; else the variable itself (on every backend)."""
     value = getattr(variable, "value", variable)
-    return list(value.values) if hasattr(value, "values") and not callable(value.values) else [value]
+    return list(value.values) if hasattr(value, "values") and not callable(value.values) else [variable]
 
 
 def training_state(model: keras.Model) -> dict[str, list]:
@@ -185,7 +185,7 @@ def restore_state(model: keras.Model, state: dict[str, list], kind: str, where: 
         if any(np.shape(value) != tuple(component.shape) for component, value in zip(components, values)):
             raise ValueError(f"{where}: the backup's {kind.replace('_', ' ')} do not match this model; resume with the same --model")
         for component, value in zip(components, values):
-            component.assign(np.asarray(value, dtype=component.dtype.as_numpy_dtype))
+            component.assign(np.asarray(value, dtype=getattr(component.dtype, "as_numpy_dtype", component.dtype)))
 
 
 def truncate_history(path: str, epochs_done: int) -> None:

@@ -17,7 +17,7 @@ SAMPLING_HELP = "epoch: each example once per epoch; replacement: i.i.d. draws (
 def _fit(args: argparse.Namespace) -> int:
     from shardkit.train import fit, interrupts, strategy
 
-    strategy.configure_devices(args.logical_cpus)
+    strategy.configure_devices(args.logical_cpus, args.backend)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(fit.FitConfig) if hasattr(args, f.name)}
     config = fit.FitConfig(**given, deterministic=not args.nondeterministic, tensorboard=not args.no_tensorboard)
     with interrupts.held():
@@ -27,8 +27,9 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from shardkit.train import fit
+    from shardkit.train import fit, strategy
 
+    strategy.configure_devices(0, args.backend)
     result = fit.evaluate_run(args.run_dir, args.dataset, args.split, args.batch_size, args.other_dataset)
     print(json.dumps({k: v for k, v in result.items() if k != "confusion_matrix"}, sort_keys=True))
     return 0
@@ -36,6 +37,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from shardkit.train import arguments, compare, diagnose, inspect, verify
+    from shardkit.train.backends import BACKENDS
     from shardkit.usage import Parser
     from shardkit.train.options import PRECISIONS, SAMPLING_MODES, SEQUENCE_ENCODINGS, STRATEGIES, FitConfig
 
@@ -56,7 +58,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--patience", type=arguments.non_negative_int, default=FitConfig.patience, help="EarlyStopping patience on val_loss (0: off; off without a validation split)")
     f.add_argument("--backup-every", type=arguments.non_negative_int, default=FitConfig.backup_every, metavar="STEPS", help="mid-epoch backup frequency (default: 4 per epoch)")
     f.add_argument("--precision", default=FitConfig.precision, choices=PRECISIONS)
-    f.add_argument("--xla", action="store_true", help="compile the train step with XLA (GPU)")
+    f.add_argument("--xla", action="store_true", help="compile the train step with XLA (TensorFlow; JAX always does), torch.compile on torch")
+    f.add_argument("--steps-per-execution", type=arguments.steps_per_execution, default=FitConfig.steps_per_execution,
+                   metavar="N|auto", help="train steps per call to the device (auto: 1 on CPU, measured on accelerators)")
     f.add_argument("--sequence-encoding", default=FitConfig.sequence_encoding, choices=SEQUENCE_ENCODINGS)
     f.add_argument("--skip-corrupt", action="store_true", help="read around damaged shards and report the records lost")
     f.add_argument("--nondeterministic", action="store_true", help="let tf.data reorder for speed (no exact resume)")
@@ -78,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--batch-size", type=arguments.positive_int, default=None)
     e.add_argument("--other-dataset", action="store_true", help="evaluate on a dataset other than the one the run was trained on")
+    for command in (f, e):
+        command.add_argument("--backend", choices=BACKENDS, default=None,
+                             help="Keras backend (default: $KERAS_BACKEND, else tensorflow); tf.data reads the input on every backend")
     e.set_defaults(func=_evaluate)
 
     inspect.register(sub)
@@ -92,8 +99,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from shardkit.train import quiet
+    from shardkit.train import backends, quiet
 
+    if hasattr(args, "backend"):  # before anything imports Keras (TensorFlow does)
+        try:
+            args.backend = backends.select(args.backend)
+        except ValueError as e:
+            print(f"shardkit-train: error: {e}", file=sys.stderr)
+            return 2
     quiet.configure(args.log)
     try:
         if staging.is_staged_url(str(getattr(args, "dataset", ""))):

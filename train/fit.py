@@ -7,6 +7,7 @@ What may be written into a run directory, and when, is ``rundir``'s; read-time c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -19,7 +20,7 @@ import tensorflow as tf
 from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
-from shardkit.train import integrity, interrupts, keras_compat, models, opening, report, rundir
+from shardkit.train import backends, integrity, interrupts, keras_compat, models, opening, pacing, report, rundir
 from shardkit.train.arguments import MAX_SEED
 from shardkit.train.callbacks import (
     HistoryLogger,
@@ -29,7 +30,16 @@ from shardkit.train.callbacks import (
     truncate_history,
 )
 from shardkit.train.options import FitConfig
-from shardkit.train.strategy import Worker, make_strategy, set_precision, worker_of
+from shardkit.train.strategy import (
+    KerasDevices,
+    Worker,
+    even_batches,
+    has_accelerator,
+    make_strategy,
+    set_precision,
+    strategy_name,
+    worker_of,
+)
 
 
 def log(message: str) -> None:
@@ -46,14 +56,18 @@ def check_config(config: FitConfig) -> None:
         raise ValueError(f"--seed {config.seed} with --repeat {config.repeat} runs seeds beyond {MAX_SEED}, the largest seed numpy takes")
     if not config.learning_rate > 0:
         raise ValueError(f"--learning-rate must be above 0, not {config.learning_rate!r}")
+    n = config.steps_per_execution
+    if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"--steps-per-execution must be a whole number of at least 1 or auto, not {n!r}")
 
 
-def fit(config: FitConfig, strategy: tf.distribute.Strategy | None = None, overwrite: bool = False) -> dict[str, Any]:
+def fit(config: FitConfig, strategy: Any = None, overwrite: bool = False) -> dict[str, Any]:
     """Train ``config.repeat`` seeds; with several, ``shardkit.train.repeat`` also writes summary.json.
 
     ``overwrite`` replaces a finished run in ``config.out``; without it a finished run is refused."""
     check_config(config)
-    strategy = strategy or make_strategy(config.strategy)
+    config = dataclasses.replace(config, backend=backends.select(config.backend))
+    strategy = strategy or make_strategy(config.strategy, config.backend)
     if config.repeat <= 1:
         return run_once(config, strategy, overwrite)
     from shardkit.train import repeat
@@ -61,7 +75,7 @@ def fit(config: FitConfig, strategy: tf.distribute.Strategy | None = None, overw
     return repeat.fit_repeats(config, strategy, overwrite)
 
 
-def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: bool = False) -> dict[str, Any]:
+def run_once(config: FitConfig, strategy: Any, overwrite: bool = False) -> dict[str, Any]:
     """One seed: build, (resume and) train, evaluate on the test split, write the reports.
 
     Nothing is written before the run directory, the dataset and the model have passed their checks; a
@@ -71,15 +85,19 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
     rundir.check(out, None, overwrite)
     if not worker.is_chief:
         rundir.check(config.out, None, overwrite)  # refuse together with the chief, or it would wait for it forever
+    config = dataclasses.replace(config, backend=config.backend or backends.current())
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
-    if config.precision != "float32" and not tf.config.list_logical_devices("GPU"):
+    accelerated = has_accelerator(config.backend)
+    if config.precision != "float32" and not accelerated:
         log(f"--precision {config.precision} on CPU: computed in {config.precision[6:]}, but it pays only on GPUs/TPUs (slower here)")
     ds = reader.open_dataset(config.dataset, config.skip_corrupt)
     _check_classes(ds, config.dataset)
     before = integrity.snapshot(ds)
-    settings = {**dataclasses.asdict(config), "dataset_id": ds.metadata.dataset_id,
+    settings = {**dataclasses.asdict(config), "backend_version": backends.version(config.backend),
+                "dataset_id": ds.metadata.dataset_id,
                 "absolute_paths": {"dataset": os.path.abspath(config.dataset), "out": os.path.abspath(config.out)}}
+    _check_devices(config, strategy)
     rundir.check(out, settings, overwrite)
     for path, n in ds.lost.items():
         log(f"--skip-corrupt: {path}: {n} records lost (damaged shard; reading its intact prefix)")
@@ -87,7 +105,10 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
         model = models.build_model(config.model, ds.metadata, config.read_options(), config.dataset)
         options = config.read_options(with_row_id="row_id" in models.input_names(model))
         models.check_model(model, ds.metadata, options, config.dataset)
-        models.compile_model(model, ds.metadata, config.learning_rate, config.xla)
+    steps = _steps_per_execution(config, ds, options, strategy, accelerated)
+    keras_compat.exact_last_execution()
+    with strategy.scope():
+        models.compile_model(model, ds.metadata, config.learning_rate, _jit(config), steps_per_execution=steps)
     interrupts.check()  # a Ctrl-C held while the dataset was opened and the model built: stop before writing
     created = rundir.prepare(out, overwrite)
     try:
@@ -103,6 +124,42 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
         raise
 
 
+def _jit(config: FitConfig) -> bool:
+    """Compile the step: with XLA on TensorFlow when ``--xla``; always on JAX (it runs eagerly otherwise);
+    with torch.compile on torch when ``--xla``."""
+    return True if config.backend == "jax" else config.xla
+
+
+def _check_devices(config: FitConfig, strategy: Any) -> None:
+    """JAX's data-parallel layout splits every batch evenly over the devices: the global batch must allow it."""
+    replicas = strategy.num_replicas_in_sync
+    if isinstance(strategy, KerasDevices) and strategy.distribution is not None and config.batch_size % replicas:
+        raise ValueError(f"--batch-size {config.batch_size} does not split evenly over the {replicas} JAX devices; "
+                         f"use a multiple of {replicas}, or --strategy one")
+
+
+def _steps_per_execution(config: FitConfig, ds: reader.Dataset, options: reader.ReadOptions, strategy: Any,
+                         accelerated: bool) -> int:
+    """``--steps-per-execution`` as a number; ``auto`` measures a fresh copy of the model on one batch."""
+    def step_seconds() -> float:
+        x, y = next(iter(reader.eval_dataset(ds, "train", config.batch_size, options)))
+        batch = (x, y) if config.backend == "tensorflow" else tuple(keras.tree.map_structure(np.asarray, (x, y)))
+
+        def build() -> keras.Model:
+            with strategy.scope():
+                probe = models.build_model(config.model, ds.metadata, config.read_options(), config.dataset)
+                models.compile_model(probe, ds.metadata, config.learning_rate, _jit(config), quiet=True)
+            return probe
+
+        return pacing.measure_step(build, batch)
+
+    most = max(1, -(-ds.count("train") // config.batch_size))
+    steps = pacing.resolve(config.steps_per_execution, config.backend, accelerated, step_seconds, most)
+    if config.steps_per_execution == "auto":
+        log(f"--steps-per-execution auto: {steps} step(s) per call" + ("" if accelerated else " (on CPU)"))
+    return steps
+
+
 def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dataset, before: dict,
            settings: dict[str, Any], model: keras.Model, options: reader.ReadOptions) -> dict[str, Any]:
     """Write config.json, train (resuming from a backup), then test and report."""
@@ -110,7 +167,7 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
 
     backup_dir = os.path.join(out, "backup")
     probe = reader.training_input(ds, config.batch_size, config.epochs, config.seed, options, config.sampling, strategy=strategy)
-    plan = probe.plan
+    plan = _even_plan(probe.plan, strategy)
     fingerprint = {
         "dataset_id": ds.metadata.dataset_id,
         "batch_size": config.batch_size,
@@ -129,7 +186,7 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
     if not _has_validation(ds):
         log(f"{config.dataset}: no validation split: early stopping is off and the run keeps the last epoch's weights")
 
-    if worker.count > 1 or strategy.num_replicas_in_sync > 1:
+    if isinstance(strategy, tf.distribute.Strategy) and (worker.count > 1 or strategy.num_replicas_in_sync > 1):
         _prebuild(model, ds, options, strategy)  # Keras' own build all-reduces a batch, failing on uneven replica batches
     save_freq = config.backup_every or max(1, plan.steps_per_epoch // 4)
     common = [integrity.DatasetWatch(ds, before), *_callbacks(config, out, ds, plan), interrupts.AtStepStart()]
@@ -142,7 +199,8 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
             backup = ReaderPositionBackup(
                 backup_dir, plan.steps_per_epoch, save_freq, start_epoch, start_step, fingerprint, delete_checkpoint=False
             )
-            kwargs = {**first.fit_kwargs(), "epochs": config.epochs, "steps_per_epoch": plan.steps_per_epoch - start_step}
+            kwargs = {**_fit_kwargs(first, strategy, options), "epochs": config.epochs,
+                      "steps_per_epoch": plan.steps_per_epoch - start_step}
             only_this_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
             model.fit(callbacks=[*common, backup, only_this_epoch], verbose=config.verbose, **kwargs)
             start_epoch, start_step = start_epoch + 1, 0
@@ -152,13 +210,38 @@ def _train(config: FitConfig, strategy, worker: Worker, out: str, ds: reader.Dat
                 start_epoch, 0, strategy,
             )
             backup = ReaderPositionBackup(backup_dir, plan.steps_per_epoch, save_freq, start_epoch, 0, fingerprint)
-            model.fit(callbacks=[*common, backup], verbose=config.verbose, **rest.fit_kwargs())
+            model.fit(callbacks=[*common, backup], verbose=config.verbose, **_fit_kwargs(rest, strategy, options))
         _report_early_stop(common)
     except tf.errors.DataLossError as e:
         problems = opening.find_corrupt_shards(ds)
         detail = "; ".join(problems) or str(e).splitlines()[0]
         raise DatasetError(f"training stopped on a damaged shard: {detail} (use --skip-corrupt to read around it)") from e
     return _save_test_and_report(config, model, ds, plan, options, strategy, worker, out, position, before)
+
+
+def _data_parallel(strategy: Any) -> int:
+    """The device count of a JAX data-parallel run (whose batches must split evenly), else 0."""
+    return strategy.num_replicas_in_sync if isinstance(strategy, KerasDevices) and strategy.distribution else 0
+
+
+def _even_plan(plan: reader.TrainingPlan, strategy: Any) -> reader.TrainingPlan:
+    """The plan with the last batch cut to a multiple of the JAX devices (see ``even_batches``)."""
+    cut = plan.last_batch % _data_parallel(strategy) if _data_parallel(strategy) else 0
+    return dataclasses.replace(plan, last_batch=plan.last_batch - cut, examples_per_epoch=plan.examples_per_epoch - cut,
+                               dropped_per_epoch=plan.dropped_per_epoch + cut)
+
+
+def _fit_kwargs(inp: reader.TrainingInput, strategy: Any, options: reader.ReadOptions) -> dict[str, Any]:
+    """``model.fit``'s inputs; under JAX data parallelism with batches cut to split evenly over the devices (the
+    validation split read in the run's global batch, a multiple of the devices)."""
+    kwargs = inp.fit_kwargs()
+    devices = _data_parallel(strategy)
+    if devices:
+        kwargs["x"] = even_batches(kwargs["x"], devices)
+        if "validation_data" in kwargs:
+            validation = reader.eval_dataset(inp.dataset, "validation", inp.plan.batch_size, options)
+            kwargs["validation_data"] = even_batches(validation, devices, inp.dataset.count("validation"), inp.plan.batch_size)
+    return kwargs
 
 
 def _prebuild(model: keras.Model, ds: reader.Dataset, options: reader.ReadOptions, strategy) -> None:
@@ -218,11 +301,17 @@ def _describe(ds, plan, strategy, worker: Worker, start_epoch: int, start_step: 
         f"{ds.path}: train {ds.count('train')} examples -> {plan.steps_per_epoch} steps of global batch "
         f"{plan.batch_size} (last batch {plan.last_batch}); {strategy.num_replicas_in_sync} replica(s), "
         f"{plan.workers} worker(s)" + (f", input sharding {plan.policy}" if plan.workers > 1 else "")
+        + (f"; Keras backend {keras.backend.backend()}" if keras.backend.backend() != "tensorflow" else "")
     )
     if plan.dropped_per_epoch:
         log(f"{plan.dropped_per_epoch} examples per epoch are not seen: the strategy needs equal, non-empty per-replica batches")
     replicas = strategy.num_replicas_in_sync
-    if plan.workers == 1 and replicas > 1:
+    count = ds.count("validation") if "validation" in ds.counts else 0
+    if _data_parallel(strategy):
+        if count % replicas:
+            log(f"validation: {count % replicas} of {count} examples are left out each epoch: JAX data parallelism "
+                f"needs batches that split evenly over the {replicas} devices (the test split is evaluated whole)")
+    elif plan.workers == 1 and replicas > 1:
         if plan.batch_size % replicas:
             size = -(-plan.batch_size // replicas)
             log(f"global batch {plan.batch_size} splits unevenly over {replicas} replicas ({size} and {size - 1} examples)")
@@ -272,7 +361,10 @@ def _save_test_and_report(config, model, ds, plan, options, strategy, worker: Wo
         "model": config.model,
         "dataset": os.path.abspath(config.dataset),
         "dataset_id": ds.metadata.dataset_id,
-        "strategy": type(strategy).__name__,
+        "strategy": strategy_name(strategy),
+        "backend": config.backend,
+        "backend_version": backends.version(config.backend),
+        "steps_per_execution": int(model.steps_per_execution),
         "replicas": strategy.num_replicas_in_sync,
         "workers": worker.count,
         "plan": dataclasses.asdict(plan),
@@ -307,19 +399,28 @@ def evaluate_split(
     split: str,
     batch_size: int,
     options: reader.ReadOptions,
-    strategy: tf.distribute.Strategy | None = None,
+    strategy: Any = None,
     out: str | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
     """Loss/accuracy over the whole split; with ``out`` (one worker) also the confusion matrix PNG, named
-    ``confusion_<name>.png`` (``name`` defaults to the split)."""
+    ``confusion_<name>.png`` (``name`` defaults to the split). Under JAX data parallelism the split is evaluated
+    without the data-parallel layout, so that a last batch the devices do not divide is evaluated too."""
     strategy = strategy or tf.distribute.get_strategy()
     if worker_of(strategy).count > 1:
         data = strategy.distribute_datasets_from_function(
             lambda ctx: reader.eval_dataset(ds, split, ctx.get_per_replica_batch_size(batch_size), options)
         )
         return {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
-    data = reader.eval_dataset(ds, split, reader.eval_batch_size(ds.count(split), batch_size, strategy.num_replicas_in_sync), options)
+    keras_devices = isinstance(strategy, KerasDevices)
+    replicas = 1 if keras_devices else strategy.num_replicas_in_sync
+    with strategy.undistributed() if keras_devices else contextlib.nullcontext():
+        return _evaluate_split(model, ds, split, batch_size, replicas, options, out, name)
+
+
+def _evaluate_split(model: keras.Model, ds: reader.Dataset, split: str, batch_size: int, replicas: int,
+                    options: reader.ReadOptions, out: str | None, name: str | None) -> dict[str, Any]:
+    data = reader.eval_dataset(ds, split, reader.eval_batch_size(ds.count(split), batch_size, replicas), options)
     metrics = {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
     if out is not None:
         row_ids, labels, scores = predict_split(model, ds, split, batch_size, options)
@@ -337,15 +438,23 @@ def predict_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row_id, label, model output) of every example of a split, in one pass.
 
-    Calls the model through a tf.function of its own (keyed by the model, not by Keras' shared predict-step
-    code), so repeated seeds don't add up to TensorFlow's frequent-retracing warning."""
-    step = tf.function(model, reduce_retracing=True)
+    On TensorFlow calls the model through a tf.function of its own (keyed by the model, not by Keras' shared
+    predict-step code), so repeated seeds don't add up to TensorFlow's frequent-retracing warning; on JAX and
+    torch through ``predict_on_batch`` on numpy batches."""
     feature = ds.feature.name
+    data = reader.eval_dataset(ds, split, batch_size, dataclasses.replace(options, with_row_id=True))
+    if keras.backend.backend() == "tensorflow":
+        step = tf.function(model, reduce_retracing=True)
+
+        def call(x: Any) -> np.ndarray:
+            return step(x, training=False).numpy()
+    else:
+        data, call = data.as_numpy_iterator(), model.predict_on_batch
     ids, labels, scores = [], [], []
-    for x, y in reader.eval_dataset(ds, split, batch_size, dataclasses.replace(options, with_row_id=True)):
-        scores.append(step(x if options.with_row_id else x[feature], training=False).numpy())
-        ids.append(x[spec.ROW_ID_KEY].numpy())
-        labels.append(y.numpy())
+    for x, y in data:
+        scores.append(np.asarray(call(x if options.with_row_id else x[feature])))
+        ids.append(np.asarray(x[spec.ROW_ID_KEY]))
+        labels.append(np.asarray(y))
     if not ids:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
     return np.concatenate(ids), np.concatenate(labels).astype(np.int64), np.concatenate(scores)
@@ -385,7 +494,8 @@ def evaluate_run(
             f"({trained_id or 'not recorded'}, {trained_on}); its splits may overlap that training data; "
             "pass --other-dataset to evaluate on it anyway"
         )
-    models.compile_model(model, ds.metadata, config.learning_rate, config.xla, quiet=True)
+    config = dataclasses.replace(config, backend=backends.current())  # evaluated on this process' backend
+    models.compile_model(model, ds.metadata, config.learning_rate, _jit(config), quiet=True)
     model.optimizer.build(model.trainable_variables)
     try:
         model.load_weights(os.path.join(run_dir, "model.weights.h5"))
@@ -405,6 +515,7 @@ def evaluate_run(
     result["dataset"] = os.path.abspath(dataset)
     result["dataset_id"] = ds.metadata.dataset_id
     result["split"] = split
+    result["backend"], result["backend_version"] = config.backend, backends.version(config.backend)
     result["trained_on"] = {"dataset": trained_on, "dataset_id": trained_id}
     spec.write_json(os.path.join(run_dir, f"evaluation_{name}.json"), result)
     return result

@@ -4,10 +4,24 @@ The trainer needs a few things Keras 3 offers no public way to do. Each is one f
 docstring says what it is for and why the public API does not do it; the rest of the trainer uses only these
 and public Keras. Importing this module refuses a Keras outside ``TESTED_KERAS``, where these private names may
 have changed meaning without failing loudly.
+
+What applies on which Keras backend:
+
+===============================  ==========  ===  =====
+                                 tensorflow  jax  torch
+===============================  ==========  ===  =====
+``average_multiworker_logs``     yes         -    -      (tf.distribute only)
+``build_from_batch``             yes         -    -      (tf.distribute only)
+``exact_last_execution``         yes         yes  -      (torch runs one step per call)
+``global_seed_state``            yes         yes  yes
+``set_monitor_op``               yes         yes  yes
+``BackupAndRestore``             yes         yes  yes
+===============================  ==========  ===  =====
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import keras
@@ -67,6 +81,35 @@ def build_from_batch(model: keras.Model, batch: Any) -> None:
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def exact_last_execution() -> None:
+    """Make the last call of an epoch run only the steps left in it when ``steps_per_execution`` does not
+    divide the epoch's steps.
+
+    Keras' ``EpochIterator`` hands the train function the whole input iterator and reports steps
+    ``begin..begin + steps_per_execution - 1`` for every call; with ``steps_per_epoch`` set, the epoch's last call
+    then trains on the first batches of the next epoch and reports steps past the epoch's end (to the progress
+    bar and to per-batch callbacks). The patch ends that call's step range at the epoch's last step and hands
+    it an iterator limited to those batches (the TensorFlow and JAX train functions step through any Python
+    iterator of batches, stopping where it ends), counting only those steps as seen. Idempotent."""
+    from keras.src.trainers import epoch_iterator
+
+    original = epoch_iterator.EpochIterator._enumerate_iterator
+    if getattr(original, "shardkit_fixed", False):
+        return
+
+    def _enumerate_iterator(self):
+        last = (self.steps_per_epoch or self._num_batches or 0) - 1
+        for begin, end, iterator in original(self):
+            if self.steps_per_execution > 1 and 0 <= last < end:
+                self._steps_seen -= end - last  # counted as a whole call; a stream of known length ends by it
+                yield begin, last, itertools.islice(iterator, last - begin + 1)
+            else:
+                yield begin, end, iterator
+
+    _enumerate_iterator.shardkit_fixed = True
+    epoch_iterator.EpochIterator._enumerate_iterator = _enumerate_iterator
 
 
 def global_seed_state(create: bool = False) -> Any:

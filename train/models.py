@@ -301,10 +301,11 @@ def predicted_classes(scores: np.ndarray, model: keras.Model) -> np.ndarray:
 
 
 def compile_model(model: keras.Model, metadata: Metadata, learning_rate: float = 1e-3, jit: bool | str = "auto",
-                  quiet: bool = False) -> None:
+                  quiet: bool = False, steps_per_execution: int = 1) -> None:
     """Adam with the spec's loss and accuracy; says so in one line when the model's outputs are taken as logits."""
     loss, metrics = loss_and_metrics(model, metadata)
     if loss.get_config().get("from_logits") and not quiet:
         print(f"shardkit-train: the model's last layer {output_layer(model).name!r} has no softmax or sigmoid: "
               "taking its outputs as logits (loss with from_logits=True)", file=sys.stderr, flush=True)
-    model.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics, jit_compile=jit)
+    model.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics, jit_compile=jit,
+                  steps_per_execution=steps_per_execution)

@@ -54,6 +54,8 @@ class FitConfig:
     backup_every: int = 0  # steps between mid-epoch backups; 0 = about four per epoch
     precision: str = PRECISIONS[0]
     xla: bool = False
+    backend: str | None = None  # Keras backend: tensorflow, jax or torch; None = $KERAS_BACKEND, else tensorflow
+    steps_per_execution: int | str = 1  # train steps per call to the device; "auto": measured (1 on CPU)
     sequence_encoding: str = ReadOptions.sequence_encoding
     skip_corrupt: bool = ReadOptions.skip_corrupt
     deterministic: bool = ReadOptions.deterministic

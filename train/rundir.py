@@ -1,7 +1,7 @@
 """Run-directory rules for ``shardkit-train fit``: what may be written into ``--out`` and when.
 
 A finished run is never replaced without ``--overwrite``; an interrupted run resumes only with the dataset
-(by id), model, batch size, seed and sampling it started with; a fit that fails before any progress (a
+(by id), model, batch size, seed, sampling and Keras backend it started with; a fit that fails before any progress (a
 backup or a finished epoch) removes the directory it created; ``--overwrite`` removes only a run's own files. Every refusal
 happens before anything is written.
 """
@@ -24,7 +24,7 @@ RUN_ENTRIES = (
 )
 # The settings an interrupted run must be resumed with, and how the command line spells them.
 RESUME_SETTINGS = {"dataset_id": "dataset", "model": "--model", "batch_size": "--batch-size", "seed": "--seed",
-                   "sampling": "--sampling"}
+                   "sampling": "--sampling", "backend": "--backend"}
 
 
 def is_run_entry(name: str) -> bool:
