@@ -29,7 +29,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from shardkit.train import fit
 
     result = fit.evaluate_run(args.run_dir, args.dataset, args.split, args.batch_size, args.other_dataset)
-    print(json.dumps({k: v for k, v in result.items() if k != "confusion_matrix"}, sort_keys=True))
+    targets = {name: {k: v for k, v in entry.items() if k != "confusion_matrix"} for name, entry in result.get("targets", {}).items()}
+    shown = {k: v for k, v in result.items() if k not in ("confusion_matrix", "targets")}
+    print(json.dumps({**shown, **({"targets": targets} if targets else {})}, sort_keys=True))
     return 0
 
 

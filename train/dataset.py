@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from shardkit import spec
 from shardkit.spec import DatasetError
-from shardkit.train import features
+from shardkit.train import features, targets
 from shardkit.train.decode import decode_records
 from shardkit.train.opening import Dataset, WorkerShard, open_dataset
 from shardkit.train.options import AUTOTUNE, SAMPLING_MODES, ReadOptions
@@ -177,7 +177,7 @@ def _resampled(records: tf.data.Dataset, ds: Dataset, seed_pair: tf.Tensor, mode
 
         drawn = indexed.flat_map(copies)
         return drawn.shuffle(buffer, seed=_scalar_seed(seed_pair, 5), reshuffle_each_iteration=False)
-    key = features.require_class(ds.metadata, "--sampling balanced", ds.path, counted=True).name
+    key = targets.require_class(ds.metadata, "--sampling balanced", ds.path, counted=True).name
     class_counts = np.asarray(ds.metadata.splits["train"].class_counts, np.float64)
     ratio = np.where(class_counts > 0, 1.0 / np.maximum(class_counts, 1), 0.0)
     accept = tf.constant((ratio / ratio.max()).astype(np.float32))

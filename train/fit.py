@@ -19,7 +19,7 @@ import tensorflow as tf
 from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
-from shardkit.train import integrity, keras_compat, models, opening, report, rundir
+from shardkit.train import integrity, keras_compat, models, opening, report, rundir, targets
 from shardkit.train.arguments import MAX_SEED
 from shardkit.train.callbacks import (
     HistoryLogger,
@@ -77,6 +77,8 @@ def run_once(config: FitConfig, strategy: tf.distribute.Strategy, overwrite: boo
         log(f"--precision {config.precision} on CPU: computed in {config.precision[6:]}, but it pays only on GPUs/TPUs (slower here)")
     ds = reader.open_dataset(config.dataset, config.skip_corrupt)
     _check_classes(ds, config.dataset)
+    if config.sampling == "balanced":
+        targets.require_class(ds.metadata, "--sampling balanced", config.dataset, counted=True)
     before = integrity.snapshot(ds)
     settings = {**dataclasses.asdict(config), "dataset_id": ds.metadata.dataset_id,
                 "absolute_paths": {"dataset": os.path.abspath(config.dataset), "out": os.path.abspath(config.out)}}
@@ -186,16 +188,20 @@ def _has_validation(ds: reader.Dataset) -> bool:
 
 
 def _check_classes(ds: reader.Dataset, where: str) -> None:
-    """A classifier needs two classes in the labels and among the training examples."""
-    label = ds.metadata.label
-    if label.num_classes < 2:
-        only = f" ({label.names[0]!r})" if label.names else ""
-        raise DatasetError(f"{where}: the labels have a single class{only}; a classifier needs at least two")
-    train = ds.metadata.splits.get("train")
-    counts = getattr(train, "class_counts", None) or []
-    present = [label.names[i] for i, n in enumerate(counts) if n > 0]
-    if len(present) == 1:
-        raise DatasetError(f"{where}: every training example is of class {present[0]!r}; a classifier needs at least two")
+    """A classifier needs two classes in each class target's labels, and (where the splits count them)
+    among the training examples."""
+    for label in targets.class_targets(ds.metadata):
+        of = "" if label.name == spec.LABEL_KEY else f" of target {label.name!r}"
+        if label.num_classes < 2:
+            only = f" ({label.names[0]!r})" if label.names else ""
+            raise DatasetError(f"{where}: the labels{of} have a single class{only}; a classifier needs at least two")
+        if label.name != ds.metadata.stratify:
+            continue
+        train = ds.metadata.splits.get("train")
+        counts = getattr(train, "class_counts", None) or []
+        present = [label.names[i] for i, n in enumerate(counts) if n > 0]
+        if len(present) == 1:
+            raise DatasetError(f"{where}: every training example is{of} class {present[0]!r}; a classifier needs at least two")
 
 
 def _resume_point(position: dict | None, fingerprint: dict, plan: reader.TrainingPlan, backup_dir: str) -> tuple[int, int]:
@@ -310,8 +316,8 @@ def evaluate_split(
     out: str | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
-    """Loss/accuracy over the whole split; with ``out`` (one worker) also the confusion matrix PNG, named
-    ``confusion_<name>.png`` (``name`` defaults to the split)."""
+    """Keras' loss and metrics over the whole split; with ``out`` (one worker) also each target's report and
+    plot (``_report_targets``; ``name`` defaults to the split)."""
     strategy = strategy or tf.distribute.get_strategy()
     if worker_of(strategy).count > 1:
         data = strategy.distribute_datasets_from_function(
@@ -321,33 +327,75 @@ def evaluate_split(
     data = reader.eval_dataset(ds, split, reader.eval_batch_size(ds.count(split), batch_size, strategy.num_replicas_in_sync), options)
     metrics = {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
     if out is not None:
-        row_ids, labels, scores = predict_split(model, ds, split, batch_size, options)
-        predicted = models.predicted_classes(scores, model)
-        matrix = report.confusion_matrix(labels, predicted, ds.metadata.label.num_classes)
-        metrics["confusion_matrix"] = matrix.tolist()
-        metrics["examples"] = int(len(labels))
-        report.plot_confusion(matrix, ds.metadata.label.titles, os.path.join(out, f"confusion_{name or split}.png"), split)
-        report.write_predictions(os.path.join(out, f"predictions_{name or split}.npz"), row_ids, labels, predicted)
+        metrics.update(_report_targets(model, ds, split, batch_size, options, out, name or split))
     return metrics
+
+
+def _report_targets(model: keras.Model, ds: reader.Dataset, split: str, batch_size: int,
+                    options: reader.ReadOptions, out: str, name: str) -> dict[str, Any]:
+    """Per target, from one prediction pass: a class target's confusion matrix (``confusion_<name>.png``), a
+    regression target's R², MAE and predicted-vs-true plot (``regression_<name>.png``), a multi-label target's
+    per-label AUC and accuracy (``labels_<name>.png``); with several targets each file name ends in
+    ``_<target>``. The primary class target's matrix is also ``confusion_matrix``, and every example's
+    predictions go to ``predictions_<name>.npz``."""
+    meta = ds.metadata
+    row_ids, truth, scores = predict_split(model, ds, split, batch_size, options)
+    primary = targets.primary_class(meta)
+    result: dict[str, Any] = {"examples": int(len(row_ids)), "targets": {}}
+    arrays: dict[str, np.ndarray] = {}
+    for target, output in models.target_outputs(model, meta):
+        tag = name if len(meta.targets) == 1 else f"{name}_{target.name}"
+        title = split if len(meta.targets) == 1 else f"{split}, {target.name}"
+        y, score = truth[target.name], scores[target.name]
+        if target.kind == "class":
+            predicted = models.predicted_classes(score, model, output)
+            matrix = report.confusion_matrix(y, predicted, target.num_classes)
+            report.plot_confusion(matrix, target.titles, os.path.join(out, f"confusion_{tag}.png"), title)
+            entry: dict[str, Any] = {"confusion_matrix": matrix.tolist()}
+            if target == primary:
+                result["confusion_matrix"] = matrix.tolist()
+                arrays.update(label=y, predicted=predicted)
+        elif target.kind == "regression":
+            predicted = score.reshape(y.shape)
+            entry = report.regression_scores(y, predicted)
+            report.plot_regression(y, predicted, os.path.join(out, f"regression_{tag}.png"), title)
+        else:
+            predicted = score if not models.outputs_logits(model, output) else 1 / (1 + np.exp(-score))
+            entry = report.label_scores(y, predicted, target.titles)
+            report.plot_label_scores(entry, os.path.join(out, f"labels_{tag}.png"), title)
+        result["targets"][target.name] = entry
+        arrays[f"{target.name}_true"], arrays[f"{target.name}_predicted"] = y, predicted
+    report.write_predictions(os.path.join(out, f"predictions_{name}.npz"), row_ids, **arrays)
+    return result
 
 
 def predict_split(
     model: keras.Model, ds: reader.Dataset, split: str, batch_size: int, options: reader.ReadOptions
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row_id, label, model output) of every example of a split, in one pass.
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(row_id, target name -> true values, target name -> model output) of every example of a split, in one pass.
 
     Calls the model through a tf.function of its own (keyed by the model, not by Keras' shared predict-step
     code), so repeated seeds don't add up to TensorFlow's frequent-retracing warning."""
     step = tf.function(model, reduce_retracing=True)
-    feature = ds.feature.name
-    ids, labels, scores = [], [], []
+    meta = ds.metadata
+    ids: list[np.ndarray] = []
+    truth: dict[str, list[np.ndarray]] = {t.name: [] for t in meta.targets}
+    scores: dict[str, list[np.ndarray]] = {t.name: [] for t in meta.targets}
     for x, y in reader.eval_dataset(ds, split, batch_size, dataclasses.replace(options, with_row_id=True)):
-        scores.append(step(x if options.with_row_id else x[feature], training=False).numpy())
         ids.append(x[spec.ROW_ID_KEY].numpy())
-        labels.append(y.numpy())
+        if not options.with_row_id:
+            x = x[ds.feature.name] if len(meta.features) == 1 else {k: v for k, v in x.items() if k != spec.ROW_ID_KEY}
+        out = step(x, training=False)
+        out = out if isinstance(out, dict) else {meta.targets[0].name: out}
+        y = y if isinstance(y, dict) else {meta.targets[0].name: y}
+        for t in meta.targets:
+            truth[t.name].append(y[t.name].numpy())
+            scores[t.name].append(np.asarray(out[t.name]))
     if not ids:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
-    return np.concatenate(ids), np.concatenate(labels).astype(np.int64), np.concatenate(scores)
+        return np.zeros(0, np.int64), {}, {}
+    joined = {k: np.concatenate(v) for k, v in truth.items()}
+    joined = {k: v.astype(np.int64) if meta.target(k).kind == "class" else v for k, v in joined.items()}
+    return np.concatenate(ids), joined, {k: np.concatenate(v) for k, v in scores.items()}
 
 
 def evaluate_run(
