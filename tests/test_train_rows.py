@@ -69,3 +69,155 @@ def test_one_feature_and_one_target_still_yield_bare_tensors(scalar: str) -> Non
 def test_balanced_sampling_without_a_class_target_is_refused(scalar: str) -> None:
     with pytest.raises(spec.DatasetError, match="--sampling balanced needs a class target"):
         next(iter(reader.train_dataset(scalar, 4, 1, sampling="balanced")))
+
+
+def _fit(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    from test_train_fit import _env
+
+    return subprocess.run([sys.executable, "-m", "shardkit.train", "fit", *args], env=_env(**env),
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_tabular_learns_every_target_of_a_multi_column_dataset(rows: str, tmp_path: Path, capsys) -> None:
+    from shardkit.train import cli
+
+    out = tmp_path / "run"
+    done = _fit([rows, "--model", "tabular", "--epochs", "3", "--batch-size", "32", "--learning-rate", "0.01",
+                 "--out", str(out), "--verbose", "0", "--no-tensorboard"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["test"]
+    # learnable(): kind follows the site (majority class 0.62 of test), score = 2 dose + 1, tags from dose/site/scan
+    assert test["kind_accuracy"] >= 0.8 and test["targets"]["score"]["r2"] > 0.5 and test["tags_auc"] > 0.7
+    assert {"kind_loss", "tags_loss", "score_loss", "score_mae", "tags_binary_accuracy", "loss"} <= set(test)
+    assert np.asarray(test["confusion_matrix"]).sum() == 60 == test["examples"]
+    assert test["targets"]["kind"]["confusion_matrix"] == test["confusion_matrix"]
+    assert set(test["targets"]["tags"]["labels"]) == {"positive dose", "north or south", "bright"}
+    assert test["targets"]["tags"]["labels"]["north or south"]["auc"] > 0.9
+    assert metrics["validation"]["kind_accuracy"] >= 0.8 and metrics["weights"]["chosen_by"] == "lowest val_loss"
+    for name in ("confusion_test_kind.png", "labels_test_tags.png", "regression_test_score.png", "training_curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    predictions = np.load(out / "predictions_test.npz")
+    assert sorted(predictions.files) == sorted(["row_id", "label", "predicted", "kind_true", "kind_predicted", "tags_true",
+                                                "tags_predicted", "score_true", "score_predicted"])
+    assert predictions["tags_predicted"].shape == (60, 3) and predictions["score_predicted"].shape == (60,)
+
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), rows]) == 0  # rebuilt from config.json: the same test numbers
+    again = json.loads(capsys.readouterr().out)
+    assert again["kind_accuracy"] == test["kind_accuracy"]
+    assert again["targets"]["score"]["r2"] == pytest.approx(test["targets"]["score"]["r2"], abs=1e-6)
+
+
+def test_a_user_model_takes_features_by_name_and_resumes_mid_epoch(rows: str, tmp_path: Path) -> None:
+    from test_train_recorder import read_log
+
+    out = tmp_path / "run"
+    args = [rows, "--model", "v2data:build", "--epochs", "2", "--batch-size", "32", "--out", str(out),
+            "--backup-every", "3", "--verbose", "0", "--no-tensorboard"]
+    first = _fit(args, SHARDKIT_ROW_LOG=str(tmp_path / "a.log"), SHARDKIT_KILL_AFTER="17")  # epoch 2, step 5 of 12
+    assert first.returncode == -9, first.stderr[-3000:]
+    k = json.loads((out / "backup" / "training_metadata.json").read_text())["step"]
+    assert 0 < k < 12
+    second = _fit(args, SHARDKIT_ROW_LOG=str(tmp_path / "b.log"))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resuming from backup at epoch 2, step {k}/12" in second.stderr
+    before, after = read_log(str(tmp_path / "a.log")), read_log(str(tmp_path / "b.log"))
+    epoch_two = np.concatenate(before[12 : 12 + k] + after[: 12 - k])
+    assert sorted(epoch_two.tolist()) == sorted(reader.read_row_ids(rows, "train").tolist())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from"]["step"] == k and metrics["epochs_run"] == 2
+    assert {"kind_accuracy", "tags_auc", "score_mae"} <= set(metrics["test"])
+
+
+@pytest.mark.parametrize("name", ["v1-knots", "v1-proteins"])
+def test_version_1_datasets_fit_and_evaluate(name: str, tmp_path: Path, capsys) -> None:
+    from shardkit.train import cli
+
+    path, out = os.path.join(FIXTURES, name), tmp_path / "run"
+    model = {"v1-knots": "tabular", "v1-proteins": "protein-cnn"}[name]  # knot-cnn needs 18 px; these are 8 px
+    rc = cli.main(["fit", path, "--model", model, "--epochs", "1", "--batch-size", "8", "--out", str(out),
+                   "--verbose", "0", "--no-tensorboard"])
+    assert rc == 0, capsys.readouterr().err
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    count = spec.read_metadata(path).splits["test"].count
+    assert 0 <= test["accuracy"] <= 1 and np.asarray(test["confusion_matrix"]).sum() == count
+    assert (out / "confusion_test.png").exists() and (out / "predictions_test.npz").exists()
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), path]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == test["accuracy"]
+
+
+def _error(capsys) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("shardkit-train")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_class_only_options_refuse_a_dataset_without_a_class_target(scalar: str, tmp_path: Path, capsys) -> None:
+    from shardkit.train import cli
+
+    base = ["fit", scalar, "--model", "tabular", "--epochs", "1", "--batch-size", "8", "--verbose", "0", "--no-tensorboard"]
+    for option, said in ((["--sampling", "balanced"], "--sampling balanced"), (["--repeat", "2"], "--repeat")):
+        out = tmp_path / option[0].strip("-")
+        assert cli.main([*base, "--out", str(out), *option]) == 2
+        assert _error(capsys) == (f"shardkit-train: error: {scalar}: {said} needs a class target, and this dataset has "
+                                  f"none (targets: y (regression)); run without {said}")
+        assert not out.exists()
+    assert cli.main([*base, "--out", str(tmp_path / "plain")]) == 0  # a regression target trains
+    test = json.loads((tmp_path / "plain" / "metrics.json").read_text())["test"]
+    assert {"loss", "mae", "targets"} <= set(test) and "r2" in test["targets"]["y"] and "confusion_matrix" not in test
+    assert (tmp_path / "plain" / "regression_test.png").exists()
+
+
+def test_a_model_input_that_is_no_feature_is_refused(rows: str, tmp_path: Path, capsys) -> None:
+    import keras
+
+    from shardkit.train import models
+
+    meta = spec.read_metadata(rows)
+    dose = keras.Input((), name="dosage")
+    x = keras.layers.Reshape((1,))(dose)
+    model = keras.Model(dose, {t.name: models.target_head(x, t) for t in meta.targets})
+    with pytest.raises(spec.DatasetError, match=r"takes inputs \['dosage'\] that are not features of this dataset; "
+                                                "name each keras.Input after the feature it takes: scan, dose, site"):
+        models.check_model(model, meta, ReadOptions(), rows)
+    single = keras.Model(dose, models.target_head(x, meta.targets[0]))
+    with pytest.raises(ValueError, match=r"--model m:b: the dataset has targets \['kind', 'tags', 'score'\], and b\(metadata\) "
+                                         r"returned a model whose outputs are named \['kind'\]"):
+        models._outputs_by_target(single, meta, "m:b")
+
+
+def test_verify_hashes_every_feature_for_leaks(tmp_path: Path) -> None:
+    from shardkit.spec import Feature, Target
+    from shardkit.train import verify
+
+    n = 12
+    image = np.arange(n * 4, dtype=np.uint8).reshape(n, 2, 2, 1)
+    dose = np.arange(n, dtype=np.float32)
+    image[10], dose[10] = image[0], dose[0] + 1  # same image as train row 0, another dose: no leak
+    image[11], dose[11] = image[1], dose[1]  # train row 1 again, in test: a leak
+    columns = {"image": image, "dose": dose, "y": np.arange(n) % 2}
+    features = (Feature("image", "image", (2, 2, 1), "uint8", "raw"), Feature("dose", "scalar", (), "float32", "float"))
+    splits = {"train": np.arange(8), "validation": np.arange(8, 10), "test": np.arange(10, 12)}
+    path = v2data.write_dataset(str(tmp_path / "d"), features, (Target(2, ("a", "b"), name="y"),), columns, splits,
+                                stratify="y", num_shards=1)
+    problems = verify.verify_dataset(path)
+    assert [(p.kind, p.path, p.record) for p in problems] == [("leak", "test/test-00000-of-00001.tfrecord", 1)]
+    assert "same content as train/train-00000-of-00001.tfrecord record 1 (row_id 11 vs 1)" in problems[0].message
+
+
+def test_inspect_lists_every_feature_and_target(rows: str, capsys) -> None:
+    from shardkit.train import cli
+
+    assert cli.main(["inspect", rows, "--examples", "2"]) == 0
+    text = capsys.readouterr().out
+    for line in ("  scan: image (8, 8, 1) uint8 raw", "  dose: scalar () float32 float", "  site: category () int64 index, 4 categories",
+                 "  kind: class, 3 classes: north, south, east or west",
+                 "  tags: multilabel, 3 labels: positive dose, north or south, bright", "  score: regression, shape ()",
+                 "splits stratified by kind"):
+        assert line in text.splitlines(), line
+    first = next(line for line in text.splitlines() if line.startswith("  row 0 kind 0 ('north'): "))
+    example = json.loads(first.split(": ", 1)[1])
+    assert example["site"] == {"index": 0, "value": "north"} and isinstance(example["dose"], float)
+    assert example["tags"] and set(example["tags"]) <= {"positive dose", "north or south", "bright"}

@@ -130,3 +130,26 @@ def scalar_regression(out: str, n: int = 64) -> str:
     splits = {"train": np.arange(0, n - 16), "validation": np.arange(n - 16, n - 8), "test": np.arange(n - 8, n)}
     return write_dataset(out, (Feature("x", "scalar", (), "int64", "int64"),), (Target(name="y", kind="regression"),),
                          columns, splits, stratify=None, num_shards=1)
+
+
+def build(metadata: Metadata):
+    """A user model (``--model v2data:build``) for ``learnable``'s features: inputs named after the features
+    and ``row_id`` (recorded, and the process killed at a batch, by ``test_train_recorder.RowRecorder``), one
+    output layer named after each target, returned as a list."""
+    import keras
+
+    from test_train_recorder import RowRecorder
+
+    scan = keras.Input((8, 8, 1), dtype="uint8", name="scan")
+    dose = keras.Input((), dtype="float32", name="dose")
+    site = keras.Input((), dtype="int32", name="site")
+    row_id = keras.Input((), dtype="int64", name="row_id")
+    bright = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(scan))
+    bright = RowRecorder(os.environ.get("SHARDKIT_ROW_LOG", os.devnull), int(os.environ.get("SHARDKIT_KILL_AFTER", "0")))(bright, row_id)
+    where = keras.layers.Flatten()(keras.layers.Embedding(len(SITES), 4)(keras.layers.Reshape((1,))(site)))
+    x = keras.layers.Concatenate()([bright, keras.layers.Reshape((1,))(dose), where])
+    x = keras.layers.Dense(32, activation="relu")(x)
+    outputs = [keras.layers.Dense(3, activation="softmax", name="kind")(x),
+               keras.layers.Dense(3, activation="sigmoid", name="tags")(x),
+               keras.layers.Dense(1, name="score")(x)]
+    return keras.Model([scan, dose, site, row_id], outputs, name="rows")

@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="train a model on a dataset's train split (validation each epoch, test at the end)")
     f.add_argument("dataset", metavar="DATASET")
-    f.add_argument("--model", required=True, help="knot-cnn | protein-cnn | sequence-lstm | pkg.module:build (build(metadata) -> keras.Model)")
+    f.add_argument("--model", required=True, help="knot-cnn | protein-cnn | sequence-lstm | tabular (any features) | pkg.module:build (build(metadata) -> keras.Model, inputs named after the features)")
     f.add_argument("--epochs", type=arguments.positive_int, required=True)
     f.add_argument("--batch-size", type=arguments.positive_int, required=True, help="global batch (per-replica batch x replicas)")
     f.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory; rerunning into it resumes from its backup")

@@ -138,7 +138,8 @@ def tabular(metadata: Metadata, options: ReadOptions = ReadOptions(), sample: di
     x = parts[0] if len(parts) == 1 else keras.layers.Concatenate()(parts)
     x = keras.layers.Dense(64, activation="relu")(x)
     x = keras.layers.Dropout(0.1)(x)
-    return keras.Model(inputs, heads(x, metadata), name="tabular")
+    taken = list(inputs.values())  # matched to the reader's dict by name; one feature comes bare
+    return keras.Model(taken[0] if len(taken) == 1 else taken, heads(x, metadata), name="tabular")
 
 
 def _encode(f: Feature, inp: keras.KerasTensor, options: ReadOptions, values: np.ndarray | None) -> keras.KerasTensor:

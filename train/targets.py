@@ -33,5 +33,5 @@ def require_class(metadata: Metadata, option: str, dataset: str = "", counted: b
         kinds = ", ".join(f"{t.name} ({t.kind})" for t in metadata.targets)
         what = "a class target the splits were stratified by" if counted and class_targets(metadata) else "a class target"
         raise spec.DatasetError(f"{where}{option} needs {what}, and this dataset has none (targets: {kinds}); "
-                                f"run without {option.split()[0]}")
+                                f"run without {option}")
     return target
