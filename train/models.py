@@ -269,7 +269,7 @@ def target_outputs(model: keras.Model, metadata: Metadata) -> list[tuple[Target,
     """Each target with the model output that predicts it (the only output for one target, else by name)."""
     if len(metadata.targets) == 1:
         return [(metadata.targets[0], model.outputs[0])]
-    by_name = dict(zip(model.output_names, model.outputs))
+    by_name = model.output if isinstance(model.output, dict) else dict(zip(model.output_names, model.outputs))
     return [(t, by_name[t.name]) for t in metadata.targets if t.name in by_name]
 
 
