@@ -1,7 +1,8 @@
 """What the trainer feeds a model: per-kind tensors of every feature and target, assembled into ``(x, y)``.
 
-The reader parses a batch into stored values (name -> tensor in its stored dtype and shape, bytes features
-already decoded to arrays); ``assembler`` turns those into what a model takes:
+The reader parses a batch into stored values (``decode.decode_records``: name -> tensor in its stored dtype,
+batch first, bytes features already decoded to arrays of their shape); ``assembler`` turns those into what
+a model takes:
 
 =========  ===============================================================================
 feature    tensor per example
@@ -49,8 +50,6 @@ def input_signature(feature: Feature, options: ReadOptions = ReadOptions()) -> t
 def feature_tensor(feature: Feature, stored: tf.Tensor, options: ReadOptions = ReadOptions()) -> tf.Tensor:
     """A batch of one feature's stored values (decoded bytes, or the int64/float32 value) as the model takes it."""
     x = stored
-    if feature.stored_as_bytes:
-        x = tf.reshape(x, (-1, *feature.shape))
     if feature.kind == "image":
         return tf.cast(x, tf.float32) / 255.0 if options.rescale_images else x
     if feature.kind == "sequence":
