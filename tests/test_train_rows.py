@@ -66,6 +66,12 @@ def test_one_feature_and_one_target_still_yield_bare_tensors(scalar: str) -> Non
         assert shapes(x) == kind and shapes(y) == ("int32", (3,))
 
 
+def test_balanced_sampling_evens_out_the_stratify_target(rows: str) -> None:
+    kinds = np.concatenate([y["kind"].numpy() for _, y in reader.train_dataset(rows, 120, 2, sampling="balanced")])
+    assert sorted(np.bincount(kinds, minlength=3) / len(kinds)) == pytest.approx([1 / 3] * 3, abs=0.07)
+    # stored: 86 north, 102 south, 172 east or west (0.24, 0.28, 0.48)
+
+
 def test_balanced_sampling_without_a_class_target_is_refused(scalar: str) -> None:
     with pytest.raises(spec.DatasetError, match="--sampling balanced needs a class target"):
         next(iter(reader.train_dataset(scalar, 4, 1, sampling="balanced")))

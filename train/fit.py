@@ -1,7 +1,8 @@
 """A training run: exact epochs from the shards, checkpoints, mid-epoch resume, test evaluation and reports.
 
 Outputs in the run directory: config.json, history.csv, best.weights.h5, model.weights.h5, model.keras,
-metrics.json, training_curves.png, confusion_test.png, logs/ (TensorBoard) and backup/ while running.
+metrics.json, training_curves.png, per target confusion_test.png / regression_test.png / labels_test.png,
+predictions_test.npz, logs/ (TensorBoard) and backup/ while running.
 What may be written into a run directory, and when, is ``rundir``'s; read-time checks are ``integrity``'s.
 """
 
