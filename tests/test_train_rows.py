@@ -176,6 +176,21 @@ def test_class_only_options_refuse_a_dataset_without_a_class_target(scalar: str,
     assert (tmp_path / "plain" / "regression_test.png").exists()
 
 
+def test_tabular_normalization_comes_back_with_the_weights(rows: str, tmp_path: Path) -> None:
+    from shardkit.train import models
+
+    meta = spec.read_metadata(rows)
+    trained = models.build_model("tabular", meta, ReadOptions(), rows)  # normalization adapted to the train split
+    x, _ = next(iter(reader.eval_dataset(rows, "test", 8)))
+    trained.save_weights(tmp_path / "w.weights.h5")
+    rebuilt = models.tabular(meta)  # no sample: mean 0, variance 1
+    assert not np.allclose(rebuilt(x)["score"], trained(x)["score"])
+    rebuilt.load_weights(tmp_path / "w.weights.h5")
+    models.restore_state(rebuilt)
+    for name in ("kind", "tags", "score"):
+        np.testing.assert_allclose(rebuilt(x)[name], trained(x)[name], rtol=1e-5, atol=1e-6)
+
+
 def test_a_model_input_that_is_no_feature_is_refused(rows: str, tmp_path: Path, capsys) -> None:
     import keras
 

@@ -269,6 +269,7 @@ def _save_test_and_report(config, model, ds, plan, options, strategy, worker: Wo
     best = os.path.join(out, "best.weights.h5")
     if os.path.exists(best):
         model.load_weights(best)
+        models.restore_state(model)
     model.save_weights(os.path.join(out, "model.weights.h5"))
     model.save(os.path.join(out, "model.keras"))
     history_path = os.path.join(out, "history.csv")
@@ -437,6 +438,7 @@ def evaluate_run(
     model.optimizer.build(model.trainable_variables)
     try:
         model.load_weights(os.path.join(run_dir, "model.weights.h5"))
+        models.restore_state(model)
     except ValueError as e:
         reason = str(e).strip().splitlines()[0]
         raise DatasetError(f"{models.run_describe(run_dir, config.model, trained_on)}; its weights do not fit "

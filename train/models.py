@@ -171,14 +171,21 @@ def _encode(f: Feature, inp: keras.KerasTensor, options: ReadOptions, values: np
 
 
 def _normalization(values: np.ndarray | None, width: int) -> keras.layers.Layer:
-    """Normalization over the last axis with the mean and variance of ``values`` (0 and 1 without them); its
-    statistics are saved with the weights, so a rebuilt model that loads them normalises as trained."""
-    if values is None or not len(values):
-        mean, variance = np.zeros(width), np.ones(width)
-    else:
-        flat = np.asarray(values, np.float64).reshape(-1, width) if width and np.ndim(values) > 1 else np.asarray(values, np.float64).reshape(-1, 1)
-        mean, variance = flat.mean(0), np.maximum(flat.var(0), 1e-6)
-    return keras.layers.Normalization(axis=-1, mean=mean.astype(np.float32), variance=variance.astype(np.float32))
+    """Normalization over the last axis, adapted to the mean and variance of ``values`` (0 and 1 without them).
+    Its statistics are weights, so a model rebuilt without ``values`` takes them from ``load_weights``
+    (followed by ``restore_state``)."""
+    layer = keras.layers.Normalization(axis=-1)
+    if values is not None and len(values):
+        layer.adapt(np.asarray(values, np.float32).reshape(-1, width))  # every example and position, a column per unit
+    return layer
+
+
+def restore_state(model: keras.Model) -> None:
+    """After ``load_weights``: let layers that derive constants from their weights (Normalization's mean and
+    variance) recompute them, or they keep the values they were built with."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()
 
 
 SAMPLE_RECORDS = 1024

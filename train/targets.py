@@ -27,7 +27,10 @@ def primary_class(metadata: Metadata) -> Target | None:
 def require_class(metadata: Metadata, option: str, dataset: str = "", counted: bool = False) -> Target:
     """The primary class target (with ``counted``, the stratify target, whose class counts the splits hold),
     or ``DatasetError`` naming ``option`` when the dataset has none."""
-    target = metadata.target(metadata.stratify) if counted and metadata.stratify else None if counted else primary_class(metadata)
+    if counted:
+        target = metadata.target(metadata.stratify) if metadata.stratify else None
+    else:
+        target = primary_class(metadata)
     if target is None:
         where = f"{dataset}: " if dataset else ""
         kinds = ", ".join(f"{t.name} ({t.kind})" for t in metadata.targets)
