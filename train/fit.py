@@ -394,7 +394,8 @@ def predict_split(
             truth[t.name].append(y[t.name].numpy())
             scores[t.name].append(np.asarray(out[t.name]))
     if not ids:
-        return np.zeros(0, np.int64), {}, {}
+        empty = {t.name: np.zeros((0, *t.value_shape)) for t in meta.targets}
+        return np.zeros(0, np.int64), empty, {t.name: np.zeros((0, *(t.value_shape or (1,)))) for t in meta.targets}
     joined = {k: np.concatenate(v) for k, v in truth.items()}
     joined = {k: v.astype(np.int64) if meta.target(k).kind == "class" else v for k, v in joined.items()}
     return np.concatenate(ids), joined, {k: np.concatenate(v) for k, v in scores.items()}
