@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -203,6 +204,10 @@ def test_a_model_input_that_is_no_feature_is_refused(rows: str, tmp_path: Path, 
     with pytest.raises(spec.DatasetError, match=r"takes inputs \['dosage'\] that are not features of this dataset; "
                                                 "name each keras.Input after the feature it takes: scan, dose, site"):
         models.check_model(model, meta, ReadOptions(), rows)
+    with pytest.raises(spec.DatasetError, match=re.escape(
+            f"{rows}: model knot-cnn takes one image feature, but this dataset has 3: scan (image), dose (scalar), "
+            "site (category) (try --model tabular, which takes any set of features)")):
+        models.build_model("knot-cnn", meta, ReadOptions(), rows)
     single = keras.Model(dose, models.target_head(x, meta.targets[0]))
     with pytest.raises(ValueError, match=r"--model m:b: the dataset has targets \['kind', 'tags', 'score'\], and b\(metadata\) "
                                          r"returned a model whose outputs are named \['kind'\]"):
