@@ -186,7 +186,7 @@ def zero_logits(metadata: spec.Metadata):
                                   "activation to output logits"),
     ("test_train_ux:unbuilt", "--model test_train_ux:unbuilt: unbuilt(metadata) returned a model without defined "
                               "inputs and outputs; build it with keras.Input(...)"),
-    ("knotcnn", "--model 'knotcnn': not a preset (knot-cnn, protein-cnn, sequence-lstm) nor pkg.module:callable"),
+    ("knotcnn", "--model 'knotcnn': not a preset (knot-cnn, protein-cnn, sequence-lstm, tabular) nor pkg.module:callable"),
     ("protein-cnn", "{knots}: model protein-cnn needs a sequence feature of rank 1, but this dataset's feature "
                     "'image' is an image of shape (24, 24, 3) (try --model knot-cnn)"),
 ])

@@ -31,7 +31,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     strategy.configure_devices(0, args.backend)
     result = fit.evaluate_run(args.run_dir, args.dataset, args.split, args.batch_size, args.other_dataset)
-    print(json.dumps({k: v for k, v in result.items() if k != "confusion_matrix"}, sort_keys=True))
+    targets = {name: {k: v for k, v in entry.items() if k != "confusion_matrix"} for name, entry in result.get("targets", {}).items()}
+    shown = {k: v for k, v in result.items() if k not in ("confusion_matrix", "targets")}
+    print(json.dumps({**shown, **({"targets": targets} if targets else {})}, sort_keys=True))
     return 0
 
 
@@ -46,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="train a model on a dataset's train split (validation each epoch, test at the end)")
     f.add_argument("dataset", metavar="DATASET")
-    f.add_argument("--model", required=True, help="knot-cnn | protein-cnn | sequence-lstm | pkg.module:build (build(metadata) -> keras.Model)")
+    f.add_argument("--model", required=True, help="knot-cnn | protein-cnn | sequence-lstm | tabular (any features) | pkg.module:build (build(metadata) -> keras.Model, inputs named after the features)")
     f.add_argument("--epochs", type=arguments.positive_int, required=True)
     f.add_argument("--batch-size", type=arguments.positive_int, required=True, help="global batch (per-replica batch x replicas)")
     f.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory; rerunning into it resumes from its backup")

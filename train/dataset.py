@@ -4,6 +4,7 @@ Pipeline per epoch (like TFDS's reader): shard files permuted by (seed, epoch) -
 interleave of ``TFRecordDataset`` s -> shuffle buffer (training only) -> batch the serialized records ->
 one vectorised ``parse_example`` per batch -> decode in the graph -> prefetch. Images stay ``uint8``
 (rescale inside the model); sequences become one-hot ``float32`` or integer codes for an Embedding.
+A dataset of several features or targets yields dicts keyed by their names (``shardkit.train.features``).
 
 Call from your own Keras code::
 
@@ -22,6 +23,7 @@ import tensorflow as tf
 
 from shardkit import spec
 from shardkit.spec import DatasetError
+from shardkit.train import features, targets
 from shardkit.train.decode import decode_records
 from shardkit.train.opening import Dataset, WorkerShard, open_dataset
 from shardkit.train.options import AUTOTUNE, SAMPLING_MODES, ReadOptions
@@ -39,25 +41,14 @@ def shuffle_buffer_size(ds: Dataset, options: ReadOptions, split: str = "train")
     return int(max(1, min(ds.count(split), options.shuffle_buffer_mb * 2**20 // per_example)))
 
 
-def decode_batch(ds: Dataset, options: ReadOptions) -> Callable[[tf.Tensor], tuple[Any, tf.Tensor]]:
+def decode_batch(ds: Dataset, options: ReadOptions) -> Callable[[tf.Tensor], tuple[Any, Any]]:
     """A graph function: a batch of serialized records -> (x, y), one vectorised parse for the batch
-    (``decode.decode_records``), then the output encodings ``options`` ask for."""
-    feature = ds.feature
+    (``decode.decode_records``), then each feature and target as ``shardkit.train.features`` says."""
     meta = ds.metadata
+    assemble = features.assembler(meta, options)
 
-    def decode(serialized: tf.Tensor) -> tuple[Any, tf.Tensor]:
-        parsed = decode_records(serialized, meta.features, meta.targets)
-        x = parsed[feature.name]
-        if feature.kind == "image" and options.rescale_images:
-            x = tf.cast(x, tf.float32) / 255.0
-        elif feature.kind == "sequence":
-            x = tf.cast(x, tf.int32)
-            if options.sequence_encoding == "onehot":
-                x = tf.one_hot(x, feature.num_codes, dtype=tf.float32)
-        y = tf.cast(parsed[spec.LABEL_KEY], tf.int32)
-        if options.with_row_id:
-            x = {feature.name: x, spec.ROW_ID_KEY: parsed[spec.ROW_ID_KEY]}
-        return x, y
+    def decode(serialized: tf.Tensor) -> tuple[Any, Any]:
+        return assemble(decode_records(serialized, meta.features, meta.targets))
 
     return decode
 
@@ -186,13 +177,14 @@ def _resampled(records: tf.data.Dataset, ds: Dataset, seed_pair: tf.Tensor, mode
 
         drawn = indexed.flat_map(copies)
         return drawn.shuffle(buffer, seed=_scalar_seed(seed_pair, 5), reshuffle_each_iteration=False)
+    key = targets.require_class(ds.metadata, "--sampling balanced", ds.path, counted=True).name
     class_counts = np.asarray(ds.metadata.splits["train"].class_counts, np.float64)
     ratio = np.where(class_counts > 0, 1.0 / np.maximum(class_counts, 1), 0.0)
     accept = tf.constant((ratio / ratio.max()).astype(np.float32))
-    label_only = {spec.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    label_only = {key: tf.io.FixedLenFeature([], tf.int64)}
 
     def keep(index: tf.Tensor, record: tf.Tensor) -> tf.Tensor:
-        label = tf.io.parse_single_example(record, label_only)[spec.LABEL_KEY]
+        label = tf.io.parse_single_example(record, label_only)[key]
         return tf.random.stateless_uniform([], draw_seed(3, index)) < tf.gather(accept, label)
 
     return indexed.filter(keep).map(lambda _index, record: record)

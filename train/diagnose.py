@@ -89,7 +89,8 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = BATC
     ds = reader.open_dataset(dataset)
     if ds.count("train") < batch_size:
         raise DatasetError(f"{dataset}: {ds.count('train')} training records are fewer than one batch of {batch_size}")
-    name = model_name or models.PRESET_FOR_KIND[ds.feature.kind]
+    single = len(ds.metadata.features) == 1
+    name = model_name or (models.PRESET_FOR_KIND.get(ds.feature.kind, "tabular") if single else "tabular")
     keras.utils.set_random_seed(seed)
     strategy.set_precision(precision)
     options = reader.ReadOptions(sequence_encoding=sequence_encoding, cycle_length=cycle_length)

@@ -1,7 +1,8 @@
 """A training run: exact epochs from the shards, checkpoints, mid-epoch resume, test evaluation and reports.
 
 Outputs in the run directory: config.json, history.csv, best.weights.h5, model.weights.h5, model.keras,
-metrics.json, training_curves.png, confusion_test.png, logs/ (TensorBoard) and backup/ while running.
+metrics.json, training_curves.png, per target confusion_test.png / regression_test.png / labels_test.png,
+predictions_test.npz, logs/ (TensorBoard) and backup/ while running.
 What may be written into a run directory, and when, is ``rundir``'s; read-time checks are ``integrity``'s.
 """
 
@@ -20,7 +21,7 @@ import tensorflow as tf
 from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import dataset as reader
-from shardkit.train import backends, integrity, interrupts, keras_compat, models, opening, pacing, report, rundir
+from shardkit.train import backends, integrity, interrupts, keras_compat, models, opening, pacing, report, rundir, targets
 from shardkit.train.arguments import MAX_SEED
 from shardkit.train.callbacks import (
     HistoryLogger,
@@ -93,6 +94,8 @@ def run_once(config: FitConfig, strategy: Any, overwrite: bool = False) -> dict[
         log(f"--precision {config.precision} on CPU: computed in {config.precision[6:]}, but it pays only on GPUs/TPUs (slower here)")
     ds = reader.open_dataset(config.dataset, config.skip_corrupt)
     _check_classes(ds, config.dataset)
+    if config.sampling == "balanced":
+        targets.require_class(ds.metadata, "--sampling balanced", config.dataset, counted=True)
     before = integrity.snapshot(ds)
     settings = {**dataclasses.asdict(config), "backend_version": backends.version(config.backend),
                 "dataset_id": ds.metadata.dataset_id,
@@ -270,16 +273,20 @@ def _has_validation(ds: reader.Dataset) -> bool:
 
 
 def _check_classes(ds: reader.Dataset, where: str) -> None:
-    """A classifier needs two classes in the labels and among the training examples."""
-    label = ds.metadata.label
-    if label.num_classes < 2:
-        only = f" ({label.names[0]!r})" if label.names else ""
-        raise DatasetError(f"{where}: the labels have a single class{only}; a classifier needs at least two")
-    train = ds.metadata.splits.get("train")
-    counts = getattr(train, "class_counts", None) or []
-    present = [label.names[i] for i, n in enumerate(counts) if n > 0]
-    if len(present) == 1:
-        raise DatasetError(f"{where}: every training example is of class {present[0]!r}; a classifier needs at least two")
+    """A classifier needs two classes in each class target's labels, and (where the splits count them)
+    among the training examples."""
+    for label in targets.class_targets(ds.metadata):
+        of = "" if label.name == spec.LABEL_KEY else f" of target {label.name!r}"
+        if label.num_classes < 2:
+            only = f" ({label.names[0]!r})" if label.names else ""
+            raise DatasetError(f"{where}: the labels{of} have a single class{only}; a classifier needs at least two")
+        if label.name != ds.metadata.stratify:
+            continue
+        train = ds.metadata.splits.get("train")
+        counts = getattr(train, "class_counts", None) or []
+        present = [label.names[i] for i, n in enumerate(counts) if n > 0]
+        if len(present) == 1:
+            raise DatasetError(f"{where}: every training example is{of} class {present[0]!r}; a classifier needs at least two")
 
 
 def _resume_point(position: dict | None, fingerprint: dict, plan: reader.TrainingPlan, backup_dir: str) -> tuple[int, int]:
@@ -352,6 +359,7 @@ def _save_test_and_report(config, model, ds, plan, options, strategy, worker: Wo
     best = os.path.join(out, "best.weights.h5")
     if os.path.exists(best):
         model.load_weights(best)
+        models.restore_state(model)
     model.save_weights(os.path.join(out, "model.weights.h5"))
     model.save(os.path.join(out, "model.keras"))
     history_path = os.path.join(out, "history.csv")
@@ -403,8 +411,8 @@ def evaluate_split(
     out: str | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
-    """Loss/accuracy over the whole split; with ``out`` (one worker) also the confusion matrix PNG, named
-    ``confusion_<name>.png`` (``name`` defaults to the split). Under JAX data parallelism the split is evaluated
+    """Keras' loss and metrics over the whole split; with ``out`` (one worker) also each target's report and
+    plot (``_report_targets``; ``name`` defaults to the split). Under JAX data parallelism the split is evaluated
     without the data-parallel layout, so that a last batch the devices do not divide is evaluated too."""
     strategy = strategy or tf.distribute.get_strategy()
     if worker_of(strategy).count > 1:
@@ -423,41 +431,84 @@ def _evaluate_split(model: keras.Model, ds: reader.Dataset, split: str, batch_si
     data = reader.eval_dataset(ds, split, reader.eval_batch_size(ds.count(split), batch_size, replicas), options)
     metrics = {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
     if out is not None:
-        row_ids, labels, scores = predict_split(model, ds, split, batch_size, options)
-        predicted = models.predicted_classes(scores, model)
-        matrix = report.confusion_matrix(labels, predicted, ds.metadata.label.num_classes)
-        metrics["confusion_matrix"] = matrix.tolist()
-        metrics["examples"] = int(len(labels))
-        report.plot_confusion(matrix, ds.metadata.label.titles, os.path.join(out, f"confusion_{name or split}.png"), split)
-        report.write_predictions(os.path.join(out, f"predictions_{name or split}.npz"), row_ids, labels, predicted)
+        metrics.update(_report_targets(model, ds, split, batch_size, options, out, name or split))
     return metrics
+
+
+def _report_targets(model: keras.Model, ds: reader.Dataset, split: str, batch_size: int,
+                    options: reader.ReadOptions, out: str, name: str) -> dict[str, Any]:
+    """Per target, from one prediction pass: a class target's confusion matrix (``confusion_<name>.png``), a
+    regression target's R², MAE and predicted-vs-true plot (``regression_<name>.png``), a multi-label target's
+    per-label AUC and accuracy (``labels_<name>.png``); with several targets each file name ends in
+    ``_<target>``. The primary class target's matrix is also ``confusion_matrix``, and every example's
+    predictions go to ``predictions_<name>.npz``."""
+    meta = ds.metadata
+    row_ids, truth, scores = predict_split(model, ds, split, batch_size, options)
+    primary = targets.primary_class(meta)
+    result: dict[str, Any] = {"examples": int(len(row_ids)), "targets": {}}
+    arrays: dict[str, np.ndarray] = {}
+    for target, output in models.target_outputs(model, meta):
+        tag = name if len(meta.targets) == 1 else f"{name}_{target.name}"
+        title = split if len(meta.targets) == 1 else f"{split}, {target.name}"
+        y, score = truth[target.name], scores[target.name]
+        if target.kind == "class":
+            predicted = models.predicted_classes(score, model, output)
+            matrix = report.confusion_matrix(y, predicted, target.num_classes)
+            report.plot_confusion(matrix, target.titles, os.path.join(out, f"confusion_{tag}.png"), title)
+            entry: dict[str, Any] = {"confusion_matrix": matrix.tolist()}
+            if target == primary:
+                result["confusion_matrix"] = matrix.tolist()
+                arrays.update(label=y, predicted=predicted)
+        elif target.kind == "regression":
+            predicted = score.reshape(y.shape)
+            entry = report.regression_scores(y, predicted)
+            report.plot_regression(y, predicted, os.path.join(out, f"regression_{tag}.png"), title)
+        else:
+            predicted = score if not models.outputs_logits(model, output) else 1 / (1 + np.exp(-score))
+            entry = report.label_scores(y, predicted, target.titles)
+            report.plot_label_scores(entry, os.path.join(out, f"labels_{tag}.png"), title)
+        result["targets"][target.name] = entry
+        arrays[f"{target.name}_true"], arrays[f"{target.name}_predicted"] = y, predicted
+    report.write_predictions(os.path.join(out, f"predictions_{name}.npz"), row_ids, **arrays)
+    return result
 
 
 def predict_split(
     model: keras.Model, ds: reader.Dataset, split: str, batch_size: int, options: reader.ReadOptions
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row_id, label, model output) of every example of a split, in one pass.
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(row_id, target name -> true values, target name -> model output) of every example of a split, in one pass.
 
     On TensorFlow calls the model through a tf.function of its own (keyed by the model, not by Keras' shared
     predict-step code), so repeated seeds don't add up to TensorFlow's frequent-retracing warning; on JAX and
     torch through ``predict_on_batch`` on numpy batches."""
-    feature = ds.feature.name
+    meta = ds.metadata
     data = reader.eval_dataset(ds, split, batch_size, dataclasses.replace(options, with_row_id=True))
     if keras.backend.backend() == "tensorflow":
         step = tf.function(model, reduce_retracing=True)
 
-        def call(x: Any) -> np.ndarray:
-            return step(x, training=False).numpy()
+        def call(x: Any) -> Any:
+            return step(x, training=False)
     else:
         data, call = data.as_numpy_iterator(), model.predict_on_batch
-    ids, labels, scores = [], [], []
+    ids: list[np.ndarray] = []
+    truth: dict[str, list[np.ndarray]] = {t.name: [] for t in meta.targets}
+    scores: dict[str, list[np.ndarray]] = {t.name: [] for t in meta.targets}
     for x, y in data:
-        scores.append(np.asarray(call(x if options.with_row_id else x[feature])))
         ids.append(np.asarray(x[spec.ROW_ID_KEY]))
-        labels.append(np.asarray(y))
+        if not options.with_row_id:
+            x = x[ds.feature.name] if len(meta.features) == 1 else {k: v for k, v in x.items() if k != spec.ROW_ID_KEY}
+        out = call(x)
+        out = out if isinstance(out, dict) else {meta.targets[0].name: out}
+        y = y if isinstance(y, dict) else {meta.targets[0].name: y}
+        for t in meta.targets:
+            truth[t.name].append(np.asarray(y[t.name]))
+            scores[t.name].append(np.asarray(out[t.name]))
     if not ids:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
-    return np.concatenate(ids), np.concatenate(labels).astype(np.int64), np.concatenate(scores)
+        empty = {t.name: np.zeros((0, *t.value_shape)) for t in meta.targets}
+        return np.zeros(0, np.int64), empty, {t.name: np.zeros((0, *(t.value_shape or (1,)))) for t in meta.targets}
+    joined = {k: np.concatenate(v) for k, v in truth.items()}
+    joined = {k: v.astype(np.int64) if meta.target(k).kind == "class" else v for k, v in joined.items()}
+    return np.concatenate(ids), joined, {k: np.concatenate(v) for k, v in scores.items()}
 
 
 def evaluate_run(
@@ -499,6 +550,7 @@ def evaluate_run(
     model.optimizer.build(model.trainable_variables)
     try:
         model.load_weights(os.path.join(run_dir, "model.weights.h5"))
+        models.restore_state(model)
     except ValueError as e:
         reason = str(e).strip().splitlines()[0]
         raise DatasetError(f"{models.run_describe(run_dir, config.model, trained_on)}; its weights do not fit "

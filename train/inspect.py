@@ -1,7 +1,8 @@
 """``shardkit-train inspect``: what a dataset holds, from its metadata plus a few decoded records.
 
-Splits, shard count and sizes, class counts per split and per shard, and the first examples decoded the
-way the trainer sees them (an image grid PNG for image datasets, letters for sequences).
+Splits, shard count and sizes, every feature and target, class counts per split and per shard (of the
+target the splits were stratified by), and the first examples decoded (an image grid PNG for image
+datasets, letters for sequences, category values by name).
 Depends on shardkit.spec, TensorFlow and matplotlib only.
 """
 
@@ -26,7 +27,7 @@ SHOWN_LETTERS = 60
 def inspect_dataset(dataset_dir: str, out_dir: str | None = None, num_examples: int = 16) -> dict[str, Any]:
     """Summarise ``dataset_dir``; with ``out_dir``, also write inspect.json and (images) examples.png there."""
     meta = spec.read_metadata(dataset_dir)
-    names = list(meta.label.titles)
+    names = list(meta.label.titles) if meta.stratify else []
     splits = {name: split_summary(dataset_dir, meta.splits[name]) for name in ordered_splits(meta)}
     summary: dict[str, Any] = {
         "dataset": os.path.abspath(dataset_dir),
@@ -36,7 +37,8 @@ def inspect_dataset(dataset_dir: str, out_dir: str | None = None, num_examples: 
         "seed": meta.seed,
         "compression": meta.compression,
         "features": [dict(f.__dict__, shape=list(f.shape)) for f in meta.features],
-        "label": {"num_classes": meta.label.num_classes, "names": names},
+        "targets": [dict(t.__dict__, shape=list(t.shape), titles=list(t.titles)) for t in meta.targets],
+        "stratify": meta.stratify,
         "count": sum(s["count"] for s in splits.values()),
         "num_shards": sum(s["num_shards"] for s in splits.values()),
         "bytes": sum(s["bytes"] for s in splits.values()),
@@ -46,13 +48,16 @@ def inspect_dataset(dataset_dir: str, out_dir: str | None = None, num_examples: 
     }
     split = next((s for s in spec.SPLITS if meta.splits.get(s) and meta.splits[s].count), None)
     decoded = first_examples(dataset_dir, meta, split, num_examples) if split else []
+    if meta.stratify:
+        summary["label"] = {"name": meta.stratify, "num_classes": meta.label.num_classes, "names": names}
     summary["examples"] = [describe_example(e, meta) for e in decoded]
     summary["examples_split"] = split
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         image = next((f for f in meta.features if f.kind == "image"), None)
         if image and decoded:
-            summary["examples_png"] = write_image_grid(decoded, image, names, os.path.join(out_dir, EXAMPLES_PNG))
+            shown = [{**row, "label": row[meta.stratify]} if meta.stratify else row for row in decoded]
+            summary["examples_png"] = write_image_grid(shown, image, names, os.path.join(out_dir, EXAMPLES_PNG))
         with open(os.path.join(out_dir, SUMMARY_FILE), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2, default=str)
             f.write("\n")
@@ -87,12 +92,13 @@ def first_examples(dataset_dir: str, meta: spec.Metadata, split: str, n: int) ->
 
     files = meta.shard_paths(dataset_dir, split)
     ds = tf.data.TFRecordDataset(files, compression_type=meta.compression or "").take(n)
-    parse = spec.parse_spec(meta.features)
+    parse = spec.parse_spec(meta.features, meta.targets)
     out = []
     for record in ds:
         row = {k: v.numpy() for k, v in tf.io.parse_single_example(record, parse).items()}
         for f in meta.features:
-            row[f.name] = decode_feature(row[f.name], f)
+            if f.stored_as_bytes:
+                row[f.name] = decode_feature(row[f.name], f)
         out.append(row)
     return out
 
@@ -113,19 +119,34 @@ def letters(codes: np.ndarray, length: int, vocabulary: str) -> str:
 
 
 def describe_example(row: dict[str, Any], meta: spec.Metadata) -> dict[str, Any]:
-    """A JSON-friendly description of one decoded example."""
-    label = int(row[spec.LABEL_KEY])
-    out: dict[str, Any] = {
-        "row_id": int(row[spec.ROW_ID_KEY]),
-        "label": label,
-        "label_name": meta.label.titles[label] if 0 <= label < len(meta.label.titles) else None,
-    }
+    """A JSON-friendly description of one decoded example: row id, the stratify target's class as ``label``
+    and ``label_name``, then every target and feature."""
+    out: dict[str, Any] = {"row_id": int(row[spec.ROW_ID_KEY])}
+    if meta.stratify:
+        label = int(row[meta.stratify])
+        out.update(label=label, label_name=meta.label.titles[label] if 0 <= label < len(meta.label.titles) else None)
+    for t in meta.targets:
+        if t.name == meta.stratify:
+            continue  # as label / label_name
+        value = np.asarray(row[t.name])
+        if t.kind == "class":
+            i = int(value)
+            out[t.name] = {"class": i, "name": t.titles[i] if 0 <= i < len(t.titles) else None}
+        elif t.kind == "multilabel":
+            out[t.name] = [name for name, v in zip(t.titles, value.tolist()) if v]
+        else:
+            out[t.name] = round(float(value), 4) if value.ndim == 0 else [round(float(v), 4) for v in value.reshape(-1)]
     for f in meta.features:
         value = row[f.name]
         if f.kind == "sequence":
             length = int(row[f.name + spec.LENGTH_SUFFIX])
             out[f.name + spec.LENGTH_SUFFIX] = length
             out[f.name] = letters(value, min(length, SHOWN_LETTERS), f.vocabulary or "")
+        elif f.kind == "category":
+            i = int(value)
+            out[f.name] = {"index": i, "value": f.categories[i] if f.categories and 0 <= i < len(f.categories) else None}
+        elif f.kind == "scalar":
+            out[f.name] = value.item()
         else:
             v = value.astype(np.float64)
             out[f.name] = {
@@ -154,9 +175,9 @@ def write_image_grid(rows: list[dict[str, Any]], feature: spec.Feature, names: l
         if image.ndim == 3 and image.shape[-1] == 1:
             image = image[..., 0]
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-        label = int(row[spec.LABEL_KEY])
-        name = names[label] if 0 <= label < len(names) else str(label)
-        ax.set_title(f"#{int(row[spec.ROW_ID_KEY])} {name}", fontsize=8)
+        label = int(row.get("label", -1))
+        name = names[label] if 0 <= label < len(names) else ""
+        ax.set_title(f"#{int(row[spec.ROW_ID_KEY])} {name}".strip(), fontsize=8)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -174,27 +195,35 @@ def human_bytes(n: int) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a short human-readable report."""
-    names = summary["label"]["names"]
-    feats = ", ".join(
-        f"{f['name']} {f['kind']} {tuple(f['shape'])} {f['dtype']} {f['encoding']}" for f in summary["features"]
-    )
+    names = summary.get("label", {}).get("names", [])
     lines = [
         f"{summary['dataset']}: {summary['count']} examples, {summary['num_shards']} shards, "
         f"{human_bytes(summary['bytes'])}, compression {summary['compression'] or 'none'}",
-        f"features: {feats}",
-        f"classes ({len(names)}): " + ", ".join(names),
+        f"features ({len(summary['features'])}):",
     ]
+    for f in summary["features"]:
+        extra = f", {len(f['categories'])} categories" if f.get("categories") else ""
+        lines.append(f"  {f['name']}: {f['kind']} {tuple(f['shape'])} {f['dtype']} {f['encoding']}{extra}")
+    lines.append(f"targets ({len(summary['targets'])}):")
+    for t in summary["targets"]:
+        if t["kind"] == "regression":
+            lines.append(f"  {t['name']}: regression, shape {tuple(t['shape'])}")
+        else:
+            what = "classes" if t["kind"] == "class" else "labels"
+            lines.append(f"  {t['name']}: {t['kind']}, {t['num_classes']} {what}: " + ", ".join(t["titles"]))
+    lines.append(f"splits stratified by {summary['stratify']}" if summary["stratify"] else "splits drawn at random (no class target to stratify by)")
     for split, s in summary["splits"].items():
-        per_class = ", ".join(f"{n} {c}" for n, c in zip(names, s["class_counts"]))
-        lines.append(f"{split}: {s['count']} examples in {s['num_shards']} shards, {human_bytes(s['bytes'])}; {per_class}")
+        per_class = "; " + ", ".join(f"{n} {c}" for n, c in zip(names, s["class_counts"])) if names else ""
+        lines.append(f"{split}: {s['count']} examples in {s['num_shards']} shards, {human_bytes(s['bytes'])}{per_class}")
         for sh in s["shards"]:
             size = "MISSING" if sh["bytes"] is None else human_bytes(sh["bytes"])
-            lines.append(f"  {sh['path']}: {sh['count']} examples, {size}, per class {sh['class_counts']}")
+            lines.append(f"  {sh['path']}: {sh['count']} examples, {size}" + (f", per class {sh['class_counts']}" if names else ""))
     if summary["examples"]:
         lines.append(f"first examples of {summary['examples_split']}:")
         for e in summary["examples"]:
             rest = {k: v for k, v in e.items() if k not in ("row_id", "label", "label_name")}
-            lines.append(f"  row {e['row_id']} label {e['label']} ({e['label_name']!r}): {json.dumps(rest)}")
+            label = f" {summary['stratify']} {e['label']} ({e['label_name']!r})" if "label" in e else ""
+            lines.append(f"  row {e['row_id']}{label}: {json.dumps(rest)}")
     if summary.get("examples_png"):
         lines.append(f"image grid: {summary['examples_png']}")
     return "\n".join(lines)

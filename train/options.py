@@ -28,7 +28,7 @@ class ReadOptions:
     cache: bool = False  # cache the decoded split in memory (small validation/test splits)
     sequence_encoding: str = "onehot"  # "onehot" (float32 L x codes) or "codes" (int32 L, for an Embedding)
     rescale_images: bool = False  # False: uint8 images (rescale in the model); True: float32 in [0, 1]
-    with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids}
+    with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids} (a dict x gains "row_id")
     skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``open_dataset``)
     read_buffer_bytes: int = 256 << 10  # per open shard; TensorFlow's default
 

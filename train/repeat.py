@@ -1,6 +1,7 @@
 """``fit --repeat N``: train N seeds and summarise the test results where a mean makes sense.
 
-Writes RUN_DIR/summary.json (seeds, dataset id, settings, per-seed accuracy, loss and per-class recall with
+Needs a class target (the stratify target, else the first): its accuracy, recall and confusion matrix are
+what is summarised. Writes RUN_DIR/summary.json (seeds, dataset id, settings, per-seed accuracy, loss and per-class recall with
 mean +- 95% CI, the confusion matrix summed over seeds) and confusion_test_sum.png. Each seed's run directory
 RUN_DIR/seed-<s>/ keeps predictions_test.npz, which ``shardkit-train compare`` pairs example by example.
 """
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shardkit import spec
-from shardkit.train import report, stats
+from shardkit.train import report, stats, targets
 
 if TYPE_CHECKING:  # TensorFlow loads only when a command runs, after shardkit.train.quiet has set its log level
     import tensorflow as tf
@@ -36,6 +37,8 @@ def fit_repeats(config: Any, strategy: tf.distribute.Strategy, overwrite: bool =
     from shardkit.train.strategy import worker_of
 
     rundir.check(config.out, None, overwrite)
+    metadata = spec.read_metadata(config.dataset)
+    label = targets.require_class(metadata, "--repeat", config.dataset)
     summary_path = os.path.join(config.out, SUMMARY_FILE)
     if overwrite and worker_of(strategy).is_chief and os.path.exists(summary_path):
         os.remove(summary_path)  # derived from the seeds, each replaced below
@@ -45,15 +48,15 @@ def fit_repeats(config: Any, strategy: tf.distribute.Strategy, overwrite: bool =
         one = dataclasses.replace(config, seed=seed, repeat=1, out=seed_dir(config.out, seed))
         done = None if overwrite else _finished_seed(one)
         results.append(done or fit.run_once(one, strategy, overwrite))
-    metadata = spec.read_metadata(config.dataset)
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_SETTINGS}
-    summary = summarise(results, metadata.label.titles)
+    accuracy = "accuracy" if len(metadata.targets) == 1 else f"{label.name}_accuracy"
+    summary = summarise(results, label.titles, accuracy)
     summary.update(dataset=os.path.abspath(config.dataset), dataset_id=metadata.dataset_id, settings=settings)
     if worker_of(strategy).is_chief:
         if "confusion_matrix_sum" in summary:
             matrix = np.asarray(summary["confusion_matrix_sum"])
             title = f"test, summed over {len(results)} seeds"
-            report.plot_confusion(matrix, metadata.label.titles, os.path.join(config.out, "confusion_test_sum.png"), title)
+            report.plot_confusion(matrix, label.titles, os.path.join(config.out, "confusion_test_sum.png"), title)
         spec.write_json(summary_path, summary)
     for line in describe(summary):
         fit.log(line)
@@ -71,8 +74,9 @@ def _finished_seed(config: Any) -> dict[str, Any] | None:
     return result
 
 
-def summarise(results: list[dict[str, Any]], class_titles: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """Per-seed test accuracy, loss and per-class recall with mean +- 95% CI; the confusion matrices summed.
+def summarise(results: list[dict[str, Any]], class_titles: tuple[str, ...] | list[str], accuracy: str = "accuracy") -> dict[str, Any]:
+    """Per-seed test accuracy (the metric named ``accuracy``: the class target's), loss and per-class recall
+    with mean +- 95% CI; the confusion matrices (the class target's) summed.
 
     Counts (examples, the matrix cells) are not averaged: every seed sees the same test split."""
     seeds = [r["seed"] for r in results]
@@ -80,9 +84,9 @@ def summarise(results: list[dict[str, Any]], class_titles: tuple[str, ...] | lis
     matrices = []
     for r in results:
         test = r.get("test", {})
-        for name in ("accuracy", "loss"):
-            if name in test:
-                per_seed.setdefault(name, []).append(float(test[name]))
+        for key, name in ((accuracy, "accuracy"), ("loss", "loss")):
+            if key in test:
+                per_seed.setdefault(name, []).append(float(test[key]))
         if "confusion_matrix" in test:
             m = np.asarray(test["confusion_matrix"], np.int64)
             matrices.append(m)

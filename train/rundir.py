@@ -19,7 +19,8 @@ FINISHED_FILES = ("metrics.json", "summary.json")  # written last by a single ru
 # Everything a run writes into its directory; --overwrite removes these and refuses to touch anything else.
 RUN_ENTRIES = (
     CONFIG_FILE, "history.csv", "best.weights.h5", "model.weights.h5", "model.keras", "metrics.json",
-    "summary.json", "training_curves.png", "confusion_*.png", "evaluation_*.json", "predictions_*.npz", "logs",
+    "summary.json", "training_curves.png", "confusion_*.png", "regression_*.png", "labels_*.png", "evaluation_*.json",
+    "predictions_*.npz", "logs",
     "backup", "seed-*", "worker-*", "*.tmp",
 )
 # The settings an interrupted run must be resumed with, and how the command line spells them.

@@ -2,7 +2,8 @@
 
 Checks the record CRCs (a truncated or bit-flipped shard), that each record parses and decodes to the
 declared spec, the counts per shard, split and class, that no stray shard sits beside the listed ones,
-and that no row id and no identical payload appears in two splits (a train/test leak).
+and that no row id and no identical content (every feature, targets excluded) appears in two splits (a
+train/test leak). Class counts are those of the target the splits were stratified by (none without one).
 Depends on shardkit.spec, TensorFlow and the shard scan in shardkit.train.opening.
 """
 
@@ -72,7 +73,7 @@ def verify_dataset(dataset_dir: str, on_shard: Callable[[str, ShardScan], None] 
     for split in ordered_splits(meta):
         info = meta.splits[split]
         scans[split] = []
-        totals = np.zeros(meta.label.num_classes, np.int64)
+        totals = np.zeros(_counted_classes(meta), np.int64)
         for shard in info.shards:
             scan = scan_shard(dataset_dir, shard.path, meta)
             if on_shard:
@@ -82,6 +83,11 @@ def verify_dataset(dataset_dir: str, on_shard: Callable[[str, ShardScan], None] 
             totals += scan.class_counts
         problems += split_problems(split, info, totals)
     return problems + overlap_problems(scans)
+
+
+def _counted_classes(meta: spec.Metadata) -> int:
+    """Classes the splits' class_counts count: the stratify target's, or none."""
+    return meta.label.num_classes if meta.stratify else 0
 
 
 def ordered_splits(meta: spec.Metadata) -> list[str]:
@@ -142,7 +148,7 @@ def split_problems(split: str, info: spec.SplitInfo, read_counts: np.ndarray) ->
 
 def scan_shard(dataset_dir: str, rel_path: str, meta: spec.Metadata) -> ShardScan:
     """Read every record of one shard, checking CRCs, parsing and decodability."""
-    scan = ShardScan(class_counts=np.zeros(meta.label.num_classes, np.int64))
+    scan = ShardScan(class_counts=np.zeros(_counted_classes(meta), np.int64))
     path = os.path.join(dataset_dir, rel_path)
     if not os.path.exists(path):
         scan.problems.append(Problem("missing", rel_path, "shard listed in metadata.json does not exist"))
@@ -177,7 +183,7 @@ def check_batch(serialized: np.ndarray, start: int, meta: spec.Metadata, rel_pat
     """Parse a batch of records, validate each, and add its counts, row ids and hashes to ``scan``."""
     import tensorflow as tf
 
-    features = spec.parse_spec(meta.features)
+    features = spec.parse_spec(meta.features, meta.targets)
     try:
         parsed = {k: v.numpy() for k, v in tf.io.parse_example(serialized, features).items()}
         rows = [{k: v[i] for k, v in parsed.items()} for i in range(len(serialized))]
@@ -196,12 +202,11 @@ def check_batch(serialized: np.ndarray, start: int, meta: spec.Metadata, rel_pat
         scan.count += 1
         if row is None:
             continue
-        label = int(row[spec.LABEL_KEY])
-        errors = record_errors(row, meta)
-        if not 0 <= label < meta.label.num_classes:
-            errors.append(f"label {label} outside 0..{meta.label.num_classes - 1}")
-        else:
-            scan.class_counts[label] += 1
+        errors = record_errors(row, meta) + target_errors(row, meta)
+        if meta.stratify:
+            label = int(row[meta.stratify])  # type: ignore[call-overload]
+            if 0 <= label < len(scan.class_counts):
+                scan.class_counts[label] += 1
         for message in errors:
             scan.problems.append(Problem("record", rel_path, message, start + i))
         records.append(start + i)
@@ -217,10 +222,19 @@ def check_batch(serialized: np.ndarray, start: int, meta: spec.Metadata, rel_pat
 
 
 def record_errors(row: Mapping[str, object], meta: spec.Metadata) -> list[str]:
-    """Why one parsed record's payload does not decode to its declared feature spec (empty if it does)."""
+    """Why one parsed record's features do not decode to their declared spec (empty if they do)."""
     errors = []
     for f in meta.features:
         data = row[f.name]
+        if f.kind == "category":
+            index = int(data)  # type: ignore[call-overload]
+            if not 0 <= index < len(f.categories or ()):
+                errors.append(f"feature {f.name!r} has category index {index} outside 0..{len(f.categories or ()) - 1}")
+            continue
+        if f.kind == "scalar":
+            if not np.isfinite(float(data)):  # type: ignore[arg-type]
+                errors.append(f"feature {f.name!r} is {float(data)}")  # type: ignore[arg-type]
+            continue
         assert isinstance(data, bytes)
         if f.encoding == "png":
             if not data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -238,12 +252,28 @@ def record_errors(row: Mapping[str, object], meta: spec.Metadata) -> list[str]:
     return errors
 
 
+def target_errors(row: Mapping[str, object], meta: spec.Metadata) -> list[str]:
+    """Why one parsed record's target values are not valid for their kinds (empty if they are)."""
+    errors = []
+    for t in meta.targets:
+        value = np.asarray(row[t.name])
+        name = "label" if t.name == spec.LABEL_KEY else f"target {t.name!r}"
+        if t.kind == "class" and not 0 <= int(value) < t.num_classes:
+            errors.append(f"{name} {int(value)} outside 0..{t.num_classes - 1}")
+        elif t.kind == "multilabel" and not np.isin(value, (0, 1)).all():
+            errors.append(f"{name} has values other than 0 and 1: {sorted(set(value.tolist()) - {0, 1})}")
+        elif t.kind == "regression" and not np.isfinite(value).all():
+            errors.append(f"{name} is not finite: {value.tolist()}")
+    return errors
+
+
 def payload_hash(row: Mapping[str, object], features: tuple[spec.Feature, ...]) -> bytes:
-    """A digest of a record's payload bytes (label and row id excluded), to find identical content."""
+    """A digest of a record's content: every feature's stored value (targets and row id excluded), so two
+    records that differ in any feature differ here."""
     h = hashlib.blake2b(digest_size=16)
     for f in features:
-        data = row[f.name]
-        assert isinstance(data, bytes)
+        value = row[f.name]
+        data = value if isinstance(value, bytes) else np.asarray(value).tobytes()
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.digest()
