@@ -96,11 +96,14 @@ def even_batches(data: tf.data.Dataset, replicas: int, count: int | None = None,
     """Each batch cut to a multiple of ``replicas`` examples, batches left empty dropped: JAX's data-parallel
     layout needs every batch to split evenly over the devices. With the ``count`` examples of a split read in
     ``batch_size`` batches the result keeps a known length (Keras then reads no further)."""
-    def cut(x: Any, y: tf.Tensor) -> tuple[Any, tf.Tensor]:
-        keep = tf.shape(y)[0] // replicas * replicas
-        return tf.nest.map_structure(lambda t: t[:keep], x), y[:keep]
+    def size(y: Any) -> tf.Tensor:  # y: one target, or a dict of several
+        return tf.shape(tf.nest.flatten(y)[0])[0]
 
-    out = data.map(cut).filter(lambda x, y: tf.shape(y)[0] > 0)
+    def cut(x: Any, y: Any) -> tuple[Any, Any]:
+        keep = size(y) // replicas * replicas
+        return tf.nest.map_structure(lambda t: t[:keep], (x, y))
+
+    out = data.map(cut).filter(lambda x, y: size(y) > 0)
     if count is None:
         return out
     batches = count // batch_size + (1 if count % batch_size >= replicas else 0)
