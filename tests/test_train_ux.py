@@ -341,18 +341,12 @@ def test_ctrl_c_during_fit_is_one_line(knots: str, tmp_path: Path) -> None:
     assert proc.stderr is not None
     first = proc.stderr.readline()  # the plan line: training is about to start
     assert " steps of global batch 2" in first, first
-    history = tmp_path / "run" / "history.csv"  # an epoch done: past the tf.data tracing, where a SIGINT can be lost
+    history = tmp_path / "run" / "history.csv"  # an epoch done: Ctrl-C once training runs (test_lean.py: as it starts)
     deadline = time.time() + 120
     while not history.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    for _ in range(6):  # a SIGINT that lands inside TensorFlow's C++ may be dropped: press Ctrl-C again
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-            break
-        except subprocess.TimeoutExpired:
-            pass
+    proc.send_signal(signal.SIGINT)  # one press: fit holds it and acts on it at the next step
     rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 130, rest
+    assert proc.wait(timeout=120) == 130, rest
     assert rest.strip().splitlines()[-1] == ("shardkit-train: interrupted (rerun the same command to resume from the "
                                              "last backup, if one was written)"), rest

@@ -419,7 +419,8 @@ def evaluate_split(
         data = strategy.distribute_datasets_from_function(
             lambda ctx: reader.eval_dataset(ds, split, ctx.get_per_replica_batch_size(batch_size), options)
         )
-        return {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
+        return {k: float(v) for k, v in
+                model.evaluate(data, verbose=0, return_dict=True, callbacks=[interrupts.AtStepStart()]).items()}
     keras_devices = isinstance(strategy, KerasDevices)
     replicas = 1 if keras_devices else strategy.num_replicas_in_sync
     with strategy.undistributed() if keras_devices else contextlib.nullcontext():
@@ -429,7 +430,8 @@ def evaluate_split(
 def _evaluate_split(model: keras.Model, ds: reader.Dataset, split: str, batch_size: int, replicas: int,
                     options: reader.ReadOptions, out: str | None, name: str | None) -> dict[str, Any]:
     data = reader.eval_dataset(ds, split, reader.eval_batch_size(ds.count(split), batch_size, replicas), options)
-    metrics = {k: float(v) for k, v in model.evaluate(data, verbose=0, return_dict=True).items()}
+    metrics = {k: float(v) for k, v in
+               model.evaluate(data, verbose=0, return_dict=True, callbacks=[interrupts.AtStepStart()]).items()}
     if out is not None:
         metrics.update(_report_targets(model, ds, split, batch_size, options, out, name or split))
     return metrics
@@ -494,6 +496,7 @@ def predict_split(
     truth: dict[str, list[np.ndarray]] = {t.name: [] for t in meta.targets}
     scores: dict[str, list[np.ndarray]] = {t.name: [] for t in meta.targets}
     for x, y in data:
+        interrupts.check()
         ids.append(np.asarray(x[spec.ROW_ID_KEY]))
         if not options.with_row_id:
             x = x[ds.feature.name] if len(meta.features) == 1 else {k: v for k, v in x.items() if k != spec.ROW_ID_KEY}

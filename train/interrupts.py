@@ -3,8 +3,8 @@
 Python raises KeyboardInterrupt at whatever bytecode runs when the signal arrives. Inside TensorFlow's
 tracing (tf.data functions, Keras' train step) that can leave its context managers half entered, so the
 interrupt turns into an unrelated traceback ("Concurrent access?") or is swallowed. Held, it is raised
-only where nothing of TensorFlow's is under way: at a ``check()`` (``AtStepStart``, between phases) or when
-``held()`` ends.
+only where nothing of TensorFlow's is under way: at a ``check()`` (``AtStepStart`` before each training,
+validation and test step, and between phases).
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ def check() -> None:
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """Hold SIGINT for the block. A held Ctrl-C is raised at a ``check()`` or when the block ends; once one is
-    raised, further presses are ignored while the command winds up, so the user sees one line."""
+    """Hold SIGINT for the block and raise a held Ctrl-C at the next ``check()``; once one is raised, further
+    presses are ignored while the command winds up, so the user sees one line. A press after the block's last
+    check (its work done, only reports left to write) changes nothing."""
     if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
         yield
         return
     previous, interrupted = signal.signal(signal.SIGINT, _hold), False
     try:
         yield
-        check()
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -50,8 +50,8 @@ def held() -> Iterator[None]:
 
 
 class AtStepStart(keras.callbacks.Callback):
-    """Acts on a held Ctrl-C before each training and validation step (after the previous step's callbacks,
-    backups included, have run)."""
+    """Acts on a held Ctrl-C before each training, validation or evaluation step (after the previous step's
+    callbacks, backups included, have run)."""
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         check()
