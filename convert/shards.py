@@ -20,7 +20,6 @@ from shardkit.spec import LABEL_KEY, ROW_ID_KEY, is_remote
 from . import plan as planning
 from . import publish
 from .errors import ConvertError, InputError
-from .files import FileEncoder
 from .publish import join
 from .records import INT, ExampleLayout, ShardWriter
 from .sources import BLOCK_BYTES, Source, SourceSpec, open_source
@@ -134,11 +133,10 @@ def _write_shard(task: planning.ShardTask, enc: EncodeConfig, sources: dict[int,
     targets = [t.tolist() for t in (task.targets or (task.labels,))]
     all_ids = task.row_ids.tolist()
     first = features[0]
-    step = _block_rows(features)
+    chunk = _block_rows(features)
     try:
         for rows, values in src.read_rows(task.rows, first.column):
-            chunk = len(rows) if step is None and isinstance(values, np.ndarray) else step or 4096
-            for lo in range(0, len(rows), max(1, chunk)):
+            for lo in range(0, len(rows), chunk):
                 if _failed(enc.tmp_dir):
                     raise _Aborted()
                 part = rows[lo : lo + chunk]
@@ -180,11 +178,8 @@ class _Job:
     encoder: Any
 
 
-def _block_rows(features: tuple[Any, ...]) -> int | None:
-    """Rows encoded at once: None for one feature read from HDF5 (its read blocks are bounded by
-    ``BLOCK_BYTES`` already); else rows of about ``BLOCK_BYTES`` of decoded features (files are loaded, and
-    further columns read, one such block at a time), at most 4096."""
-    if len(features) == 1 and not isinstance(features[0].encoder, FileEncoder):
-        return None
+def _block_rows(features: tuple[Any, ...]) -> int:
+    """Rows encoded at once: about ``BLOCK_BYTES`` of decoded features (files are loaded, and further columns
+    read, one such block at a time), at most 4096."""
     row = sum(job.encoder.feature(job.name).raw_nbytes for job in features)
     return max(1, min(4096, BLOCK_BYTES // max(1, 2 * row)))

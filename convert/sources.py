@@ -288,13 +288,16 @@ class HDF5Source(HDF5Columns):
         return node
 
     def _raw_rows(self, name: str) -> "RawRows | None":
-        """Direct reads for uncompressed numbers (contiguous, or chunks holding whole rows), else None."""
-        if not hasattr(self, "_raw"):
-            self._raw: dict[str, RawRows | None] = {}
-        if name not in self._raw:
+        """Direct reads for uncompressed numbers (contiguous, or chunks holding whole rows), else None (also
+        when ``_raw`` is set to None: the library path, for comparison)."""
+        if getattr(self, "_raw", True) is None:
+            return None
+        if not hasattr(self, "_raws"):
+            self._raws: dict[str, RawRows | None] = {}
+        if name not in self._raws:
             with HDF5_LOCK:
-                self._raw[name] = RawRows.open(self.spec.path, self._path(name))
-        return self._raw[name]
+                self._raws[name] = RawRows.open(self.spec.path, self._path(name))
+        return self._raws[name]
 
     def read_rows(self, rows: np.ndarray, name: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Blocks in the given order; each block is read in sorted order (contiguous runs as one slice)."""
@@ -322,7 +325,7 @@ class HDF5Source(HDF5Columns):
             yield block, out
 
     def close(self) -> None:
-        for raw in getattr(self, "_raw", {}).values():
+        for raw in getattr(self, "_raws", {}).values():
             if raw is not None:
                 raw.close()
         with HDF5_LOCK:

@@ -55,7 +55,7 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, pd.DataFrame]:
 
 TABLE_ARGS = ["--feature", "sequence=sequence:Sequence:max_length=8", "--feature", "props=array:props",
               "--feature", "family=category", "--feature", "count=scalar", "--feature", "weight=scalar",
-              "--target", "ec_lvl_1=class", "--target", "ec_lvl_2=class", "--target", "tags=multilabel",
+              "--feature", "level=category:ec_lvl_1", "--target", "ec_lvl_1=class", "--target", "ec_lvl_2=class", "--target", "tags=multilabel",
               "--target", "stability=regression", "--target", "shift=regression", "--id", "id", "--num-shards", "2"]
 
 
@@ -98,7 +98,7 @@ print(json.dumps(out))
 def _read_tfrecord_package(out: str) -> dict[int, dict]:
     """Every record read by the PyPI ``tfrecord`` package (in a process without TensorFlow), by row_id."""
     meta = read_metadata(out)
-    desc = {"row_id": "int"}
+    desc = {"row_id": "int"}  # the tfrecord package's names for bytes, float and int64 lists
     for f in meta.features:
         desc[f.name] = "byte" if f.stored_as_bytes else "float" if f.dtype == "float32" else "int"
         if f.kind == "sequence":
@@ -129,6 +129,7 @@ def _check_table(meta, recs: dict[int, dict], df: pd.DataFrame) -> None:
         assert int(r["sequence_length"]) == len(row["Sequence"])
         assert bytes(r["props"]) == np.asarray(row["props"], np.float32).tobytes()
         assert family[int(r["family"])] == row["family"]
+        assert meta.feature("level").categories[int(r["level"])] == str(row["ec_lvl_1"])
         assert int(r["count"]) == row["count"] and meta.feature("count").dtype == "int64"
         assert np.float32(r["weight"]) == np.float32(row["weight"])
         assert names["ec_lvl_1"][int(r["ec_lvl_1"])] == str(row["ec_lvl_1"])
@@ -142,7 +143,9 @@ def test_table_every_kind_round_trips_exactly(table: tuple[str, pd.DataFrame], t
     meta = read_metadata(table_out)
     assert meta.format_version == 2 and meta.stratify == "ec_lvl_1"  # the first class target
     assert [(f.name, f.kind) for f in meta.features] == [
-        ("sequence", "sequence"), ("props", "array"), ("family", "category"), ("count", "scalar"), ("weight", "scalar")]
+        ("sequence", "sequence"), ("props", "array"), ("family", "category"), ("count", "scalar"), ("weight", "scalar"),
+        ("level", "category")]
+    assert meta.feature("level").categories == ("1", "2", "3") and meta.feature("weight").dtype == "float32"
     assert [(t.name, t.kind, t.value_shape) for t in meta.targets] == [
         ("ec_lvl_1", "class", ()), ("ec_lvl_2", "class", ()), ("tags", "multilabel", (3,)),
         ("stability", "regression", ()), ("shift", "regression", (2,))]
@@ -197,7 +200,7 @@ def test_spec_file_yaml_and_json_equal_the_flags(table: tuple[str, pd.DataFrame]
         "features": [{"name": "sequence", "kind": "sequence", "column": "Sequence", "max_length": 8},
                      {"name": "props", "kind": "array", "column": "props"},
                      {"name": "family", "kind": "category"}, {"name": "count", "kind": "scalar"},
-                     {"name": "weight", "kind": "scalar"}],
+                     {"name": "weight", "kind": "scalar"}, {"name": "level", "kind": "category", "column": "ec_lvl_1"}],
         "targets": {"ec_lvl_1": {"kind": "class"}, "ec_lvl_2": {"kind": "class"}, "tags": {"kind": "multilabel"},
                     "stability": {"kind": "regression"}, "shift": {"kind": "regression"}},
     }
@@ -293,6 +296,10 @@ def test_shorthand_is_the_feature_target_form(knots_h5: str, tmp_path) -> None:
     assert rc == 0, err
     assert shard_bytes(short) == shard_bytes(long)
     assert read_metadata(short).dataset_id == read_metadata(long).dataset_id
+    mixed = str(tmp_path / "mixed")  # --label with --feature: the class target 'label'
+    assert run_convert([knots_h5, "--out", mixed, "--feature", "image=image:/train_data:shape=24,24,3",
+                        "--label", "/train_label"])[0] == 0
+    assert shard_bytes(mixed) == shard_bytes(short)
 
 
 # sha256 (first 16 hex) over the shards the shorthand wrote before several features existed
