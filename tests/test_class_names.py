@@ -18,7 +18,7 @@ def test_class_names_are_kept_with_the_source_values(knots_h5: str, tmp_path) ->
     label = read_metadata(out).label
     assert label.names == ("0", "1", "2") and label.display_names == NAMES and label.titles == NAMES
     with open(f"{out}/metadata.json", encoding="utf-8") as f:
-        assert json.load(f)["label"]["display_names"] == list(NAMES)
+        assert json.load(f)["targets"][0]["display_names"] == list(NAMES)  # format version 2
     summary = inspect_dataset(out)
     assert summary["label"]["names"] == list(NAMES)
     assert {e["label_name"] for e in summary["examples"]} <= set(NAMES)

@@ -247,3 +247,27 @@ def test_inspect_lists_every_feature_and_target(rows: str, capsys) -> None:
     example = json.loads(first.split(": ", 1)[1])
     assert example["site"] == {"index": 0, "value": "north"} and isinstance(example["dose"], float)
     assert example["tags"] and set(example["tags"]) <= {"positive dose", "north or south", "bright"}
+
+
+@pytest.mark.slow
+def test_the_converters_multi_column_table_trains_with_tabular(tmp_path: Path, capsys) -> None:
+    """docs/convert.md's layout (a), converted by the real converter: a sequence, a float vector and a category;
+    two class targets and a regression target, all trained at once."""
+    from conftest import run_convert
+    from shardkit.convert.examples import write_protein_table
+    from shardkit.train import cli
+
+    table = write_protein_table(str(tmp_path / "table.parquet"), 600, seed=0, min_length=40, max_length=120)
+    rc, err = run_convert([table, "--out", str(tmp_path / "ds"), "--feature", "sequence=sequence:Sequence:max_length=120",
+                           "--feature", "props=array:props", "--feature", "family=category", "--target", "ec_lvl_1=class",
+                           "--target", "ec_lvl_2=class", "--target", "stability=regression", "--stratify", "ec_lvl_1",
+                           "--id", "id", "--group-column", "cluster_id"])
+    assert rc == 0, err
+    out = tmp_path / "run"
+    assert cli.main(["fit", str(tmp_path / "ds"), "--model", "tabular", "--epochs", "3", "--batch-size", "32",
+                     "--learning-rate", "0.01", "--sequence-encoding", "codes", "--out", str(out), "--verbose", "0",
+                     "--no-tensorboard"]) == 0, capsys.readouterr().err
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert test["ec_lvl_1_accuracy"] >= 0.3  # 7 classes: chance is 0.14
+    assert test["targets"]["stability"]["r2"] >= 0.5
+    assert {"ec_lvl_2_accuracy", "stability_mae"} <= set(test) and len(test["targets"]["ec_lvl_2"]["confusion_matrix"]) == 21
