@@ -1,8 +1,12 @@
-"""Reading and memory sections: shardkit's reader vs an unshuffled generator, a shuffled PyDataset and in-memory
-arrays; cycle-length, shard-count and GZIP sweeps; epoch time and peak RSS of training fed by each."""
+"""Reading and memory sections: the reader out of core (page cache evicted before each pass) against parallel
+sequential reads of the same shards; vs an unshuffled generator, a shuffled PyDataset and in-memory arrays;
+cycle-length, shard-count and GZIP sweeps; epoch time and peak RSS of training fed by each."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -11,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import inputs
-from .measure import child, emit_result, median, run_measured
+from .measure import child, emit_result, median, python_module, run_measured
 
 MODES = ("shardkit", "in-memory", "in-memory float32")
 LARGE_N = 300_000  # projection point: 300,000 class-sorted knot images, the size that motivated the reader
@@ -103,6 +107,92 @@ def _timed(fn: Callable[..., Any], *args: Any) -> float:
     t0 = time.perf_counter()
     fn(*args)
     return time.perf_counter() - t0
+
+
+def shard_files(dataset: str, splits: Sequence[str] = ("train",)) -> list[str]:
+    from shardkit.spec import read_metadata
+
+    meta = read_metadata(dataset)
+    return [p for split in splits if split in meta.splits for p in meta.shard_paths(dataset, split)]
+
+
+def parallel_read(paths: Sequence[str], threads: int = 8, block: int = 8 << 20) -> None:
+    """The yardstick: ``threads`` threads, each reading whole shards front to back in ``block``-byte reads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(path: str) -> None:
+        with open(path, "rb", buffering=0) as f:
+            while f.read(block):
+                pass
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(read, paths))
+
+
+def reader_pass(dataset: str, batch: int, readahead_mb: float) -> float:
+    """Seconds per train-shard byte of one shuffled training epoch, timed from its first batch (tracing excluded)."""
+    from shardkit.train.dataset import ReadOptions, open_dataset, train_dataset
+
+    ds = open_dataset(dataset)
+    stream = iter(train_dataset(ds, batch, 1, seed=0, options=ReadOptions(readahead_mb=readahead_mb)))
+    first = int(next(stream)[1].shape[0])
+    start, rest = time.perf_counter(), sum(int(y.shape[0]) for _, y in stream)
+    return (time.perf_counter() - start) / (rest / (first + rest) * sum(os.path.getsize(p) for p in shard_files(dataset)))
+
+
+def out_of_core(dataset: str, batch: int, repeats: int, budgets: Sequence[float]) -> dict[str, Any]:
+    """GB/s of train shards read cold (evicted before the pass) and warm, round robin: the yardstick and the reader
+    at each read-ahead budget; ratios to the yardstick are medians of per-round ratios."""
+    from shardkit.train.readahead import evict, resident_fraction
+
+    files, every = shard_files(dataset), shard_files(dataset, ("train", "validation", "test"))
+    size = sum(os.path.getsize(p) for p in files)
+    passes: dict[str, Callable[[], float]] = {"parallel read (8 threads, 8 MB reads)": lambda: _timed(parallel_read, files) / size}
+    passes.update({f"reader, read-ahead {mb:g} MB": (lambda mb=mb: reader_pass(dataset, batch, mb)) for mb in budgets})
+    rates: dict[str, dict[str, list[float]]] = {name: {"cold": [], "warm": []} for name in passes}
+    left = []
+    for _ in range(repeats):
+        for name, fn in passes.items():
+            for regime in ("cold", "warm"):
+                if regime == "cold":
+                    evict(every)
+                    left.append(resident_fraction(files))
+                rates[name][regime].append(1 / fn() / 1e9)
+    yard = rates[next(iter(passes))]
+    rows = {name: {**{f"{k}_gb_s": median(v) for k, v in r.items()}, **{f"{k}_all": v for k, v in r.items()},
+                   **{f"{k}_vs_yardstick": median([a / b for a, b in zip(r[k], yard[k])]) for k in r}}
+            for name, r in rates.items()}
+    return {"dataset": dataset, "train_bytes": size, "train_shards": len(files), "repeats": repeats, "rows": rows,
+            "resident_after_evict": max(left)}
+
+
+def seed_scale(cache: str, rows: int, batch: int) -> dict[str, Any]:
+    """Seed 000 at full scale, cold: ``cp`` of the HDF5 input vs ``shardkit-convert`` with its defaults, then one
+    epoch of the reader and of the yardstick over the shards. Deletes the copy and the dataset afterwards."""
+    from shardkit.train.options import ReadOptions
+    from shardkit.train.readahead import evict
+
+    h5, out = inputs.source(cache, "knots", rows), os.path.join(cache, f"seed-scale-{rows}")
+    copy, out_of = h5 + ".copy", {}
+    try:
+        evict([h5])
+        out_of["cp_s"] = _timed(subprocess.run, ["cp", h5, copy], check=True)
+        os.remove(copy)
+        evict([h5])
+        run = run_measured(python_module("shardkit.convert", h5, "--out", out, "--overwrite", "--quiet",
+                                         *inputs.ARGS["knots"], "--image-shape", "128,128,3"))
+        out_of.update(convert_s=run.wall_s, convert_peak_rss_bytes=run.peak_rss_bytes, input_bytes=os.path.getsize(h5))
+        files = shard_files(out, ("train", "validation", "test"))
+        evict(files)
+        out_of["reader_s_per_byte"] = reader_pass(out, batch, ReadOptions.readahead_mb)
+        evict(files)
+        out_of["yardstick_s"] = _timed(parallel_read, shard_files(out))
+        out_of["train_bytes"] = sum(os.path.getsize(p) for p in shard_files(out))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        if os.path.exists(copy):
+            os.remove(copy)
+    return {"rows": rows, **out_of}
 
 
 def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, Any]:
