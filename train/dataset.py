@@ -28,6 +28,7 @@ from shardkit.train.decode import decode_records
 from shardkit.train.opening import Dataset, WorkerShard, open_dataset
 from shardkit.train.options import AUTOTUNE, SAMPLING_MODES, ReadOptions
 from shardkit.train.readahead import ReadAhead
+from shardkit.train.staging import STREAMS
 from shardkit.train.strategy import shard_policy, worker_of
 
 
@@ -66,12 +67,14 @@ def _file_table(ds: Dataset, split: str) -> tuple[tf.Tensor, tf.Tensor, tf.Tenso
 def _read_ahead(ds: Dataset, options: ReadOptions, lag_records: int = 0) -> ReadAhead | None:
     """The read-ahead of one pipeline (None when ``readahead_mb`` is 0); ``lag_records``: records between the
     interleave and where the pipeline reports them consumed (the shuffle buffer)."""
+    cache = STREAMS.get(ds.path)
     if options.readahead_mb <= 0:
         return None
     sizes = {p: s.bytes for split in ds.metadata.splits for p, s in
              zip(ds.shard_paths(split), ds.metadata.splits[split].shards)}
+    whole = {"fetch": cache.request, "chunk": max(sizes.values(), default=1)} if cache else {}
     return ReadAhead(int(options.readahead_mb * 2**20), options.cycle_length or 8, options.block_length, sizes,
-                     lag_records)
+                     lag_records, **whole)
 
 
 def _records(paths: tf.Tensor, counts: tf.Tensor, limits: tf.Tensor, ds: Dataset, options: ReadOptions,
@@ -83,16 +86,26 @@ def _records(paths: tf.Tensor, counts: tf.Tensor, limits: tf.Tensor, ds: Dataset
     shard. The check is a counter in the graph, not a second pass.
     """
     compression = ds.metadata.compression or ""
+    cache = STREAMS.get(ds.path)
 
     def read(path: tf.Tensor, count: tf.Tensor, limit: tf.Tensor) -> tf.data.Dataset:
         records = tf.data.TFRecordDataset(path, compression, options.read_buffer_bytes).take(limit)
-        return records.apply(tf.data.experimental.assert_cardinality(count))
+        records = records.apply(tf.data.experimental.assert_cardinality(count))
+        if cache is None:
+            return records
+        release = lambda p: tf.ensure_shape(tf.py_function(lambda q: (cache.release(q.numpy().decode()), q)[1], [p],  # noqa: E731
+                                                           tf.string), [])
+        return records.concatenate(tf.data.Dataset.from_tensors(path).map(release).filter(lambda _: False))
 
     if ahead is None:
         files = tf.data.Dataset.from_tensor_slices((paths, counts, limits))
     else:
         files = tf.data.Dataset.from_tensors((paths, counts, limits)).map(ahead.start_op)
         files = files.flat_map(lambda p, c, lim: tf.data.Dataset.from_tensor_slices((p, c, lim)))
+    if cache is not None:  # a bucket dataset: each shard is opened once it has been downloaded
+        here = lambda p: tf.ensure_shape(tf.py_function(lambda q: (cache.ensure(q.numpy().decode()), q)[1], [p],  # noqa: E731
+                                                        tf.string), [])
+        files = files.map(lambda p, c, lim: (here(p), c, lim))
     return files.interleave(
         read,
         cycle_length=options.cycle_length or AUTOTUNE,

@@ -31,7 +31,7 @@ class ReadOptions:
     with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids} (a dict x gains "row_id")
     skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``open_dataset``)
     read_buffer_bytes: int = 256 << 10  # per open shard; TensorFlow's default
-    readahead_mb: float = 256.0  # shard bytes requested ahead of the reader, in its order (0: off; docs/benchmarks.md)
+    readahead_mb: float = 256.0  # shard bytes asked for ahead of the reader, in its order; 0: off (docs/benchmarks.md)
 
     def __post_init__(self) -> None:
         if self.sequence_encoding not in SEQUENCE_ENCODINGS:
