@@ -147,3 +147,42 @@ def test_fit_on_a_bucket_downloads_ahead_into_a_bounded_cache(tmp_path_factory, 
     assert 0 < seen[0] <= bound and cache.peak <= bound
     assert cache.downloads > len(shards)  # shards were evicted and downloaded again: never all local at once
     assert cache.first_open < max(cache.first_fetched.values())  # reading began before the last shard arrived
+
+
+def test_bench_cold_says_it_read_from_the_disk_and_names_the_limit(tmp_path_factory, capsys) -> None:
+    import json
+
+    from shardkit.train.cli import main
+    from shardkit.train.diagnose import Diagnosis
+
+    path = knots_dataset(tmp_path_factory, n_per_class=20, size=128, num_shards=2)
+    bench = ["bench", path, "--model", "knot-cnn", "--batch-size", "8", "--steps", "2", "--warmup", "1"]
+    assert main([*bench, "--cold", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["regime"] == "cold" and out["resident_fraction"] == 0.0 and out["disk_examples_per_s"] > 0
+    d = Diagnosis(**{k: v for k, v in out.items() if k not in ("input_bound", "verdict")})
+    limit, fix = d.limit()
+    assert out["verdict"].endswith(f"; measured cold: shards read from the disk; the limit is {limit}: {fix}")
+    # 128x128 knot-cnn on a CPU trains far slower than 60 small images are read: the model (or the CPU it shares)
+    assert limit in ("the model", "the CPU, shared by reading and training"), out["verdict"]
+    assert main(bench) == 0  # the shards were just read: warm
+    assert "; measured warm: shards in the page cache; the limit is " in capsys.readouterr().out
+
+
+def test_verdict_names_the_fix_for_each_limit() -> None:
+    from shardkit.train.diagnose import Diagnosis
+
+    def verdict(reader: float, disk: float | None, regime: str = "cold", shards: int = 32, fed: float = 95) -> str:
+        return Diagnosis("d", "m", 32, 10, reader, 100, fed, regime, 0.0 if regime == "cold" else 1.0, disk, 256,
+                         shards, 8).verdict()
+
+    assert verdict(50, 200).endswith("the limit is the reader (25% of the disk's 200 ex/s): raise --readahead-mb (now 256)")
+    assert verdict(50, 55).endswith("the limit is the disk (the reader gets 91% of its 55 ex/s): faster storage, or a "
+                                    "dataset that fits in the page cache")
+    assert verdict(50, 200, shards=2).endswith("the limit is the reader: add shards: the train split has 2, fewer "
+                                               "than the 8 read at once (shardkit-convert --num-shards 8 or more)")
+    assert verdict(50, None, "warm").endswith("measured warm: shards in the page cache; the limit is the reader: "
+                                              "raise --cycle-length (now 8) or give the job more CPU cores")
+    assert verdict(500, 600, fed=60).endswith("the limit is the CPU, shared by reading and training: give the job "
+                                              "more CPU cores")
+    assert "the limit is the model" in verdict(500, 600) and verdict(500, 600).startswith("not input-bound")
