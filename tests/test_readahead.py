@@ -51,7 +51,7 @@ def test_read_ahead_keeps_every_record_and_its_order(tmp_path_factory) -> None:
     files = [p for s in ("train", "validation", "test") for p in open_dataset(path).shard_paths(s)]
     evict(files)
     assert resident_fraction(files) == 0.0
-    tiny = 1e-3  # a budget smaller than one record: the read-ahead is paced by every batch
+    tiny = 1e-3  # a budget smaller than one record
     assert [b.tolist() for b in _row_ids(path, tiny)] == [b.tolist() for b in _row_ids(path, 0)]
     assert [b.tolist() for b in _row_ids(path, 256, start_step=3)] == [b.tolist() for b in _row_ids(path, 0, start_step=3)]
     assert resident_fraction(open_dataset(path).shard_paths("train")) == 1.0

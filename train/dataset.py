@@ -73,8 +73,9 @@ def _read_ahead(ds: Dataset, options: ReadOptions, lag_records: int = 0) -> Read
     sizes = {p: s.bytes for split in ds.metadata.splits for p, s in
              zip(ds.shard_paths(split), ds.metadata.splits[split].shards)}
     whole = {"fetch": cache.request, "chunk": max(sizes.values(), default=1)} if cache else {}
+    record_bytes = sum(sizes.values()) / max(1, sum(sum(c) for c in ds.counts.values()))
     return ReadAhead(int(options.readahead_mb * 2**20), options.cycle_length or 8, options.block_length, sizes,
-                     lag_records, **whole)
+                     lag_records, record_bytes=record_bytes, **whole)
 
 
 def _records(paths: tf.Tensor, counts: tf.Tensor, limits: tf.Tensor, ds: Dataset, options: ReadOptions,
@@ -184,7 +185,7 @@ def train_epoch(
         records = _resampled(records, ds, seed_pair, sampling, buffer).take(draws)
     batches = records.batch(batch_size, drop_remainder=drop_remainder or worker.count > 1)
     if ahead is not None:
-        batches = ahead.counted(batches, worker.count if worker.policy == "DATA" else 1)
+        batches = ahead.counted(batches, batch_size, worker.count if worker.policy == "DATA" else 1)
     if steps_per_epoch is not None:
         batches = batches.take(steps_per_epoch)
     return batches
@@ -354,7 +355,7 @@ def eval_dataset(
     ahead = _read_ahead(ds, ordered)
     records = _records(*_file_table(ds, split), ds, ordered, ahead).batch(batch_size)
     if ahead is not None:
-        records = ahead.counted(records)
+        records = ahead.counted(records, batch_size)
     out = _decoded_stream(records, ds, ordered, steps(ds.count(split), batch_size))
     if options.cache:
         out = out.cache().apply(tf.data.experimental.assert_cardinality(steps(ds.count(split), batch_size)))

@@ -171,23 +171,14 @@ def diagnose(dataset: str, model_name: str | None = None, batch_size: int = BATC
 def _disk_rate(ds: Any, shards: list[str]) -> float:
     """Examples/s the disk delivers to 8 parallel sequential readers of the train shards (up to ``DISK_SAMPLE``
     bytes of them), evicted before and after."""
-    from concurrent.futures import ThreadPoolExecutor
-
     sample, total = [], 0
     for path in shards:
         if total < DISK_SAMPLE:
             sample.append(path)
             total += os.path.getsize(path)
-
-    def read(path: str) -> None:
-        with open(path, "rb", buffering=0) as f:
-            while f.read(8 << 20):
-                pass
-
     readahead.evict(shards)
     start = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(read, sample))
+    readahead.parallel_read(sample)
     seconds = time.perf_counter() - start
     readahead.evict(shards)
     per_example = sum(os.path.getsize(p) for p in shards) / max(1, ds.count("train"))

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 CHUNK = 4 << 20  # bytes per read-ahead request
+REPORT_BYTES = 16 << 20  # records consumed are reported about this often
 
 
 def schedule(sizes: Sequence[int], counts: Sequence[int], cycle: int, block: int,
@@ -59,8 +60,9 @@ class ReadAhead:
     """
 
     def __init__(self, budget_bytes: int, cycle: int, block: int, sizes: dict[str, int], lag_records: int = 0,
-                 fetch: Any = None, chunk: int = CHUNK) -> None:
+                 fetch: Any = None, chunk: int = CHUNK, record_bytes: float = 1.0) -> None:
         self.budget, self.cycle, self.block, self.sizes = budget_bytes, cycle, block, sizes
+        self.record_bytes = record_bytes  # mean record size: how often ``counted`` reports
         self.lag, self.chunk, self.fetch = lag_records, chunk, fetch or willneed
         self.chunks: list[tuple[int, int, int, int]] = []
         self.paths: list[str] = []
@@ -116,20 +118,24 @@ class ReadAhead:
         out.set_shape(paths.shape)
         return out, counts, limits
 
-    def counted(self, batches: Any, scale: int = 1) -> Any:
-        """``batches`` (of serialized records) unchanged, each reported consumed as it passes (``scale`` records
-        of the interleave per record passing: a worker taking every n-th record)."""
+    def counted(self, batches: Any, batch_size: int, scale: int = 1) -> Any:
+        """``batches`` (of serialized records) unchanged; every ``REPORT_BYTES`` or so of records, the next that
+        many are reported consumed as their first batch passes (a Python call, so not one per batch). ``scale``:
+        records of the interleave per record passing (a worker taking every n-th record)."""
         import tensorflow as tf
 
+        every = max(1, round(REPORT_BYTES / max(1, batch_size * self.record_bytes)))
+
         def note(n: Any) -> Any:
-            self.advance(int(n) * scale)
+            self.advance(int(n) * every * scale)
             return n
 
-        def count(batch: Any) -> Any:
-            with tf.control_dependencies([tf.py_function(note, [tf.size(batch, tf.int64)], tf.int64)]):
+        def count(i: Any, batch: Any) -> Any:
+            report = lambda: tf.py_function(note, [tf.size(batch, tf.int64)], tf.int64)  # noqa: E731
+            with tf.control_dependencies([tf.cond(i % every == 0, report, lambda: tf.constant(0, tf.int64))]):
                 return tf.identity(batch)
 
-        return batches.map(count)
+        return batches.enumerate().map(count)
 
 
 def willneed(path: str, start: int, end: int) -> bool:
@@ -143,6 +149,19 @@ def willneed(path: str, start: int, end: int) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def parallel_read(paths: Sequence[str], threads: int = 8, block: int = 8 << 20) -> None:
+    """Read ``paths`` as fast as the disk allows: ``threads`` threads, each reading whole files in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(path: str) -> None:
+        with open(path, "rb", buffering=0) as f:
+            while f.read(block):
+                pass
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(read, paths))
 
 
 def evict(paths: Sequence[str]) -> None:
