@@ -146,7 +146,9 @@ def render_out_of_core(sec: dict) -> list[str]:
     if o:
         out += [f"Out of core: one training epoch of {o['train_shards']} train shards ({o['train_bytes'] / GB:.2f} GB) "
                 f"read with the page cache evicted before each pass (cold; at most {o['resident_after_evict']:.0%} "
-                f"still cached) and again right after (warm), round robin, median of {o['repeats']} rounds:",
+                f"still cached) and again right after (warm), round robin, median of {o['repeats']} rounds"
+                + (f" (measured apart, {o['measured_utc']}, load average {o['load_average'][0]:g} on this shared box)"
+                   if o.get("measured_utc") else "") + ":",
                 md_table(("Reader", "Cold GB/s", "Cold vs yardstick", "Warm GB/s", "Warm vs yardstick", "Cold / warm"),
                          [(name, _num(r["cold_gb_s"], ".2f"), f"{r['cold_vs_yardstick']:.2f}x", _num(r["warm_gb_s"], ".2f"),
                            f"{r['warm_vs_yardstick']:.2f}x", _x(r["cold_gb_s"], r["warm_gb_s"]))

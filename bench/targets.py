@@ -50,15 +50,15 @@ def readers(results: dict) -> list[Verdict]:
 
 def out_of_core(results: dict) -> list[Verdict]:
     """The reader cold against parallel sequential reads of its shards (>= 0.8x); warm, read-ahead on vs off (+-5%)."""
-    rows = _get(results, "reading", "out_of_core", "rows") or {}
-    default = _get(results, "reading", "out_of_core", "default_readahead_mb")
+    o = _get(results, "reading", "out_of_core") or {}
+    rows, default = o.get("rows") or {}, o.get("default_readahead_mb")
     off, on = rows.get("reader, read-ahead 0 MB"), rows.get(f"reader, read-ahead {default:g} MB" if default else "")
     if not off or not on:
-        return [Verdict("reader out of core vs parallel sequential reads", ">= 0.8x", "-", "not measured")]
+        return unmeasured("reader out of core vs parallel sequential reads", ">= 0.8x")
     cold, warm = on["cold_vs_yardstick"], on["warm_gb_s"] / off["warm_gb_s"]
-    return [Verdict("reader out of core (cold) vs parallel sequential reads", ">= 0.8x",
-                    f"{cold:.2f}x (read-ahead off: {off['cold_vs_yardstick']:.2f}x)", _judge(cold >= 0.8)),
-            Verdict("reader warm, read-ahead on vs off", "1.00x +- 0.05", f"{warm:.2f}x", _judge(abs(warm - 1) <= 0.05))]
+    return [judged("reader out of core (cold) vs parallel sequential reads", ">= 0.8x",
+                   f"{cold:.2f}x (read-ahead off: {off['cold_vs_yardstick']:.2f}x)", cold >= 0.8),
+            judged("reader warm, read-ahead on vs off", "1.00x +- 0.05", f"{warm:.2f}x", abs(warm - 1) <= 0.05)]
 
 
 def epoch_time(results: dict) -> list[Verdict]:
