@@ -1,8 +1,12 @@
-"""Reading and memory sections: shardkit's reader vs an unshuffled generator, a shuffled PyDataset and in-memory
-arrays; cycle-length, shard-count and GZIP sweeps; epoch time and peak RSS of training fed by each."""
+"""Reading and memory sections: the reader out of core (page cache evicted before each pass) against parallel
+sequential reads of the same shards; vs an unshuffled generator, a shuffled PyDataset and in-memory arrays;
+cycle-length, shard-count and GZIP sweeps; epoch time and peak RSS of training fed by each."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -11,9 +15,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import inputs
-from .measure import child, emit_result, median, run_measured
+from .measure import child, emit_result, median, python_module, run_measured
 
 MODES = ("shardkit", "in-memory", "in-memory float32")
+COLD = "shardkit, cold"  # the reader with the page cache evicted at each epoch's start
 LARGE_N = 300_000  # projection point: 300,000 class-sorted knot images, the size that motivated the reader
 
 
@@ -31,11 +36,9 @@ def epoch_seconds(dataset_dir: str, batch_size: int, epochs: int, **read_options
     ds = open_dataset(dataset_dir)
     steps = training_plan(ds, batch_size).steps_per_epoch
     stream = iter(train_dataset(ds, batch_size, epochs, seed=0, options=ReadOptions(**read_options)))
-    times, n = [], 0
+    times = []
     for _ in range(epochs):
-        start, n = time.perf_counter(), 0
-        for _ in range(steps):
-            n += int(next(stream)[1].shape[0])
+        start, n = time.perf_counter(), sum(int(next(stream)[1].shape[0]) for _ in range(steps))
         times.append(time.perf_counter() - start)
     return times, n
 
@@ -80,8 +83,7 @@ def pydataset_epoch(h5: str, batch: int, shape: tuple[int, ...], seed: int) -> N
 
     with h5py.File(h5, "r") as f:
         data = Shuffled(f)
-        for i in range(len(data)):
-            data[i]
+        _ = [data[i] for i in range(len(data))]
 
 
 def keras_arrays_epoch(x: np.ndarray, y: np.ndarray, batch: int) -> None:
@@ -92,17 +94,75 @@ def keras_arrays_epoch(x: np.ndarray, y: np.ndarray, batch: int) -> None:
         pass
 
 
-def numpy_epoch(x: np.ndarray, batch: int, seed: int) -> None:
-    """Globally shuffled batches gathered from an in-memory array by one thread, no framework."""
-    order = np.random.default_rng(seed).permutation(len(x))
-    for start in range(0, len(x), batch):
-        x[order[start : start + batch]]
-
-
-def _timed(fn: Callable[..., Any], *args: Any) -> float:
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     t0 = time.perf_counter()
-    fn(*args)
+    fn(*args, **kwargs)
     return time.perf_counter() - t0
+
+
+def shard_files(dataset: str, splits: Sequence[str] = ("train",)) -> list[str]:
+    from shardkit.spec import read_metadata
+
+    meta = read_metadata(dataset)
+    return [p for split in splits if split in meta.splits for p in meta.shard_paths(dataset, split)]
+
+
+def reader_pass(dataset: str, batch: int, readahead_mb: float) -> float:
+    """Seconds per train-shard byte of one shuffled training epoch, timed from its first batch (tracing excluded)."""
+    from shardkit.train.dataset import ReadOptions, open_dataset, train_dataset
+
+    stream = iter(train_dataset(open_dataset(dataset), batch, 1, options=ReadOptions(readahead_mb=readahead_mb)))
+    first = int(next(stream)[1].shape[0])
+    start, rest = time.perf_counter(), sum(int(y.shape[0]) for _, y in stream)
+    return (time.perf_counter() - start) / (rest / (first + rest) * sum(map(os.path.getsize, shard_files(dataset))))
+
+
+def out_of_core(dataset: str, batch: int, repeats: int, budgets: Sequence[float],
+                regimes: Sequence[str] = ("cold", "warm")) -> dict[str, Any]:
+    """GB/s of the train shards read cold (evicted first) and warm, round robin: the yardstick (parallel sequential
+    reads) and the reader at each read-ahead budget; ratios to the yardstick are medians of per-round ratios."""
+    from shardkit.train.options import ReadOptions
+    from shardkit.train.readahead import evict, parallel_read, resident_fraction
+
+    files, size = shard_files(dataset), sum(map(os.path.getsize, shard_files(dataset)))
+    passes = {"parallel read (8 threads, 8 MB reads)": lambda: _timed(parallel_read, files) / size,
+              **{f"reader, read-ahead {mb:g} MB": (lambda mb=mb: reader_pass(dataset, batch, mb)) for mb in budgets}}
+    rates: dict[str, dict[str, list[float]]] = {name: {k: [] for k in regimes} for name in passes}
+    left = []
+    for _ in range(repeats):
+        for name, fn in passes.items():
+            for regime in regimes:
+                if regime == "cold":
+                    evict(shard_files(dataset, ("train", "validation", "test")))
+                    left.append(resident_fraction(files))
+                rates[name][regime].append(1 / fn() / 1e9)
+    yard = rates[next(iter(passes))]
+    rows = {name: {**{f"{k}_gb_s": median(v) for k, v in r.items()}, **{f"{k}_all": v for k, v in r.items()},
+                   **{f"{k}_vs_yardstick": median([a / b for a, b in zip(r[k], yard[k])]) for k in r}}
+            for name, r in rates.items()}
+    return {"train_bytes": size, "train_shards": len(files), "repeats": repeats, "rows": rows,
+            "resident_after_evict": max(left, default=None), "default_readahead_mb": ReadOptions.readahead_mb}
+
+
+def seed_scale(cache: str, rows: int, batch: int) -> dict[str, Any]:
+    """Seed 000 at full scale, cold: ``cp`` of the HDF5 input vs ``shardkit-convert`` with its defaults, then one
+    epoch of the reader and of the yardstick over the shards (deleted afterwards, as is the copy)."""
+    from shardkit.train.options import ReadOptions
+    from shardkit.train.readahead import evict
+
+    h5, out = inputs.source(cache, "knots", rows), os.path.join(cache, f"seed-scale-{rows}")
+    try:
+        evict([h5])
+        cp_s = _timed(subprocess.run, ["cp", h5, out + ".h5"], check=True)
+        evict([h5])
+        run = run_measured(python_module("shardkit.convert", h5, "--out", out, "--overwrite", "--quiet",
+                                         *inputs.ARGS["knots"], "--image-shape", "128,128,3"))
+        epoch = out_of_core(out, batch, 1, [ReadOptions.readahead_mb], ("cold",))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run(["rm", "-f", out + ".h5"])
+    return {"rows": rows, "input_bytes": os.path.getsize(h5), "cp_s": cp_s, "convert_s": run.wall_s,
+            "convert_peak_rss_bytes": run.peak_rss_bytes, **epoch}
 
 
 def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, Any]:
@@ -122,7 +182,6 @@ def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, A
         "unshuffled generator": (lambda r: _timed(generator_epoch, h5, batch, shape), len(x), False),
         "PyDataset over h5py": (lambda r: _timed(pydataset_epoch, h5, batch, shape, r), len(x), True),
         "in-memory numpy": (lambda r: _timed(keras_arrays_epoch, x, y, batch), len(x), True),
-        "in-memory numpy gather (1 thread)": (lambda r: _timed(numpy_epoch, x, batch, r), len(x), True),
     }
     first = epoch_seconds(dataset, batch, 1)[0][0]
     times: dict[str, list[float]] = {name: [] for name in readers}
@@ -171,6 +230,11 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
                                            on_epoch_end=lambda e, logs: times.append(times.pop() + time.perf_counter()),
                                            on_train_batch_end=lambda b, logs: ends.append(time.perf_counter()))
     fit = {"epochs": epochs, "callbacks": [clock], "verbose": 0}
+    if feed == COLD:  # every epoch starts with the shards out of the page cache
+        from shardkit.train.readahead import evict
+
+        files, feed = shard_files(dataset, ("train", "validation", "test")), "shardkit"
+        fit["callbacks"].insert(0, keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: evict(files)))
     if feed == "shardkit" and steps:
         model.fit(train_dataset(ds, batch, 1, 0, options=ReadOptions()).repeat(), steps_per_epoch=steps, **fit)
     elif feed == "shardkit":
@@ -209,7 +273,7 @@ def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins
     out: dict[str, Any] = {}
     for label, model_name, reps, dataset in jobs:
         out[label] = {}
-        for feed in ("in-memory", "shardkit"):
+        for feed in ("in-memory", "shardkit", *([COLD] if model_name == "knot-cnn" else [])):
             runs = [run_measured(child("bench.reading", feed, model_name, dataset, batch_size, epochs, 0, ""))
                     for _ in range(reps)]
             timed = [t for r in runs for t in r.result["epoch_seconds"][1:]]
@@ -237,6 +301,9 @@ def measure(cache: str, s: Any) -> dict[str, Any]:
         "batch_size": batch,
         "repeats": reps,
         "reader_defaults": reader_defaults(),
+        "out_of_core": _part(lambda: out_of_core(inputs.dataset(cache, "knots", n, "--num-shards", "32"), batch,
+                                                 max(3, reps), s.extra.get("readahead_mb", (0, 64, 256, 1024)))),
+        **({"seed_scale": _part(lambda: seed_scale(cache, s.extra["seed_scale"], batch))} if "seed_scale" in s.extra else {}),
         "readers": _part(lambda: compare_readers(cache, n, batch, reps)),
         "cycle_length": _part(lambda: [{"x": "auto" if c is None else c, **throughput(swept, batch, reps, cycle_length=c)}
                                        for c in s.cycle_lengths]),
@@ -250,17 +317,13 @@ def measure(cache: str, s: Any) -> dict[str, Any]:
 def memory(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batch_size: int = 32,
             steps: int = 10, modes: Sequence[str] = MODES, parallel: int = 1,
             ram_fraction: float = 0.7) -> dict[str, Any]:
-    """Memory section: peak RSS of training fed by each mode (``MODES``) at each N (knot images), each run in its
-    own process, ``parallel`` at once. A mode whose straight-line
-    projection from the smaller N exceeds ``ram_fraction`` of the RAM is skipped rather than run into the OOM
-    killer (a wide margin: the line undershoots)."""
+    """Memory section: peak RSS of training fed by each mode (``MODES``) at each N (knot images), a process each,
+    ``parallel`` at once; a mode projected (straight line) past ``ram_fraction`` of the RAM is skipped."""
     from concurrent.futures import ThreadPoolExecutor
 
     import psutil
 
-    total = psutil.virtual_memory().total
-    points: list[dict[str, Any]] = []
-    skipped: list[str] = []
+    total, points, skipped = psutil.virtual_memory().total, [], []
     for n in sorted(sizes):
         h5, ds = inputs.source(cache, "knots", n), inputs.dataset(cache, "knots", n)
         point: dict[str, Any] = {"n": n, "data_bytes": n * 128 * 128 * 3}
@@ -292,10 +355,8 @@ def memory(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batch
 def _line(points: list[dict[str, Any]], mode: str) -> tuple[float, float] | None:
     """Least-squares (a, b) of RSS = a + b*N over the points where ``mode`` was measured (None under two)."""
     xy = [(p["n"], p[mode]) for p in points if p.get(mode)]
-    if len(xy) < 2:
-        return None
-    b, a = np.polyfit(*np.array(xy, float).T, 1)
-    return float(a), float(b)
+    b, a = np.polyfit(*np.array(xy, float).T, 1) if len(xy) > 1 else (None, None)
+    return None if a is None else (float(a), float(b))
 
 
 def _line_at(points: list[dict[str, Any]], mode: str, n: int) -> float | None:

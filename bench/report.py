@@ -140,12 +140,39 @@ def render_epoch_order(sec: dict, results: dict, img_dir: str) -> str:
         "buffer. Targets: correlation <= 0.05 and batch-mates meeting again <= 1.5x a fresh permutation's rate.")
 
 
+def render_out_of_core(sec: dict) -> list[str]:
+    """The headline: GB/s of train shards cold (evicted) and warm, each as a ratio to parallel sequential reads."""
+    o, out = sec.get("out_of_core"), []
+    if o:
+        out += [f"Out of core: one training epoch of {o['train_shards']} train shards ({o['train_bytes'] / GB:.2f} GB) "
+                f"read with the page cache evicted before each pass (cold; at most {o['resident_after_evict']:.0%} "
+                f"still cached) and again right after (warm), round robin, median of {o['repeats']} rounds"
+                + (f" (measured apart, {o['measured_utc']}, load average {o['load_average'][0]:g} on this shared box)"
+                   if o.get("measured_utc") else "") + ":",
+                md_table(("Reader", "Cold GB/s", "Cold vs yardstick", "Warm GB/s", "Warm vs yardstick", "Cold / warm"),
+                         [(name, _num(r["cold_gb_s"], ".2f"), f"{r['cold_vs_yardstick']:.2f}x", _num(r["warm_gb_s"], ".2f"),
+                           f"{r['warm_vs_yardstick']:.2f}x", _x(r["cold_gb_s"], r["warm_gb_s"]))
+                          for name, r in o["rows"].items()])]
+    if q := sec.get("seed_scale"):
+        yard = next(iter(q["rows"]))
+        gb = q["input_bytes"] / GB
+        out += [f"Seed 000 at full scale ({q['rows']:,} rows of 128x128x3), cold:",
+                md_table(("Step", "GB", "Seconds", "GB/s", "Ratio"), [
+                    ("`cp` of the HDF5 input", f"{gb:.2f}", f"{q['cp_s']:.1f}", f"{gb / q['cp_s']:.2f}", "1.00x"),
+                    ("`shardkit-convert` (defaults)", f"{gb:.2f}", f"{q['convert_s']:.1f}", f"{gb / q['convert_s']:.2f}",
+                     f"{q['convert_s'] / q['cp_s']:.2f}x cp time (peak RSS {q['convert_peak_rss_bytes'] / GB:.2f} GB)"),
+                    *((name, f"{q['train_bytes'] / GB:.2f}", f"{q['train_bytes'] / GB / v['cold_gb_s']:.1f}",
+                       f"{v['cold_gb_s']:.2f}", f"{v['cold_vs_yardstick']:.2f}x {yard}") for name, v in q["rows"].items())])]
+    return out
+
+
 def render_reading(sec: dict, results: dict, img_dir: str) -> str:
     out = []
-    for part in ("readers", "cycle_length", "shard_count", "compression", "epoch"):
+    for part in ("out_of_core", "seed_scale", "readers", "cycle_length", "shard_count", "compression", "epoch"):
         if isinstance(sec.get(part), dict) and "error" in sec[part]:
             out.append(f"_Part `{part}` failed in this run:_\n\n```\n{sec[part]['error'][-1200:]}\n```")
             sec = {**sec, part: None}
+    out += render_out_of_core(sec)
     order = ("shardkit", "shardkit, first epoch (incl. pipeline start)", "unshuffled generator", "PyDataset over h5py",
              "in-memory numpy", "in-memory numpy gather (1 thread)")
     readers = dict(sorted((sec.get("readers") or {}).items(),

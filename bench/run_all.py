@@ -57,6 +57,7 @@ class Sizes:
                    object_store={"per_class": 40, "size": 32, "shard_counts": [2]},
                    gpu={"n_knots": 240, "n_proteins": 200, "steps": 2, "warmup": 1, "min_epoch": 200},
                    extra={"memory_modes": ("shardkit", "in-memory"), "memory_parallel": 2, "diagnose_steps": (2, 1),
+                          "readahead_mb": (0, 256),
                           "training": {"knots_per_class": 16, "knot_size": 32, "n_proteins": 100, "max_length": 64,
                                        "epochs": 2, "repeats": 1, "models": ("knot-cnn",)}})
 
@@ -68,7 +69,8 @@ class Sizes:
                    memory_sizes=(1_500, 6_000, 24_000, knots_in(6)), memory_steps=16,
                    storage={"images": 6_000, "sequences": 20_000, "arrays": 300},
                    extra={"training": {"knots_per_class": 1_000, "knot_size": 64, "n_proteins": 6_000,
-                                       "max_length": 660, "epochs": 3, "repeats": 2, "large_proteins": 80_000}})
+                                       "max_length": 660, "epochs": 3, "repeats": 2, "large_proteins": 80_000},
+                          "seed_scale": 300_000})
 
 
 def _diagnose(s: Sizes, cache: str) -> dict[str, Any]:

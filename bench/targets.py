@@ -48,6 +48,19 @@ def readers(results: dict) -> list[Verdict]:
     return out
 
 
+def out_of_core(results: dict) -> list[Verdict]:
+    """The reader cold against parallel sequential reads of its shards (>= 0.8x); warm, read-ahead on vs off (+-5%)."""
+    o = _get(results, "reading", "out_of_core") or {}
+    rows, default = o.get("rows") or {}, o.get("default_readahead_mb")
+    off, on = rows.get("reader, read-ahead 0 MB"), rows.get(f"reader, read-ahead {default:g} MB" if default else "")
+    if not off or not on:
+        return unmeasured("reader out of core vs parallel sequential reads", ">= 0.8x")
+    cold, warm = on["cold_vs_yardstick"], on["warm_gb_s"] / off["warm_gb_s"]
+    return [judged("reader out of core (cold) vs parallel sequential reads", ">= 0.8x",
+                   f"{cold:.2f}x (read-ahead off: {off['cold_vs_yardstick']:.2f}x)", cold >= 0.8),
+            judged("reader warm, read-ahead on vs off", "1.00x +- 0.05", f"{warm:.2f}x", abs(warm - 1) <= 0.05)]
+
+
 def epoch_time(results: dict) -> list[Verdict]:
     """Per model: epoch time ratio (<= 1.1x) and peak RSS ratio (<= 1/10) against in-memory arrays."""
     out = []
@@ -150,5 +163,5 @@ def per_call(row: dict) -> str:
 
 def evaluate(results: dict) -> list[Verdict]:
     """Every target, in the issue's order."""
-    return [v for check in (readers, epoch_time, epoch_order, memory_scaling, storage, conversion, gpu)
+    return [v for check in (out_of_core, readers, epoch_time, epoch_order, memory_scaling, storage, conversion, gpu)
             for v in check(results)]

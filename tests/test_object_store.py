@@ -250,7 +250,7 @@ def test_fit_on_a_dataset_in_s3_stages_it_into_the_cache(tmp_path_factory, s3_se
     (staged,) = [str(p) for p in cache.iterdir()]
     assert shard_bytes(staged) == shard_bytes(local)
     assert read_metadata(staged).dataset_id == read_metadata(local).dataset_id and staged.endswith(
-        read_metadata(local).dataset_id)
+        read_metadata(local).dataset_id + staging.STREAM_SUFFIX)  # fit streams: shards downloaded as read
     size = sum(s.bytes for split in read_metadata(local).splits.values() for s in split.shards)
     capsys.readouterr()
     rc = cli.main(["fit", f"s3://{name}/ds", "--model", "knot-cnn", "--epochs", "1", "--batch-size", "32",

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from shardkit.train.options import ReadOptions
+from shardkit.train.staging import DEFAULT_MAX_GB
+
 
 def _whole(least: int, what: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
@@ -64,3 +67,25 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0 (a budget that 0 turns off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text!r}")
+    return value
+
+
+def add_reading_options(p: argparse.ArgumentParser, default: float | None = ReadOptions.readahead_mb) -> None:
+    """``--readahead-mb`` and the cache of s3:// datasets, on the commands that read shards to train or test
+    (``default`` None: the run's own setting)."""
+    p.add_argument("--readahead-mb", type=non_negative_float, default=default, metavar="MB",
+                   help="shard bytes read (or downloaded) ahead of the reader, in its order; 0: off (default "
+                        + (f"{default:g})" if default is not None else "the run's)"))
+    p.add_argument("--cache-dir", help="where s3:// datasets are cached (default $SHARDKIT_CACHE_DIR or ~/.cache/shardkit)")
+    p.add_argument("--cache-max-gb", type=positive_float, default=DEFAULT_MAX_GB,
+                   help="cache limit; shards and datasets not being read are evicted, least recently used first")

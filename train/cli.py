@@ -30,7 +30,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from shardkit.train import fit, strategy
 
     strategy.configure_devices(0, args.backend)
-    result = fit.evaluate_run(args.run_dir, args.dataset, args.split, args.batch_size, args.other_dataset)
+    result = fit.evaluate_run(args.run_dir, args.dataset, args.split, args.batch_size, args.other_dataset,
+                              args.readahead_mb)
     targets = {name: {k: v for k, v in entry.items() if k != "confusion_matrix"} for name, entry in result.get("targets", {}).items()}
     shown = {k: v for k, v in result.items() if k not in ("confusion_matrix", "targets")}
     print(json.dumps({**shown, **({"targets": targets} if targets else {})}, sort_keys=True))
@@ -74,8 +75,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--logical-cpus", type=arguments.non_negative_int, default=0, metavar="N", help="split the CPU into N devices (mirrored on CPU)")
     f.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     f.add_argument("--no-tensorboard", action="store_true")
-    f.add_argument("--cache-dir", help="where s3:// datasets are staged (default $SHARDKIT_CACHE_DIR or ~/.cache/shardkit)")
-    f.add_argument("--cache-max-gb", type=float, default=staging.DEFAULT_MAX_GB, help="cache limit; least recently used datasets are evicted")
+    arguments.add_reading_options(f)
     f.set_defaults(func=_fit)
 
     e = sub.add_parser("evaluate", help="evaluate a run's model on a dataset split")
@@ -87,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     for command in (f, e):
         command.add_argument("--backend", choices=BACKENDS, default=None,
                              help="Keras backend (default: $KERAS_BACKEND, else tensorflow); tf.data reads the input on every backend")
+    arguments.add_reading_options(e, default=None)
     e.set_defaults(func=_evaluate)
 
     inspect.register(sub)
@@ -112,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet.configure(args.log)
     try:
         if staging.is_staged_url(str(getattr(args, "dataset", ""))):
-            args.dataset = staging.stage(args.dataset, getattr(args, "cache_dir", None),
-                                         getattr(args, "cache_max_gb", staging.DEFAULT_MAX_GB))
+            where = (args.dataset, getattr(args, "cache_dir", None), getattr(args, "cache_max_gb", staging.DEFAULT_MAX_GB))
+            streams = args.command in ("fit", "evaluate", "bench") and getattr(args, "readahead_mb", None) != 0
+            args.dataset = (staging.stream(*where, getattr(args, "cycle_length", None) or 8) if streams
+                            else staging.stage(*where))
         return int(args.func(args) or 0)
     except (DatasetError, ValueError, OSError, ImportError) as e:  # ImportError: keras_compat's version check
         if args.log:

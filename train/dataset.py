@@ -27,6 +27,8 @@ from shardkit.train import features, targets
 from shardkit.train.decode import decode_records
 from shardkit.train.opening import Dataset, WorkerShard, open_dataset
 from shardkit.train.options import AUTOTUNE, SAMPLING_MODES, ReadOptions
+from shardkit.train.readahead import ReadAhead
+from shardkit.train.staging import STREAMS
 from shardkit.train.strategy import shard_policy, worker_of
 
 
@@ -62,20 +64,49 @@ def _file_table(ds: Dataset, split: str) -> tuple[tf.Tensor, tf.Tensor, tf.Tenso
     return tf.constant(paths), tf.constant(counts), tf.constant(limits)
 
 
-def _records(paths: tf.Tensor, counts: tf.Tensor, limits: tf.Tensor, ds: Dataset, options: ReadOptions) -> tf.data.Dataset:
-    """Records of the given shards (in that order), interleaved in parallel.
+def _read_ahead(ds: Dataset, options: ReadOptions, lag_records: int = 0) -> ReadAhead | None:
+    """The read-ahead of one pipeline (None when ``readahead_mb`` is 0); ``lag_records``: records between the
+    interleave and where the pipeline reports them consumed (the shuffle buffer)."""
+    cache = STREAMS.get(ds.path)
+    if options.readahead_mb <= 0:
+        return None
+    sizes = {p: s.bytes for split in ds.metadata.splits for p, s in
+             zip(ds.shard_paths(split), ds.metadata.splits[split].shards)}
+    whole = {"fetch": cache.request, "chunk": max(sizes.values(), default=1)} if cache else {}
+    record_bytes = sum(sizes.values()) / max(1, sum(sum(c) for c in ds.counts.values()))
+    return ReadAhead(int(options.readahead_mb * 2**20), options.cycle_length or 8, options.block_length, sizes,
+                     lag_records, record_bytes=record_bytes, **whole)
+
+
+def _records(paths: tf.Tensor, counts: tf.Tensor, limits: tf.Tensor, ds: Dataset, options: ReadOptions,
+             ahead: ReadAhead | None = None) -> tf.data.Dataset:
+    """Records of the given shards (in that order), interleaved in parallel; ``ahead`` is told the order.
 
     Each shard must yield exactly its count: when its iterator ends with fewer records, or finds one more,
     reading fails (``FailedPreconditionError``, "expected to contain"); ``integrity.read_error`` names the
     shard. The check is a counter in the graph, not a second pass.
     """
     compression = ds.metadata.compression or ""
+    cache = STREAMS.get(ds.path)
 
     def read(path: tf.Tensor, count: tf.Tensor, limit: tf.Tensor) -> tf.data.Dataset:
         records = tf.data.TFRecordDataset(path, compression, options.read_buffer_bytes).take(limit)
-        return records.apply(tf.data.experimental.assert_cardinality(count))
+        records = records.apply(tf.data.experimental.assert_cardinality(count))
+        if cache is None:
+            return records
+        release = lambda p: tf.ensure_shape(tf.py_function(lambda q: (cache.release(q.numpy().decode()), q)[1], [p],  # noqa: E731
+                                                           tf.string), [])
+        return records.concatenate(tf.data.Dataset.from_tensors(path).map(release).filter(lambda _: False))
 
-    files = tf.data.Dataset.from_tensor_slices((paths, counts, limits))
+    if ahead is None:
+        files = tf.data.Dataset.from_tensor_slices((paths, counts, limits))
+    else:
+        files = tf.data.Dataset.from_tensors((paths, counts, limits)).map(ahead.start_op)
+        files = files.flat_map(lambda p, c, lim: tf.data.Dataset.from_tensor_slices((p, c, lim)))
+    if cache is not None:  # a bucket dataset: each shard is opened once it has been downloaded
+        here = lambda p: tf.ensure_shape(tf.py_function(lambda q: (cache.ensure(q.numpy().decode()), q)[1], [p],  # noqa: E731
+                                                        tf.string), [])
+        files = files.map(lambda p, c, lim: (here(p), c, lim))
     return files.interleave(
         read,
         cycle_length=options.cycle_length or AUTOTUNE,
@@ -144,7 +175,8 @@ def train_epoch(
     if worker.count > 1 and worker.policy == "FILE":
         table = tuple(column[worker.index :: worker.count] for column in table)
     buffer = shuffle_buffer_size(ds, options)
-    records = _records(*table, ds, options)
+    ahead = _read_ahead(ds, options, buffer * worker.count)
+    records = _records(*table, ds, options, ahead)
     if worker.count > 1 and worker.policy == "DATA":
         records = records.shard(worker.count, worker.index)
     records = records.shuffle(buffer, seed=_scalar_seed(seed_pair, 1), reshuffle_each_iteration=False)
@@ -152,6 +184,8 @@ def train_epoch(
         draws = ds.count("train") // worker.count
         records = _resampled(records, ds, seed_pair, sampling, buffer).take(draws)
     batches = records.batch(batch_size, drop_remainder=drop_remainder or worker.count > 1)
+    if ahead is not None:
+        batches = ahead.counted(batches, batch_size, worker.count if worker.policy == "DATA" else 1)
     if steps_per_epoch is not None:
         batches = batches.take(steps_per_epoch)
     return batches
@@ -318,7 +352,10 @@ def eval_dataset(
     if split not in ds.counts:
         raise DatasetError(f"{ds.path}: no split {split!r}; splits are {sorted(ds.counts)}")
     ordered = replace(options, deterministic=True)
-    records = _records(*_file_table(ds, split), ds, ordered).batch(batch_size)
+    ahead = _read_ahead(ds, ordered)
+    records = _records(*_file_table(ds, split), ds, ordered, ahead).batch(batch_size)
+    if ahead is not None:
+        records = ahead.counted(records, batch_size)
     out = _decoded_stream(records, ds, ordered, steps(ds.count(split), batch_size))
     if options.cache:
         out = out.cache().apply(tf.data.experimental.assert_cardinality(steps(ds.count(split), batch_size)))

@@ -515,7 +515,8 @@ def predict_split(
 
 
 def evaluate_run(
-    run_dir: str, dataset: str, split: str = "test", batch_size: int | None = None, other_dataset: bool = False
+    run_dir: str, dataset: str, split: str = "test", batch_size: int | None = None, other_dataset: bool = False,
+    readahead_mb: float | None = None,
 ) -> dict[str, Any]:
     """Rebuild a run's model from config.json + model.weights.h5 and evaluate it on a dataset split, with the
     run's own settings (precision, XLA, sequence encoding, batch size), so the numbers are the run's.
@@ -528,6 +529,8 @@ def evaluate_run(
     if saved is None:
         raise DatasetError(f"{os.path.join(run_dir, rundir.CONFIG_FILE)}: missing or unreadable; {run_dir} is not a shardkit-train run directory")
     config = FitConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(FitConfig)}})
+    if readahead_mb is not None:
+        config = dataclasses.replace(config, readahead_mb=readahead_mb)
     trained_id = saved.get("dataset_id")
     trained_on = (rundir.read_json(os.path.join(run_dir, "metrics.json")) or {}).get("dataset", config.dataset)
     log(f"{run_dir} was trained on {trained_on} (dataset id {trained_id or 'not recorded'})")

@@ -19,6 +19,7 @@ import tensorflow as tf
 from shardkit import spec
 from shardkit.spec import DatasetError
 from shardkit.train import opening
+from shardkit.train.staging import STREAMS
 
 Stamp = tuple[int, int, int]  # size, mtime in ns, inode (0 where the filesystem has none)
 
@@ -36,9 +37,9 @@ def stamp(path: str) -> Stamp | None:
 
 
 def _files(ds: opening.Dataset) -> list[str]:
-    return [os.path.join(ds.path, spec.METADATA_FILE)] + [
-        p for split in ds.metadata.splits for p in ds.metadata.shard_paths(ds.path, split)
-    ]
+    """metadata.json and the shards (of a bucket dataset only metadata.json: its cache checks each download)."""
+    shards = [] if ds.path in STREAMS else [p for split in ds.metadata.splits for p in ds.metadata.shard_paths(ds.path, split)]
+    return [os.path.join(ds.path, spec.METADATA_FILE), *shards]
 
 
 def snapshot(ds: opening.Dataset) -> dict[str, Stamp | None]:

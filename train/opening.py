@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from shardkit import spec
 from shardkit.spec import DatasetError, Metadata
+from shardkit.train.staging import STREAMS
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def open_dataset(path: str, skip_corrupt: bool = False, splits: tuple[str, ...] 
             continue
         split_counts = []
         for shard, full in zip(metadata.splits[split].shards, metadata.shard_paths(path, split)):
-            size = shard_size(full)
+            size = shard.bytes if path in STREAMS else shard_size(full)  # a bucket's shards are checked as downloaded
             problem = size_problem(size, shard.bytes)
             if problem and not skip_corrupt:
                 raise DatasetError(f"{full}: {problem}")

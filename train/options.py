@@ -31,6 +31,7 @@ class ReadOptions:
     with_row_id: bool = False  # x becomes a dict {feature: x, "row_id": ids} (a dict x gains "row_id")
     skip_corrupt: bool = False  # read only the intact prefix of each shard (see ``open_dataset``)
     read_buffer_bytes: int = 256 << 10  # per open shard; TensorFlow's default
+    readahead_mb: float = 256.0  # shard bytes asked for ahead of the reader, in its order; 0: off (docs/benchmarks.md)
 
     def __post_init__(self) -> None:
         if self.sequence_encoding not in SEQUENCE_ENCODINGS:
@@ -61,6 +62,7 @@ class FitConfig:
     deterministic: bool = ReadOptions.deterministic
     cycle_length: int | None = ReadOptions.cycle_length  # None = AUTOTUNE
     shuffle_buffer_mb: float = ReadOptions.shuffle_buffer_mb
+    readahead_mb: float = ReadOptions.readahead_mb
     cache_validation: bool = False
     repeat: int = 1
     verbose: Any = "auto"
@@ -71,6 +73,7 @@ class FitConfig:
         return ReadOptions(
             cycle_length=self.cycle_length,
             shuffle_buffer_mb=self.shuffle_buffer_mb,
+            readahead_mb=self.readahead_mb,
             deterministic=self.deterministic,
             cache=self.cache_validation,
             sequence_encoding=self.sequence_encoding,
