@@ -1,9 +1,8 @@
 """Converting a CSV of PNG paths: ``shardkit-convert`` (the workers load the files) vs a hand-written loop that
-opens each PNG and writes one TFRecord, in files per second. ``python -m bench.rows [--n N] [--repeats R]``."""
+opens each PNG and writes one TFRecord, in files per second (``python -m bench.run_all --only rows``)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -59,22 +58,3 @@ def measure(cache: str, n_per_class: int = 1000, size: int = 64, repeats: int = 
             runs.setdefault(f"shardkit {workers}w", []).append(files / run.wall_s)
             runs.setdefault(f"shardkit {workers}w write phase", []).append(files / phase)
     return {k: median(v) for k, v in runs.items()}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.rows", description=__doc__)
-    p.add_argument("--n", type=int, default=1000, help="PNGs per class (3 classes)")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--cache", default=os.environ.get("SHARDKIT_BENCH_CACHE", "/tmp/shardkit-bench-cache"))
-    a = p.parse_args()
-    os.makedirs(a.cache, exist_ok=True)
-    res = measure(a.cache, a.n, a.size, a.repeats)
-    base = res["hand loop"]
-    print("| job | files/s | vs hand loop |\n|---|---|---|")
-    for k, v in res.items():
-        print(f"| {k} | {v:,.0f} | {v / base:.2f}x |")
-
-
-if __name__ == "__main__":
-    main()
