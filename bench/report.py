@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import targets
@@ -343,10 +344,8 @@ AFTER_KEPT = {"rows": render_rows}  # measured only on request: a table after th
 def render(results: dict, out_md: str) -> str:
     """Write the markdown (plots beside it under img/), putting back its hand-written blocks; return the text."""
     img_dir = os.path.join(os.path.dirname(os.path.abspath(out_md)), IMG_DIR)
-    kept: dict[str, str] = {}
-    if os.path.exists(out_md):
-        with open(out_md, encoding="utf-8") as f:
-            kept = {m.group(1): m.group(0) for m in KEEP.finditer(f.read())}
+    kept = {m.group(1): m.group(0) for m in KEEP.finditer(Path(out_md).read_text(encoding="utf-8"))} \
+        if os.path.exists(out_md) else {}
     parts = [INTRO, "## Machine", render_machine(results), "## Targets", render_targets(results),
              *(["### What the numbers say", kept["interpretation"]] if "interpretation" in kept else [])]
     for title, key, fn in SECTIONS:
@@ -371,6 +370,5 @@ def render(results: dict, out_md: str) -> str:
     parts += ["## Reproduce", *([kept["reproduce"]] if "reproduce" in kept else [])]
     text = "\n\n".join(parts) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
-    with open(out_md, "w", encoding="utf-8") as f:
-        f.write(text)
+    Path(out_md).write_text(text, encoding="utf-8")
     return text

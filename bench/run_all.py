@@ -157,10 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     if "gpu" in only:
         gpu_backend = _module("gpu").pick_backend() if args.gpu_backend == "auto" else args.gpu_backend
         os.environ["KERAS_BACKEND"] = gpu_backend  # before the first keras import
-    results: dict[str, Any] = {}
-    if (only or args.render_only) and os.path.exists(results_path):
-        with open(results_path, encoding="utf-8") as f:
-            results = json.load(f)
+    results: dict[str, Any] = json.loads(Path(results_path).read_text(encoding="utf-8")) \
+        if (only or args.render_only) and os.path.exists(results_path) else {}
     if not args.render_only:
         os.makedirs(args.cache, exist_ok=True)
         start = time.perf_counter()
@@ -189,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu_results:
         results["gpu"] = merge_gpu(args.gpu_results)
     os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
-    with open(results_path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+    Path(results_path).write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
     if not args.no_render:  # from the file, so that the report renders the same as from the committed JSON
         report.render(json.loads(Path(results_path).read_text(encoding="utf-8")), args.out)
     print(f"[bench] wrote {results_path}" + ("" if args.no_render else f" and {args.out}"))
