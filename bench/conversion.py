@@ -19,6 +19,14 @@ ONCE_ABOVE_BYTES = 1e9  # inputs this big are converted once per job, not ``repe
 SEQUENCES, LENGTH, ONEHOT_DEPTH = 431_403, 660, 21  # a 431,403-sequence protein set; to_categorical of codes 0..20
 
 
+def example(tf: Any, pixels: bytes, label: int, row_id: int) -> bytes:
+    """One hand-loop record (``tf``: the tensorflow module): raw pixels, class id and row id, serialised."""
+    f, ints = tf.train.Feature, lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image": f(bytes_list=tf.train.BytesList(value=[pixels])), "label": ints(label), "row_id": ints(row_id)}
+    )).SerializeToString()
+
+
 def hand_loop(src: str, out: str) -> float:
     """The baseline: read the HDF5 in blocks, one tf.train.Example per row, one TFRecordWriter; seconds."""
     import tables
@@ -30,21 +38,18 @@ def hand_loop(src: str, out: str) -> float:
         for lo in range(0, x.shape[0], 256):
             xb, yb = x[lo : lo + 256], y[lo : lo + 256]
             for i in range(len(xb)):
-                w.write(tf.train.Example(features=tf.train.Features(feature={
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[xb[i].tobytes()])),
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(yb[i])])),
-                    "row_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[lo + i])),
-                })).SerializeToString())
+                w.write(example(tf, xb[i].tobytes(), int(yb[i]), lo + i))
     return time.perf_counter() - start
 
 
-def shardkit(src: str, out: str, workers: int) -> tuple[float, int, float]:
-    """``shardkit-convert`` in a child process: (wall s, peak RSS of its process tree, write phase s from its stats)."""
+def shardkit(src: str, out: str, workers: int, *args: str) -> tuple[float, int, float]:
+    """``shardkit-convert src args`` (default: the knot images' flags) in a child process: (wall s, peak RSS of its
+    process tree, write phase s from its stats)."""
     from shardkit.spec import read_metadata
 
     shutil.rmtree(out, ignore_errors=True)
-    run = run_measured([sys.executable, "-m", "shardkit.convert", src, "--out", out, *inputs.ARGS["knots"],
-                        "--image-shape", "128,128,3", "--workers", str(workers), "--quiet"])
+    run = run_measured([sys.executable, "-m", "shardkit.convert", src, "--out", out, "--workers", str(workers),
+                        "--quiet", *(args or (*inputs.ARGS["knots"], "--image-shape", "128,128,3"))])
     phase = float(read_metadata(out).stats["write_phase_seconds"])
     shutil.rmtree(out, ignore_errors=True)
     return run.wall_s, run.peak_rss_bytes, phase

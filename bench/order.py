@@ -46,14 +46,9 @@ def two_epochs(dataset: str, batch_size: int, seed: int = 0, **options: Any) -> 
 
 def evict(dataset: str) -> None:
     """Drop a dataset's files from the page cache (``posix_fadvise(DONTNEED)``; no root needed)."""
-    for root, _, files in os.walk(dataset):
-        for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+    from shardkit.train.readahead import evict as evict_files
+
+    evict_files([os.path.join(root, name) for root, _, files in os.walk(dataset) for name in files])
 
 
 def read_rates(dataset: str, batch_size: int) -> dict[str, float]:

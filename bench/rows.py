@@ -1,17 +1,15 @@
 """Converting a CSV of PNG paths: ``shardkit-convert`` (the workers load the files) vs a hand-written loop that
-opens each PNG and writes one TFRecord, in files per second. ``python -m bench.rows [--n N] [--repeats R]``."""
+opens each PNG and writes one TFRecord, in files per second (``python -m bench.run_all --only rows``)."""
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
-import sys
 import time
 
 import numpy as np
 
-from .measure import median, run_measured
+from .conversion import example, shardkit
+from .measure import median
 
 
 def hand_loop(csv: str, out: str) -> float:
@@ -27,12 +25,8 @@ def hand_loop(csv: str, out: str) -> float:
     folder = os.path.dirname(csv)
     with tf.io.TFRecordWriter(out) as w:
         for i, (path, label) in enumerate(zip(table["path"], table["label"])):
-            pixels = np.asarray(Image.open(os.path.join(folder, path)).convert("RGB"))
-            w.write(tf.train.Example(features=tf.train.Features(feature={
-                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels.tobytes()])),
-                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[names[label]])),
-                "row_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[i])),
-            })).SerializeToString())
+            w.write(example(tf, np.asarray(Image.open(os.path.join(folder, path)).convert("RGB")).tobytes(),
+                            names[label], i))
     return time.perf_counter() - start
 
 
@@ -40,7 +34,6 @@ def measure(cache: str, n_per_class: int = 1000, size: int = 64, repeats: int = 
     """Median files/s of the hand loop and of ``shardkit-convert`` with 1 and 2 workers (whole run and write
     phase), the runs of each repeat side by side."""
     from shardkit.convert.examples import write_png_table
-    from shardkit.spec import read_metadata
 
     csv = os.path.join(cache, f"pngs-{n_per_class}-{size}", "images.csv")
     if not os.path.exists(csv):
@@ -50,31 +43,8 @@ def measure(cache: str, n_per_class: int = 1000, size: int = 64, repeats: int = 
     for _ in range(repeats):
         runs.setdefault("hand loop", []).append(files / hand_loop(csv, os.path.join(cache, "hand.tfrecord")))
         for workers in (1, 2):
-            out = os.path.join(cache, "pngs-ds")
-            shutil.rmtree(out, ignore_errors=True)
-            run = run_measured([sys.executable, "-m", "shardkit.convert", csv, "--out", out, "--feature",
-                                "image=image:path:files", "--target", "label=class", "--workers", str(workers),
-                                "--quiet"])
-            phase = float(read_metadata(out).stats["write_phase_seconds"])
-            runs.setdefault(f"shardkit {workers}w", []).append(files / run.wall_s)
+            wall, _, phase = shardkit(csv, os.path.join(cache, "pngs-ds"), workers, "--feature",
+                                      "image=image:path:files", "--target", "label=class")
+            runs.setdefault(f"shardkit {workers}w", []).append(files / wall)
             runs.setdefault(f"shardkit {workers}w write phase", []).append(files / phase)
     return {k: median(v) for k, v in runs.items()}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.rows", description=__doc__)
-    p.add_argument("--n", type=int, default=1000, help="PNGs per class (3 classes)")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--cache", default=os.environ.get("SHARDKIT_BENCH_CACHE", "/tmp/shardkit-bench-cache"))
-    a = p.parse_args()
-    os.makedirs(a.cache, exist_ok=True)
-    res = measure(a.cache, a.n, a.size, a.repeats)
-    base = res["hand loop"]
-    print("| job | files/s | vs hand loop |\n|---|---|---|")
-    for k, v in res.items():
-        print(f"| {k} | {v:,.0f} | {v / base:.2f}x |")
-
-
-if __name__ == "__main__":
-    main()

@@ -43,6 +43,7 @@ class Sizes:
     plan_scale: dict[str, Any] = field(default_factory=lambda: {"rows": 10_000_000, "dask": True})
     epoch_order: dict[str, int] = field(default_factory=lambda: {"small": 1_200, "large": 12_960})  # knot rows
     object_store: dict[str, Any] = field(default_factory=lambda: {"per_class": 1_000, "size": 64, "shard_counts": [8, 32]})
+    rows: dict[str, int] = field(default_factory=lambda: {"n_per_class": 300, "size": 64})  # PNGs per class
     gpu: dict[str, Any] = field(default_factory=lambda: {"n_knots": 600, "n_proteins": 6_000, "steps": 100,
                                                           "warmup": 10, "min_epoch": 20_000})
     extra: dict[str, Any] = field(default_factory=dict)
@@ -54,7 +55,7 @@ class Sizes:
                    storage={"images": 240, "sequences": 200, "arrays": 20},
                    memory_sizes=(240,), memory_steps=1, batch_size=32, fast_path_rows=240,
                    plan_scale={"rows": 20_000, "dask": False}, epoch_order={"small": 300},
-                   object_store={"per_class": 40, "size": 32, "shard_counts": [2]},
+                   object_store={"per_class": 40, "size": 32, "shard_counts": [2]}, rows={"n_per_class": 10, "size": 16},
                    gpu={"n_knots": 240, "n_proteins": 200, "steps": 2, "warmup": 1, "min_epoch": 200},
                    extra={"memory_modes": ("shardkit", "in-memory"), "memory_parallel": 2, "diagnose_steps": (2, 1),
                           "readahead_mb": (0, 256),
@@ -101,12 +102,14 @@ SECTIONS: dict[str, Callable[[Sizes, str, argparse.Namespace], dict[str, Any]]] 
     "epoch_order": lambda s, cache, a: _module("order").measure(cache, s.epoch_order, batch_size=s.batch_size),
     "object_store": lambda s, cache, a: _module("object_store").measure(**s.object_store),
     "diagnose": lambda s, cache, a: _diagnose(s, cache),
+    "rows": lambda s, cache, a: {"files_per_s": _module("rows").measure(cache, **s.rows, repeats=s.repeats), **s.rows,
+                                 "repeats": s.repeats},
     "gpu": lambda s, cache, a: _module("gpu").measure(
         cache, os.environ["KERAS_BACKEND"], a.gpu_precisions.split(","), [int(b) for b in a.gpu_batch_sizes.split(",")],
         a.gpu_sequence_encoding, **s.gpu, steps_per_execution=[int(n) if n.isdigit() else n for n in a.gpu_steps_per_execution.split(",")]),
 }
-ON_REQUEST = {"gpu", "object_store"}  # measured only when named in --only (gpu: on a GPU machine, its inputs
-# carried in --cache; object_store: quoted by hand in docs/benchmarks.md)
+ON_REQUEST = {"gpu", "object_store", "rows"}  # measured only when named in --only (gpu: on a GPU machine, its
+# inputs carried in --cache; object_store: quoted by hand in docs/benchmarks.md; rows: table after its hand-written block)
 
 
 def merge_gpu(paths: list[str]) -> dict[str, Any]:
@@ -154,10 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     if "gpu" in only:
         gpu_backend = _module("gpu").pick_backend() if args.gpu_backend == "auto" else args.gpu_backend
         os.environ["KERAS_BACKEND"] = gpu_backend  # before the first keras import
-    results: dict[str, Any] = {}
-    if (only or args.render_only) and os.path.exists(results_path):
-        with open(results_path, encoding="utf-8") as f:
-            results = json.load(f)
+    results: dict[str, Any] = json.loads(Path(results_path).read_text(encoding="utf-8")) \
+        if (only or args.render_only) and os.path.exists(results_path) else {}
     if not args.render_only:
         os.makedirs(args.cache, exist_ok=True)
         start = time.perf_counter()
@@ -186,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu_results:
         results["gpu"] = merge_gpu(args.gpu_results)
     os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
-    with open(results_path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+    Path(results_path).write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
     if not args.no_render:  # from the file, so that the report renders the same as from the committed JSON
         report.render(json.loads(Path(results_path).read_text(encoding="utf-8")), args.out)
     print(f"[bench] wrote {results_path}" + ("" if args.no_render else f" and {args.out}"))

@@ -156,9 +156,7 @@ def gpu(results: dict) -> list[Verdict]:
 def per_call(row: dict) -> str:
     """', 3 steps/call' (', auto: 3 steps/call') for rows measured at several steps per execution."""
     n = row.get("steps_per_call")
-    if n is None:
-        return ""
-    return f", {'auto: ' * (row.get('steps_per_execution') == 'auto')}{n} step{'s' * (n > 1)}/call"
+    return "" if n is None else f", {'auto: ' * (row.get('steps_per_execution') == 'auto')}{n} step{'s' * (n > 1)}/call"
 
 
 def evaluate(results: dict) -> list[Verdict]:

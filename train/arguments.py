@@ -7,7 +7,7 @@ is parsed, so a mistake costs no dataset read and no model build, and ends with 
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from typing import Any, Callable
 
 from shardkit.train.options import ReadOptions
 from shardkit.train.staging import DEFAULT_MAX_GB
@@ -89,3 +89,13 @@ def add_reading_options(p: argparse.ArgumentParser, default: float | None = Read
     p.add_argument("--cache-dir", help="where s3:// datasets are cached (default $SHARDKIT_CACHE_DIR or ~/.cache/shardkit)")
     p.add_argument("--cache-max-gb", type=positive_float, default=DEFAULT_MAX_GB,
                    help="cache limit; shards and datasets not being read are evicted, least recently used first")
+
+
+def dataset_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, help: str,
+                    doc: str | None, run: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+    """A ``shardkit-train NAME DATASET`` subcommand: ``help``, the first line of ``doc`` as its description, the
+    DATASET argument, and ``run`` as what it does; the caller adds its options."""
+    p = subparsers.add_parser(name, help=help, description=doc.splitlines()[0] if doc else None)
+    p.add_argument("dataset", metavar="DATASET", help="dataset directory written by shardkit-convert")
+    p.set_defaults(func=run)
+    return p

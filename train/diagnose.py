@@ -207,9 +207,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
     """Add ``bench DATASET [--model M] [--batch-size B]`` to a ``shardkit-train`` argument parser."""
-    p = subparsers.add_parser("bench", help="is training input-bound? reader vs model throughput on this dataset",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("dataset", metavar="DATASET", help="dataset directory written by shardkit-convert")
+    p = arguments.dataset_command(subparsers, "bench", "is training input-bound? reader vs model throughput on this "
+                                  "dataset", __doc__, run)
     p.add_argument("--model", default=None,
                    help="knot-cnn | protein-cnn | sequence-lstm | pkg.module:build (default: the preset for the kind)")
     p.add_argument("--batch-size", type=arguments.positive_int, default=BATCH_SIZE)
@@ -226,5 +225,4 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                         "measure the disk's parallel read rate")
     arguments.add_reading_options(p)
     p.add_argument("--json", action="store_true", help="print all numbers and the verdict as JSON")
-    p.set_defaults(func=run)
     return p

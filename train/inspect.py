@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from shardkit import spec
+from shardkit.train.arguments import dataset_command
 from shardkit.train.verify import ordered_splits
 
 SUMMARY_FILE = "inspect.json"
@@ -241,14 +242,9 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
     """Add ``inspect DATASET [--out DIR]`` to a ``shardkit-train`` argument parser."""
-    p = subparsers.add_parser(
-        "inspect",
-        help="splits, shards, class counts and a few decoded examples of a dataset",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-    )
-    p.add_argument("dataset", metavar="DATASET", help="dataset directory written by shardkit-convert")
+    p = dataset_command(subparsers, "inspect", "splits, shards, class counts and a few decoded examples of a dataset",
+                        __doc__, run)
     p.add_argument("--out", metavar="DIR", help="write inspect.json and, for images, examples.png here")
     p.add_argument("--examples", type=int, default=16, metavar="N", help="decode the first N examples (default 16)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=run)
     return p

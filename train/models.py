@@ -80,9 +80,7 @@ def knot_cnn(metadata: Metadata, options: ReadOptions = ReadOptions()) -> keras.
     x = keras.layers.Conv2D(128, 3, activation="relu")(x)
     x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Flatten()(x) if f.shape[0] <= 64 else keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(128, activation="relu")(x)
-    x = keras.layers.Dropout(0.5)(x)
-    return keras.Model(inputs, heads(x, metadata), name="knot_cnn")
+    return _classifier(inputs, x, metadata, 128, 0.5, "knot_cnn")
 
 
 def protein_cnn(metadata: Metadata, options: ReadOptions = ReadOptions()) -> keras.Model:
@@ -94,9 +92,7 @@ def protein_cnn(metadata: Metadata, options: ReadOptions = ReadOptions()) -> ker
     x = keras.layers.MaxPooling1D(3)(x)
     x = keras.layers.Conv1D(128, 9, padding="same", activation="relu")(x)
     x = keras.layers.GlobalMaxPooling1D()(x)
-    x = keras.layers.Dense(64, activation="relu")(x)
-    x = keras.layers.Dropout(0.3)(x)
-    return keras.Model(inputs, heads(x, metadata), name="protein_cnn")
+    return _classifier(inputs, x, metadata, 64, 0.3, "protein_cnn")
 
 
 def sequence_lstm(metadata: Metadata, options: ReadOptions = ReadOptions()) -> keras.Model:
@@ -104,9 +100,13 @@ def sequence_lstm(metadata: Metadata, options: ReadOptions = ReadOptions()) -> k
     f = _require(metadata, "sequence-lstm", "array", rank=2)
     inputs = _input(metadata, options)
     x = keras.layers.LSTM(min(256, f.shape[-1]), dropout=0.5)(inputs)
-    x = keras.layers.Dense(min(512, 2 * f.shape[-1]), activation="relu")(x)
-    x = keras.layers.Dropout(0.5)(x)
-    return keras.Model(inputs, heads(x, metadata), name="sequence_lstm")
+    return _classifier(inputs, x, metadata, min(512, 2 * f.shape[-1]), 0.5, "sequence_lstm")
+
+
+def _classifier(inputs: Any, x: Any, metadata: Metadata, units: int, dropout: float, name: str) -> keras.Model:
+    """The presets' common end: Dense(``units``, relu), Dropout, then the dataset's output heads."""
+    x = keras.layers.Dropout(dropout)(keras.layers.Dense(units, activation="relu")(x))
+    return keras.Model(inputs, heads(x, metadata), name=name)
 
 
 def _require(metadata: Metadata, preset: str, kind: str, rank: int) -> Feature:

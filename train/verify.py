@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from shardkit import spec
+from shardkit.train.arguments import dataset_command
 
 BATCH = 256
 
@@ -349,13 +350,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
     """Add ``verify DATASET`` to a ``shardkit-train`` argument parser."""
-    p = subparsers.add_parser(
-        "verify",
-        help="read every record and check CRCs, counts and split leaks against metadata.json",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-    )
-    p.add_argument("dataset", metavar="DATASET", help="dataset directory written by shardkit-convert")
+    p = dataset_command(subparsers, "verify",
+                        "read every record and check CRCs, counts and split leaks against metadata.json", __doc__, run)
     p.add_argument("--max-report", type=int, default=50, metavar="N", help="print at most N problems (default 50)")
     p.add_argument("--quiet", action="store_true", help="no per-shard progress on stderr")
-    p.set_defaults(func=run)
     return p
