@@ -155,7 +155,7 @@ def test_bench_cold_says_it_read_from_the_disk_and_names_the_limit(tmp_path_fact
     from shardkit.train.cli import main
     from shardkit.train.diagnose import Diagnosis
 
-    path = knots_dataset(tmp_path_factory, n_per_class=20, size=128, num_shards=2)
+    path = knots_dataset(tmp_path_factory, n_per_class=20, size=64, num_shards=2)
     bench = ["bench", path, "--model", "knot-cnn", "--batch-size", "8", "--steps", "2", "--warmup", "1"]
     assert main([*bench, "--cold", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -163,10 +163,8 @@ def test_bench_cold_says_it_read_from_the_disk_and_names_the_limit(tmp_path_fact
     d = Diagnosis(**{k: v for k, v in out.items() if k not in ("input_bound", "verdict")})
     limit, fix = d.limit()
     assert out["verdict"].endswith(f"; measured cold: shards read from the disk; the limit is {limit}: {fix}")
-    # 128x128 knot-cnn on a CPU trains far slower than 60 small images are read: the model (or the CPU it shares)
+    # knot-cnn on a CPU trains far slower than 60 small images are read: the model (or the CPU it shares) limits
     assert limit in ("the model", "the CPU, shared by reading and training"), out["verdict"]
-    assert main(bench) == 0  # the shards were just read: warm
-    assert "; measured warm: shards in the page cache; the limit is " in capsys.readouterr().out
 
 
 def test_verdict_names_the_fix_for_each_limit() -> None:
