@@ -18,7 +18,7 @@ BIN = os.path.dirname(sys.executable)
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _run(*argv: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def _run(*argv: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a console script of this environment (or ``python -m ...`` when argv[0] is ``python``)."""
     exe = sys.executable if argv[0] == "python" else os.path.join(BIN, argv[0])
     return subprocess.run([exe, *argv[1:]], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
@@ -51,7 +51,7 @@ def test_table_example_trains_every_target_above_chance(tmp_path: Path) -> None:
     _convert("table.parquet", "--out", "ds", "--feature", "sequence=sequence:Sequence:max_length=60",
              "--feature", "props=array:props", "--feature", "family=category", "--target", "ec_lvl_1=class",
              "--target", "ec_lvl_2=class", "--target", "stability=regression", "--stratify", "ec_lvl_1",
-             "--id", "id", "--group-column", "cluster_id", cwd=tmp_path)
+             "--id", "id", "--group-column", "cluster_id", "--num-shards", "4", cwd=tmp_path)
     test = _fit("ds", "tabular", 8, tmp_path, "--batch-size", "32", "--learning-rate", "0.01")
     for name, margin in (("ec_lvl_1", 0.3), ("ec_lvl_2", 0.2)):
         chance = _chance(test["targets"][name]["confusion_matrix"])
