@@ -125,7 +125,8 @@ def check_out(out: str, overwrite: bool) -> None:
         check_foreign(out)
     parent = os.path.dirname(os.path.abspath(out).rstrip("/"))
     if not os.path.isdir(parent):
-        raise InputError(f"{out}: parent directory {parent} does not exist")
+        raise InputError(f"{out}: parent directory {parent} does not exist; create it (mkdir -p {parent}) "
+                         "or choose another --out")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{out}: cannot write into {parent}: permission denied")
 
