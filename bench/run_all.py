@@ -104,12 +104,14 @@ SECTIONS: dict[str, Callable[[Sizes, str, argparse.Namespace], dict[str, Any]]] 
     "diagnose": lambda s, cache, a: _diagnose(s, cache),
     "rows": lambda s, cache, a: {"files_per_s": _module("rows").measure(cache, **s.rows, repeats=s.repeats), **s.rows,
                                  "repeats": s.repeats},
+    "peers": lambda s, cache, a: _module("peers").measure(cache, s.repeats),
     "gpu": lambda s, cache, a: _module("gpu").measure(
         cache, os.environ["KERAS_BACKEND"], a.gpu_precisions.split(","), [int(b) for b in a.gpu_batch_sizes.split(",")],
         a.gpu_sequence_encoding, **s.gpu, steps_per_execution=[int(n) if n.isdigit() else n for n in a.gpu_steps_per_execution.split(",")]),
 }
 ON_REQUEST = {"gpu", "object_store", "rows"}  # measured only when named in --only (gpu: on a GPU machine, its
 # inputs carried in --cache; object_store: quoted by hand in docs/benchmarks.md; rows: table after its hand-written block)
+NOT_QUICK = {"peers"}  # minutes of conversions even at --quick sizes: in a --quick run only when named in --only
 
 
 def merge_gpu(paths: list[str]) -> dict[str, Any]:
@@ -167,12 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             results["machine"] = machine
         timings = {}
         for name, fn in SECTIONS.items():
-            if (only and name not in only) or (not only and name in ON_REQUEST):
+            if (only and name not in only) or (not only and (name in ON_REQUEST or (args.quick and name in NOT_QUICK))):
                 continue
             t0 = time.perf_counter()
             print(f"[bench] {name} ...", flush=True)
             try:
-                results[name] = {**fn(sizes, args.cache, args), "measured_utc": now_utc()}
+                section = fn(sizes, args.cache, args)
+                if section is None:  # skipped (it said why in one line): the last measurement, if any, stays
+                    continue
+                results[name] = {**section, "measured_utc": now_utc()}
                 if only and name != "gpu":  # measured apart from the others: say where
                     results[name]["machine"] = {k: machine[k] for k in ("cpu", "usable_cores", "load_average_at_start")}
             except Exception:

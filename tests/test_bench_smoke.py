@@ -36,7 +36,7 @@ def test_quick_run_writes_every_section_and_plot(quick_run: tuple[int, Path]) ->
     text = out.read_text()
     assert [h for h in HEADINGS if h in text] == list(HEADINGS)
     assert "failed in this run" not in text and "Could not render" not in text
-    assert text.count("_Not measured in this run._") == 1  # only the GPU section, which --quick leaves out
+    assert text.count("_Not measured in this run._") == 2  # the GPU and peers sections, which --quick leaves out
     for plot in PLOTS:
         assert (out.parent / "img" / plot).stat().st_size > 1000, plot
         assert f"(img/{plot})" in text

@@ -1,0 +1,261 @@
+"""Peers section: the same class-sorted knot rows written to and read through HF datasets, Grain + ArrayRecord,
+WebDataset and Mosaic Streaming (each as documented, and one tuned variant) beside shardkit's default
+``training_input``: warm and cold ex/s, cold vs the disk, bytes on disk, conversion time, peak RSS, epoch order."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
+
+import numpy as np
+
+from bench import inputs
+from bench.measure import child, emit_result, median, run_measured
+from bench.order import evict, order_metrics
+
+ROWS, BATCH, SHAPE = 12_864, 64, (128, 128, 3)  # 201 whole batches of 64, whole classes of three
+PIXELS = int(np.prod(SHAPE))
+SHARD_BYTES = 128 << 20  # for the peers whose shard size is ours to choose: shardkit's default
+EXTRA = "pip install -e '.[bench-peers]'"
+# row -> (on-disk layout, reader, the distributions it needs)
+SYSTEMS = {
+    "shardkit, default training_input": ("shardkit", "shardkit", ()),
+    "HF datasets, documented Array3D column": ("hf-array3d", "hf", ("datasets",)),
+    "HF datasets, flat List(uint8) column": ("hf-flat", "hf", ("datasets",)),
+    "Grain + ArrayRecord, default ReadOptions (16 threads)": ("arrayrecord", "grain-16", ("grain", "array-record")),
+    "Grain + ArrayRecord, 0 read threads": ("arrayrecord", "grain-0", ("grain", "array-record")),
+    "WebDataset, documented 1,000-sample shuffle buffer": ("wds", "wds-1000", ("webdataset",)),
+    "WebDataset, 10,000-sample shuffle buffer": ("wds", "wds-10000", ("webdataset",)),
+    "Mosaic Streaming, documented (DataLoader, 0 workers)": ("mds", "mds-0", ("mosaicml-streaming", "torch")),
+    "Mosaic Streaming, DataLoader 2 workers": ("mds", "mds-2", ("mosaicml-streaming", "torch")),
+}
+IMPORTS = {"shardkit": ("shardkit.train.dataset",), "hf": ("datasets",), "grain": ("grain", "array_record"),
+           "wds": ("webdataset",), "mds": ("streaming", "torch")}  # imported before anything is timed
+MODULES = {"datasets": "datasets", "grain": "grain", "array-record": "array_record", "webdataset": "webdataset",
+           "mosaicml-streaming": "streaming", "torch": "torch"}
+
+
+def samples(src: str) -> Iterator[tuple[int, np.ndarray, int]]:
+    """(row id, flat uint8 pixels, label) of each source row in file (class-sorted) order."""
+    import tables
+
+    with tables.open_file(src, "r") as f:
+        for start in range(0, len(f.root.train_label), 1024):
+            x, y = f.root.train_data[start : start + 1024], f.root.train_label[start : start + 1024]
+            yield from ((start + i, x[i], int(y[i])) for i in range(len(y)))
+
+
+def hf_rows(src: str, flat: bool) -> Iterator[dict[str, Any]]:
+    return ({"image": x if flat else x.reshape(SHAPE), "label": y, "row_id": i} for i, x, y in samples(src))
+
+
+def write(layout: str, src: str, out: str) -> None:
+    """Write the source rows in ``layout`` as each library's documentation shows."""
+    if layout.startswith("hf"):
+        import datasets
+
+        flat = layout == "hf-flat"
+        image = datasets.List(datasets.Value("uint8"), length=PIXELS) if flat else datasets.Array3D(SHAPE, "uint8")
+        features = datasets.Features({"image": image, "label": datasets.Value("int64"), "row_id": datasets.Value("int64")})
+        datasets.Dataset.from_generator(hf_rows, features=features, cache_dir=out + ".hf-cache",
+                                        gen_kwargs={"src": src, "flat": flat}).save_to_disk(out)
+        shutil.rmtree(out + ".hf-cache")
+    elif layout == "arrayrecord":
+        from array_record.python.array_record_module import ArrayRecordWriter
+
+        os.makedirs(out)
+        per, writer = SHARD_BYTES // (PIXELS + 16), None
+        for i, x, y in samples(src):
+            if i % per == 0:
+                writer and writer.close()
+                writer = ArrayRecordWriter(os.path.join(out, f"data-{i // per:05d}.array_record"), "group_size:1")
+            writer.write(np.array([i, y], np.int64).tobytes() + x.tobytes())
+        writer.close()
+    elif layout == "wds":
+        import webdataset as wds
+
+        os.makedirs(out)
+        with wds.ShardWriter(os.path.join(out, "data-%06d.tar"), maxsize=SHARD_BYTES, verbose=0) as sink:
+            for i, x, y in samples(src):
+                sink.write({"__key__": f"{i:08d}", "npy": x.reshape(SHAPE), "cls": y})
+    elif layout == "mds":
+        from streaming import MDSWriter
+
+        with MDSWriter(out=out, columns={"image": "ndarray:uint8:128,128,3", "label": "int", "row_id": "int"}) as sink:
+            for i, x, y in samples(src):
+                sink.write({"image": x.reshape(SHAPE), "label": y, "row_id": i})
+
+
+def batches(reader: str, path: str, epochs: int) -> Iterator[tuple[np.ndarray, np.ndarray, Any]]:
+    """(images uint8, labels, row ids or None) batches of ``epochs`` epochs, globally shuffled as each reader does."""
+    if reader == "shardkit":
+        from shardkit.train.dataset import training_input
+
+        for x, y in training_input(path, BATCH, epochs, seed=0).train:
+            yield x.numpy(), y.numpy(), None
+    elif reader == "hf":
+        import datasets
+
+        ds = datasets.load_from_disk(path).with_format("numpy")
+        for epoch in range(epochs):
+            for b in ds.shuffle(seed=epoch).iter(batch_size=BATCH):
+                yield b["image"].reshape(-1, *SHAPE), b["label"], b["row_id"]
+    elif reader.startswith("grain"):
+        import grain
+
+        def parse(record: bytes) -> dict[str, Any]:
+            head = np.frombuffer(record, np.int64, 2)
+            return {"image": np.frombuffer(record, np.uint8, offset=16).reshape(SHAPE), "label": head[1], "id": head[0]}
+
+        files = sorted(os.path.join(path, f) for f in os.listdir(path))
+        ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(files)).shuffle(seed=0).repeat(epochs)
+        options = grain.ReadOptions() if reader == "grain-16" else grain.ReadOptions(num_threads=0)
+        for b in ds.map(parse).batch(BATCH).to_iter_dataset(options):
+            yield b["image"], b["label"], b["id"]
+    elif reader.startswith("wds"):
+        import webdataset as wds
+
+        files = sorted(os.path.join(path, f) for f in os.listdir(path))
+        ds = (wds.WebDataset(files, shardshuffle=100, empty_check=False).shuffle(int(reader.split("-")[1])).decode()
+              .to_tuple("npy", "cls", "__key__").batched(BATCH))
+        for _ in range(epochs):
+            for x, y, keys in ds:
+                yield x, np.asarray(y), np.array(keys, np.int64)
+    elif reader.startswith("mds"):
+        from streaming import StreamingDataset
+        from streaming.base.util import clean_stale_shared_memory
+        from torch.utils.data import DataLoader
+
+        clean_stale_shared_memory()
+        ds = StreamingDataset(local=path, shuffle=True, shuffle_seed=0, batch_size=BATCH)
+        loader = DataLoader(ds, batch_size=BATCH, num_workers=int(reader.split("-")[1]))
+        for _ in range(epochs):
+            for b in loader:
+                yield b["image"].numpy(), b["label"].numpy(), b["row_id"].numpy()
+
+
+def epoch_times(reader: str, path: str, epochs: int) -> tuple[list[float], list[np.ndarray]]:
+    """Seconds of each epoch of one stream, and the row ids of its epochs (empty where the reader has none)."""
+    stream, times, ids = batches(reader, path, epochs), [], []
+    for _ in range(epochs):
+        start, n, seen = time.perf_counter(), 0, []
+        while n < ROWS:
+            x, y, i = next(stream)
+            n += len(y)
+            seen.append(i)
+        times.append(time.perf_counter() - start)
+        if seen[0] is not None:
+            ids.append(np.concatenate(seen))
+    return times, ids
+
+
+def disk_seconds(path: str, threads: int = 4) -> float:
+    """Seconds for ``threads`` sequential readers to read every file under ``path`` from disk (evicted first)."""
+    files, _ = [os.path.join(root, f) for root, _, names in os.walk(path) for f in names], evict(path)
+
+    def read(name: str) -> None:
+        buf = bytearray(4 << 20)
+        with open(name, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(read, files))
+    return time.perf_counter() - start
+
+
+def read_child(reader: str, path: str, with_order: bool) -> None:
+    """One round in a fresh process, its libraries imported first: a cold epoch (files evicted), the disk rate,
+    then 2 epochs of one stream, the second timed warm (epochs 0 and 1 give the order metrics)."""
+    for module in IMPORTS[reader.split("-")[0]]:
+        importlib.import_module(module)
+    evict(path)
+    cold = epoch_times(reader, path, 1)[0][0]
+    disk = disk_seconds(path)
+    warm, ids = epoch_times(reader, path, 2)
+    if reader == "shardkit" and with_order:
+        from bench.order import two_epochs
+
+        ids = list(two_epochs(path, BATCH))
+    emit_result({"cold_s": cold, "disk_s": disk, "warm_s": warm[1:],
+                 "order": order_metrics(ids[0], ids[1], BATCH) if with_order else None})
+
+
+def convert(layout: str, src: str, out: str) -> dict[str, Any]:
+    """Convert once per cache, in a measured process; its wall time and peak RSS are kept beside the output."""
+    record = out + ".conversion.json"
+    if os.path.exists(record) and os.path.exists(out):
+        with open(record, encoding="utf-8") as f:
+            return json.load(f)
+    shutil.rmtree(out, ignore_errors=True)
+    if layout == "shardkit":
+        argv = [os.path.join(os.path.dirname(sys.executable), "shardkit-convert"), src, "--out", out, "--overwrite",
+                "--quiet", *inputs.ARGS["knots"], "--image-shape", ",".join(map(str, SHAPE)), "--split", "1,0,0"]
+    else:
+        argv = child("bench.peers", "convert", layout, src, out)
+    run = run_measured(argv)
+    done = {"seconds": run.wall_s, "peak_rss_bytes": run.peak_rss_bytes,
+            "bytes": sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)}
+    with open(record, "w", encoding="utf-8") as f:
+        json.dump(done, f)
+    return done
+
+
+def missing(needs: tuple[str, ...]) -> list[str]:
+    return [d for d in needs if importlib.util.find_spec(MODULES[d]) is None]
+
+
+def version(dist: str) -> str:
+    return importlib.metadata.version(dist) if importlib.util.find_spec(MODULES.get(dist, dist)) else "not installed"
+
+
+def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
+    """The peers table: every system ``repeats`` rounds, round robin (load hits all alike); None, after one line,
+    when no peer library is installed."""
+    if all(missing(needs) for *_, needs in SYSTEMS.values() if needs):
+        print(f"[bench] peers: skipped, the bench-peers extra is not installed ({EXTRA})", flush=True)
+        return None
+    src = inputs.source(cache, "knots", ROWS)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, (layout, reader, needs) in SYSTEMS.items():
+        rows[name] = {"system": name, "layout": layout, "reader": reader, "versions": {d: version(d) for d in needs}}
+        if lack := missing(needs):
+            rows[name]["skipped"] = f"{', '.join(lack)} not installed ({EXTRA})"
+            continue
+        try:
+            rows[name]["conversion"] = convert(layout, src, os.path.join(cache, f"peers-{layout}-{ROWS}"))
+        except Exception as e:
+            rows[name]["skipped"] = f"conversion failed: {str(e).strip().splitlines()[-1][:300]}"
+    runs: dict[str, list[Any]] = {name: [] for name, r in rows.items() if "skipped" not in r}
+    for r in range(repeats):
+        for name in runs:
+            path = os.path.join(cache, f"peers-{rows[name]['layout']}-{ROWS}")
+            try:
+                runs[name].append(run_measured(child("bench.peers", "read", rows[name]["reader"], path, int(r == 0))))
+            except Exception as e:
+                rows[name]["skipped"] = f"reading failed: {str(e).strip().splitlines()[-1][:300]}"
+    for name, done in runs.items():
+        if not done or "skipped" in rows[name]:
+            continue
+        cold, disk = median([d.result["cold_s"] for d in done]), median([d.result["disk_s"] for d in done])
+        rows[name].update({"warm_examples_per_s": ROWS / median([t for d in done for t in d.result["warm_s"]]),
+                           "cold_examples_per_s": ROWS / cold, "disk_examples_per_s": ROWS / disk,
+                           "cold_vs_disk": disk / cold, "peak_rss_bytes": max(d.peak_rss_bytes for d in done),
+                           "order": done[0].result["order"], "rounds": len(done)})
+    return {"rows": list(rows.values()), "examples": ROWS, "batch_size": BATCH, "repeats": repeats,
+            "shard_bytes": SHARD_BYTES, "shardkit_version": importlib.metadata.version("shardkit")}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:3] == ["--child", "convert"]:
+        write(*sys.argv[3:6])
+    elif sys.argv[1:3] == ["--child", "read"]:
+        read_child(sys.argv[3], sys.argv[4], sys.argv[5] == "1")
