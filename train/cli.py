@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import traceback
 
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset = (staging.stream(*where, getattr(args, "cycle_length", None) or 8) if streams
                             else staging.stage(*where))
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader of our output went away (`inspect DS | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (DatasetError, ValueError, OSError, ImportError) as e:  # ImportError: keras_compat's version check
         if args.log:
             traceback.print_exc()
