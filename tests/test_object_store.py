@@ -221,6 +221,14 @@ def test_dask_runner_converts_bucket_inputs_into_the_bucket(knots_h5: str, prote
     assert not [k for k in keys(client, name) if ".shardkit-tmp-" in k]
 
 
+def use_s3_server(monkeypatch: Any, endpoint: str) -> None:
+    """Point boto3 (as the trainer uses it) at the loopback server with its test credentials."""
+    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": CREDS["aws_access_key_id"],
+                       "AWS_SECRET_ACCESS_KEY": CREDS["aws_secret_access_key"],
+                       "AWS_DEFAULT_REGION": CREDS["region_name"]}.items():
+        monkeypatch.setenv(key, value)
+
+
 def upload_dataset(client: Any, bucket: str, local: str, prefix: str) -> None:
     for root, _, files in os.walk(local):
         for f in files:
@@ -238,10 +246,7 @@ def test_fit_on_a_dataset_in_s3_stages_it_into_the_cache(tmp_path_factory, s3_se
     client, name = bucket
     local = knots_dataset(tmp_path_factory, n_per_class=40, size=32, num_shards=2)
     upload_dataset(client, name, local, "ds")
-    for key, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": CREDS["aws_access_key_id"],
-                       "AWS_SECRET_ACCESS_KEY": CREDS["aws_secret_access_key"],
-                       "AWS_DEFAULT_REGION": CREDS["region_name"]}.items():
-        monkeypatch.setenv(key, value)
+    use_s3_server(monkeypatch, s3_server)
     cache = tmp_path / "cache"
     rc = cli.main(["fit", f"s3://{name}/ds", "--model", "knot-cnn", "--epochs", "1", "--batch-size", "32",
                    "--out", str(tmp_path / "run"), "--verbose", "0", "--no-tensorboard", "--cache-dir", str(cache)])

@@ -7,7 +7,6 @@ import csv
 import os
 import threading
 import time
-from typing import Any
 
 import numpy as np
 import pytest
@@ -86,7 +85,7 @@ def test_read_ahead_stays_within_its_budget_ahead_of_the_reader(tmp_path_factory
     assert resident_bytes() == pytest.approx(total, abs=4 * 4096)
 
 
-from test_object_store import bucket, s3_server, upload_dataset  # noqa: E402,F401 - the loopback S3 fixtures
+from test_object_store import bucket, s3_server, upload_dataset, use_s3_server  # noqa: E402,F401 - the loopback S3 fixtures
 
 
 def _history(run: str) -> list[dict[str, str]]:
@@ -98,17 +97,13 @@ def test_fit_on_a_bucket_downloads_ahead_into_a_bounded_cache(tmp_path_factory, 
                                                               monkeypatch, capsys) -> None:
     import json
 
-    from bench.object_store import CREDS
     from shardkit.spec import read_metadata
     from shardkit.train import cli, staging
 
     client, name = bucket
     local = knots_dataset(tmp_path_factory, n_per_class=40, size=24, num_shards=12)
     upload_dataset(client, name, local, "ds")
-    for key, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": CREDS["aws_access_key_id"],
-                       "AWS_SECRET_ACCESS_KEY": CREDS["aws_secret_access_key"],
-                       "AWS_DEFAULT_REGION": CREDS["region_name"]}.items():
-        monkeypatch.setenv(key, value)
+    use_s3_server(monkeypatch, s3_server)
     meta = read_metadata(local)
     shards = [s for split in meta.splits.values() for s in split.shards]
     bound = staging.min_cache_bytes(meta, 2) + max(s.bytes for s in shards)

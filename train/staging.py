@@ -86,21 +86,28 @@ def _make_room(cache_dir: str, needed: int, max_bytes: int, url: str) -> None:
         shutil.rmtree(victim, ignore_errors=True)
 
 
-def stage(url: str, cache_dir: str | None = None, max_gb: float = DEFAULT_MAX_GB) -> str:
-    """A complete local copy of the dataset at ``url`` in ``cache_dir``; returns its path."""
+def _cache_entry(url: str, cache_dir: str | None) -> tuple[str, Any, Metadata, str]:
+    """(cache folder, S3 client, the dataset's metadata, the folder a complete local copy of it has in the cache):
+    one folder per URL and dataset id, so a dataset converted again is never read from an older copy."""
     cache_dir = os.path.abspath(cache_dir or default_cache_dir())
     client = _client()
     meta = read_remote_metadata(url, client)
-    bucket, prefix = _split(url)
+    bucket, _ = _split(url)
     name = f"{bucket}-{hashlib.sha256(url.rstrip('/').encode()).hexdigest()[:8]}-{meta.dataset_id}"
-    local = os.path.join(cache_dir, name)
+    return cache_dir, client, meta, os.path.join(cache_dir, name)
+
+
+def stage(url: str, cache_dir: str | None = None, max_gb: float = DEFAULT_MAX_GB) -> str:
+    """A complete local copy of the dataset at ``url`` in ``cache_dir``; returns its path."""
+    cache_dir, client, meta, local = _cache_entry(url, cache_dir)
+    bucket, prefix = _split(url)
     if os.path.exists(os.path.join(local, METADATA_FILE)):
         os.utime(local)
         return local
     os.makedirs(cache_dir, exist_ok=True)
     shards = [s for split in meta.splits.values() for s in split.shards]
     _make_room(cache_dir, sum(s.bytes for s in shards), int(max_gb * 1e9), url)
-    tmp = os.path.join(cache_dir, f".{name}.staging-{os.getpid()}")
+    tmp = os.path.join(cache_dir, f".{os.path.basename(local)}.staging-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
 
     def fetch(shard: Any) -> None:
@@ -247,12 +254,7 @@ def min_cache_bytes(meta: Metadata, cycle_length: int) -> int:
 
 def stream(url: str, cache_dir: str | None = None, max_gb: float = DEFAULT_MAX_GB, cycle_length: int = 8) -> str:
     """A local folder for the dataset at ``url`` whose shards ``ShardCache`` downloads as they are read."""
-    cache_dir = os.path.abspath(cache_dir or default_cache_dir())
-    client = _client()
-    meta = read_remote_metadata(url, client)
-    bucket, _ = _split(url)
-    name = f"{bucket}-{hashlib.sha256(url.rstrip('/').encode()).hexdigest()[:8]}-{meta.dataset_id}"
-    staged = os.path.join(cache_dir, name)
+    cache_dir, client, meta, staged = _cache_entry(url, cache_dir)
     if os.path.exists(os.path.join(staged, METADATA_FILE)):  # a complete copy is here already
         os.utime(staged)
         return staged
