@@ -250,7 +250,7 @@ def test_a_single_class_is_refused_before_training(tmp_path_factory, tmp_path: P
         for split in meta["splits"].values():
             split["class_counts"] = [split["count"]] + ([] if one_label else [0])
         if one_label:
-            meta["label"].update(names=["0"], num_classes=1)
+            meta["targets"][0].update(names=["0"], num_classes=1)
         (path / "metadata.json").write_text(json.dumps(meta))
         return str(path)
 

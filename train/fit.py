@@ -62,6 +62,12 @@ def check_config(config: FitConfig) -> None:
         raise ValueError(f"--steps-per-execution must be a whole number of at least 1 or auto, not {n!r}")
 
 
+def run_settings(config: FitConfig, dataset_id: str) -> dict[str, Any]:
+    """What a run records in config.json and must match to resume or to be kept by a rerun of ``--repeat``."""
+    return {**dataclasses.asdict(config), "backend_version": backends.version(config.backend), "dataset_id": dataset_id,
+            "absolute_paths": {"dataset": os.path.abspath(config.dataset), "out": os.path.abspath(config.out)}}
+
+
 def fit(config: FitConfig, strategy: Any = None, overwrite: bool = False) -> dict[str, Any]:
     """Train ``config.repeat`` seeds; with several, ``shardkit.train.repeat`` also writes summary.json.
 
@@ -97,9 +103,7 @@ def run_once(config: FitConfig, strategy: Any, overwrite: bool = False) -> dict[
     if config.sampling == "balanced":
         targets.require_class(ds.metadata, "--sampling balanced", config.dataset, counted=True)
     before = integrity.snapshot(ds)
-    settings = {**dataclasses.asdict(config), "backend_version": backends.version(config.backend),
-                "dataset_id": ds.metadata.dataset_id,
-                "absolute_paths": {"dataset": os.path.abspath(config.dataset), "out": os.path.abspath(config.out)}}
+    settings = run_settings(config, ds.metadata.dataset_id)
     _check_devices(config, strategy)
     rundir.check(out, settings, overwrite)
     for path, n in ds.lost.items():
@@ -286,7 +290,7 @@ def _check_classes(ds: reader.Dataset, where: str) -> None:
         counts = getattr(train, "class_counts", None) or []
         present = [label.names[i] for i, n in enumerate(counts) if n > 0]
         if len(present) == 1:
-            raise DatasetError(f"{where}: every training example is{of} class {present[0]!r}; a classifier needs at least two")
+            raise DatasetError(f"{where}: every training example{of} is of class {present[0]!r}; a classifier needs at least two")
 
 
 def _resume_point(position: dict | None, fingerprint: dict, plan: reader.TrainingPlan, backup_dir: str) -> tuple[int, int]:

@@ -65,9 +65,10 @@ def fit_repeats(config: Any, strategy: tf.distribute.Strategy, overwrite: bool =
 
 def _finished_seed(config: Any) -> dict[str, Any] | None:
     """The result of a seed an earlier (interrupted) --repeat finished with these same settings, or None."""
-    from shardkit.train import fit, rundir
+    from shardkit.train import backends, fit, rundir
 
-    settings = {**dataclasses.asdict(config), "dataset_id": spec.read_metadata(config.dataset).dataset_id}
+    config = dataclasses.replace(config, backend=config.backend or backends.current())
+    settings = fit.run_settings(config, spec.read_metadata(config.dataset).dataset_id)
     result = rundir.finished_with(config.out, settings)
     if result is not None:
         fit.log(f"{config.out}: finished earlier with these settings; keeping its results")
