@@ -40,22 +40,24 @@ def seed(text: str) -> int:
     return value
 
 
-def cycle_length(text: str) -> int | None:
-    """``--cycle-length`` values: a positive number of shards, or ``auto`` for tf.data's AUTOTUNE."""
+def _positive_or_auto(text: str, unit: str) -> int | None:
+    """A positive whole number of ``unit``, or None for ``auto``."""
     if text == "auto":
         return None
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of shards or 'auto', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number of {unit} or 'auto', got {text!r}")
     return int(text)
+
+
+def cycle_length(text: str) -> int | None:
+    """``--cycle-length`` values: a positive number of shards, or ``auto`` for tf.data's AUTOTUNE (None)."""
+    return _positive_or_auto(text, "shards")
 
 
 def steps_per_execution(text: str) -> int | str:
     """``--steps-per-execution`` values: a positive number of steps, or ``auto``."""
-    if text == "auto":
-        return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of steps or 'auto', got {text!r}")
-    return int(text)
+    n = _positive_or_auto(text, "steps")
+    return "auto" if n is None else n
 
 
 def positive_float(text: str) -> float:
