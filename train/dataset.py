@@ -67,9 +67,9 @@ def _file_table(ds: Dataset, split: str) -> tuple[tf.Tensor, tf.Tensor, tf.Tenso
 def _read_ahead(ds: Dataset, options: ReadOptions, lag_records: int = 0) -> ReadAhead | None:
     """The read-ahead of one pipeline (None when ``readahead_mb`` is 0); ``lag_records``: records between the
     interleave and where the pipeline reports them consumed (the shuffle buffer)."""
-    cache = STREAMS.get(ds.path)
     if options.readahead_mb <= 0:
         return None
+    cache = STREAMS.get(ds.path)
     sizes = {p: s.bytes for split in ds.metadata.splits for p, s in
              zip(ds.shard_paths(split), ds.metadata.splits[split].shards)}
     whole = {"fetch": cache.request, "chunk": max(sizes.values(), default=1)} if cache else {}
@@ -94,8 +94,7 @@ def _records(paths: tf.Tensor, counts: tf.Tensor, limits: tf.Tensor, ds: Dataset
         records = records.apply(tf.data.experimental.assert_cardinality(count))
         if cache is None:
             return records
-        release = lambda p: tf.ensure_shape(tf.py_function(lambda q: (cache.release(q.numpy().decode()), q)[1], [p],  # noqa: E731
-                                                           tf.string), [])
+        release = _path_call(cache.release)
         return records.concatenate(tf.data.Dataset.from_tensors(path).map(release).filter(lambda _: False))
 
     if ahead is None:
@@ -104,8 +103,7 @@ def _records(paths: tf.Tensor, counts: tf.Tensor, limits: tf.Tensor, ds: Dataset
         files = tf.data.Dataset.from_tensors((paths, counts, limits)).map(ahead.start_op)
         files = files.flat_map(lambda p, c, lim: tf.data.Dataset.from_tensor_slices((p, c, lim)))
     if cache is not None:  # a bucket dataset: each shard is opened once it has been downloaded
-        here = lambda p: tf.ensure_shape(tf.py_function(lambda q: (cache.ensure(q.numpy().decode()), q)[1], [p],  # noqa: E731
-                                                        tf.string), [])
+        here = _path_call(cache.ensure)
         files = files.map(lambda p, c, lim: (here(p), c, lim))
     return files.interleave(
         read,
@@ -114,6 +112,11 @@ def _records(paths: tf.Tensor, counts: tf.Tensor, limits: tf.Tensor, ds: Dataset
         num_parallel_calls=options.num_parallel_calls,
         deterministic=options.deterministic,
     )
+
+
+def _path_call(fn: Callable[[str], Any]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A graph op that calls ``fn(path)`` in Python and passes the path tensor on (the stream cache's hooks)."""
+    return lambda p: tf.ensure_shape(tf.py_function(lambda q: (fn(q.numpy().decode()), q)[1], [p], tf.string), [])
 
 
 def _pin_graph_seed() -> None:
