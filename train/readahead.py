@@ -119,23 +119,24 @@ class ReadAhead:
         return out, counts, limits
 
     def counted(self, batches: Any, batch_size: int, scale: int = 1) -> Any:
-        """``batches`` (of serialized records) unchanged; every ``REPORT_BYTES`` or so of records, the next that
-        many are reported consumed as their first batch passes (a Python call, so not one per batch). ``scale``:
-        records of the interleave per record passing (a worker taking every n-th record)."""
+        """``batches`` (of serialized records) unchanged, reporting every ``REPORT_BYTES`` or so of records consumed
+        once they have passed. The report is one Python call per window of batches, so no per-batch function
+        runs in the pipeline. ``scale``: records of the interleave per record passing (a worker taking every
+        n-th record)."""
         import tensorflow as tf
 
         every = max(1, round(REPORT_BYTES / max(1, batch_size * self.record_bytes)))
 
-        def note(n: Any) -> Any:
-            self.advance(int(n) * every * scale)
-            return n
+        def note(done: Any) -> Any:
+            self.advance(every * batch_size * scale)
+            return done
 
-        def count(i: Any, batch: Any) -> Any:
-            report = lambda: tf.py_function(note, [tf.size(batch, tf.int64)], tf.int64)  # noqa: E731
-            with tf.control_dependencies([tf.cond(i % every == 0, report, lambda: tf.constant(0, tf.int64))]):
-                return tf.identity(batch)
+        def reported(window: Any) -> Any:
+            nothing = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
+            report = nothing.map(lambda x: tf.ensure_shape(tf.py_function(note, [x], tf.string), [None]))
+            return window.concatenate(report.filter(lambda _: False))
 
-        return batches.enumerate().map(count)
+        return batches.window(every).flat_map(reported)
 
 
 def willneed(path: str, start: int, end: int) -> bool:
