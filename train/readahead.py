@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 CHUNK = 4 << 20  # bytes per read-ahead request
-REPORT_BYTES = 16 << 20  # records consumed are reported about this often
+REPORT_BYTES = 64 << 20  # records consumed are reported about this often, or 4 times per budget if that is less
 
 
 def schedule(sizes: Sequence[int], counts: Sequence[int], cycle: int, block: int,
@@ -119,24 +119,22 @@ class ReadAhead:
         return out, counts, limits
 
     def counted(self, batches: Any, batch_size: int, scale: int = 1) -> Any:
-        """``batches`` (of serialized records) unchanged, reporting every ``REPORT_BYTES`` or so of records consumed
-        once they have passed. The report is one Python call per window of batches, so no per-batch function
-        runs in the pipeline. ``scale``: records of the interleave per record passing (a worker taking every
-        n-th record)."""
+        """``batches`` (of serialized records) unchanged, each paired with a tick of a repeating cycle of ``every``
+        ticks whose last one reports the cycle's records consumed: one Python call per ``REPORT_BYTES`` of records
+        (or a quarter of the budget), and no function runs per batch (tf.data short-circuits the map that drops
+        the tick). ``scale``: records of the interleave per record passing (a worker taking every n-th record)."""
         import tensorflow as tf
 
-        every = max(1, round(REPORT_BYTES / max(1, batch_size * self.record_bytes)))
+        every = max(1, round(min(REPORT_BYTES, self.budget / 4) / max(1, batch_size * self.record_bytes)))
 
-        def note(done: Any) -> Any:
+        def note(tick: Any) -> Any:
             self.advance(every * batch_size * scale)
-            return done
+            return tick
 
-        def reported(window: Any) -> Any:
-            nothing = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
-            report = nothing.map(lambda x: tf.ensure_shape(tf.py_function(note, [x], tf.string), [None]))
-            return window.concatenate(report.filter(lambda _: False))
-
-        return batches.window(every).flat_map(reported)
+        tick = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64))
+        report = tick.map(lambda t: tf.ensure_shape(tf.py_function(note, [t], tf.int64), []))
+        ticks = tick.repeat(every - 1).concatenate(report).repeat()
+        return tf.data.Dataset.zip((batches, ticks)).map(lambda batch, _tick: batch)
 
 
 def willneed(path: str, start: int, end: int) -> bool:
