@@ -136,10 +136,10 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def timed(fn: Callable[..., Any], *args: Any) -> float:
-    """Seconds ``fn(*args)`` takes."""
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    """Seconds ``fn(*args, **kwargs)`` takes."""
     start = time.perf_counter()
-    fn(*args)
+    fn(*args, **kwargs)
     return time.perf_counter() - start
 
 
