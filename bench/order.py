@@ -31,14 +31,14 @@ def order_metrics(first: np.ndarray, second: np.ndarray, batch_size: int) -> dic
             "cooccurrence_vs_fresh": again / ((batch_size - 1) / (n - 1))}
 
 
-def two_epochs(dataset: str, batch_size: int, seed: int = 0, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+def two_epochs(dataset: str, batch_size: int, **options: Any) -> tuple[np.ndarray, np.ndarray]:
     """Row ids of training epochs 0 and 1 as ``train_dataset`` yields them with the given ``ReadOptions``."""
     from shardkit.train import dataset as reader
 
     ds = reader.open_dataset(dataset)
     opts = reader.ReadOptions(with_row_id=True, **options)
     steps = reader.training_plan(ds, batch_size).steps_per_epoch
-    ids = [x["row_id"].numpy() for x, _ in reader.train_dataset(ds, batch_size, 2, seed=seed, options=opts)]
+    ids = [x["row_id"].numpy() for x, _ in reader.train_dataset(ds, batch_size, 2, seed=0, options=opts)]
     return np.concatenate(ids[:steps]), np.concatenate(ids[steps:])
 
 
