@@ -40,25 +40,31 @@ def sizes(quick: bool, big_gb: float) -> dict[str, dict[str, Any]]:
                             "training": {"knots_per_class": 16, "knot_size": 32, "n_proteins": 100, "max_length": 64,
                                          "epochs": 2, "repeats": 1, "models": ("knot-cnn",)}},
                 "memory": {"sizes": (240,), "steps": 1, "modes": ("shardkit", "in-memory"), "parallel": 2},
-                "conversion": {"sizes": {"small": 120}, "repeats": 1}, "fast_paths": {"rows": 240, "repeats": 1},
-                "plan_scale": {"rows": 20_000, "dask": False}, "epoch_order": {"sizes": {"small": 300}, "batch": 32},
+                "conversion": {"sizes": {"small": 120}, "repeats": 1},
+                "fast_paths": {"rows": 240, "repeats": 1},
+                "plan_scale": {"rows": 20_000, "dask": False},
+                "epoch_order": {"sizes": {"small": 300}, "batch": 32},
                 "object_store": {"per_class": 40, "size": 32, "shard_counts": [2]},
                 "diagnose": {"n": 240, "proteins": 200, "shards": 8, "batch": 32, "steps": 2, "warmup": 1},
-                "rows": {"n_per_class": 10, "size": 16, "repeats": 1}, "peers": {"repeats": 1},
+                "rows": {"n_per_class": 10, "size": 16, "repeats": 1},
+                "peers": {"repeats": 1},
                 "gpu": {"n_knots": 240, "n_proteins": 200, "steps": 2, "warmup": 1, "min_epoch": 200}}
     return {"storage": {"images": 6_000, "sequences": 20_000, "arrays": 300},
-            "reading": {"n": 24_000, "proteins": 20_000, "batch": 64, "repeats": 3, "cycle_lengths": (1, 2, 4, 8, 16, None),
-                        "shard_counts": (1, 2, 4, 8, 16, 32), "readahead_mb": (0, 64, 256, 1024), "full_scale_rows": 300_000,
+            "reading": {"n": 24_000, "proteins": 20_000, "batch": 64, "repeats": 3,
+                        "cycle_lengths": (1, 2, 4, 8, 16, None), "shard_counts": (1, 2, 4, 8, 16, 32),
+                        "readahead_mb": (0, 64, 256, 1024), "full_scale_rows": 300_000,
                         "training": {"knots_per_class": 1_000, "knot_size": 64, "n_proteins": 6_000, "max_length": 660,
                                      "epochs": 3, "repeats": 2, "large_proteins": 80_000}},
             "memory": {"sizes": (1_500, 6_000, 24_000, knots_in(6)), "steps": 16},
             "conversion": {"sizes": {"small": 3_000, "medium": 12_000, f"multi-GB ({big_gb:g} GB)": knots_in(big_gb)},
                            "repeats": 3},
-            "fast_paths": {"rows": 6_000, "repeats": 3}, "plan_scale": {"rows": 10_000_000, "dask": True},
+            "fast_paths": {"rows": 6_000, "repeats": 3},
+            "plan_scale": {"rows": 10_000_000, "dask": True},
             "epoch_order": {"sizes": {"small": 1_200, "large": 12_960}, "batch": 64},
             "object_store": {"per_class": 1_000, "size": 64, "shard_counts": [8, 32]},
             "diagnose": {"n": 24_000, "proteins": 20_000, "shards": 16, "batch": 64, "steps": 10, "warmup": 3},
-            "rows": {"n_per_class": 300, "size": 64, "repeats": 3}, "peers": {"repeats": 3},
+            "rows": {"n_per_class": 300, "size": 64, "repeats": 3},
+            "peers": {"repeats": 3},
             "gpu": {"n_knots": 600, "n_proteins": 6_000, "steps": 100, "warmup": 10, "min_epoch": 20_000}}
 
 
@@ -82,7 +88,9 @@ def measure(names: list[str], size: dict[str, dict[str, Any]], cache: str,
             section = SECTIONS[name](cache, **size[name])
             if section is None:  # skipped (it said why in one line): the last measurement, if any, stays
                 continue
-            results[name] = {**section, "measured_utc": now_utc(), **({"machine": apart} if apart and name != "gpu" else {})}
+            results[name] = {**section, "measured_utc": now_utc()}
+            if apart and name != "gpu":  # measured apart from the others: say where
+                results[name]["machine"] = apart
         except Exception:
             results[name] = {"error": traceback.format_exc()}
             print(results[name]["error"], file=sys.stderr, flush=True)
