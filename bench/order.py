@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from shardkit.spec import read_metadata
+from shardkit.train.options import ReadOptions
 from shardkit.train.readahead import evict
 
 from bench import inputs
@@ -58,4 +59,4 @@ def measure(cache: str, sizes: dict[str, int], batch: int) -> dict[str, Any]:
             rows.append({"dataset": label, "sharding": sharding, "train_rows": train.count,
                          "train_shards": len(train.shards), **metrics,
                          "cold_examples_per_s": seen / cold, "warm_examples_per_s": seen / float(np.median(warm))})
-    return {"rows": rows, "image": 128, "batch_size": batch}
+    return {"rows": rows, "image": 128, "batch_size": batch, "shuffle_buffer_mb": ReadOptions.shuffle_buffer_mb}

@@ -136,8 +136,8 @@ def render_epoch_order(sec: dict, results: dict, img_dir: str) -> str:
             for r in sec["rows"]]
     return md_table(("Dataset", "Train rows", "Sharding", "Train shards", "Position correlation, epoch 0 vs 1",
                      "Batch-mates again vs fresh permutation", "Cold ex/s", "Warm ex/s"), rows) + (
-        f"\n\n{sec['image']}x{sec['image']}x3 knot images, batch {sec['batch_size']}, the default 32 MB shuffle "
-        "buffer. Targets: correlation <= 0.05 and batch-mates meeting again <= 1.5x a fresh permutation's rate.")
+        f"\n\n{sec['image']}x{sec['image']}x3 knot images, batch {sec['batch_size']}"
+        + (f", the default {sec['shuffle_buffer_mb']:g} MB shuffle buffer." if "shuffle_buffer_mb" in sec else "."))
 
 
 def render_peers(sec: dict, results: dict, img_dir: str) -> str:
@@ -157,8 +157,8 @@ def render_peers(sec: dict, results: dict, img_dir: str) -> str:
     return md_table(("System", "Versions", "Warm ex/s", "vs shardkit", "Cold ex/s", "vs shardkit", "Cold / disk rate",
                      "GB on disk", "Conversion s", "Peak RSS GB read / convert", "Position correlation, epoch 0 vs 1",
                      "Batch-mates again vs fresh"), rows) + (
-        f"\n\n{sec['examples']:,} class-sorted 128x128x3 uint8 knot rows, batch {sec['batch_size']}, uint8 out, on a box "
-        f"shared with other jobs: compare the ratios. Medians of {sec['repeats']} rounds, the systems round robin, each "
+        f"\n\n{sec['examples']:,} class-sorted 128x128x3 uint8 knot rows, batch {sec['batch_size']}, uint8 out. "
+        f"Medians of {sec['repeats']} rounds, the systems round robin, each "
         "round in a fresh process with its libraries already imported. Cold: a new stream's first epoch after "
         "`posix_fadvise(DONTNEED)` on every file the system reads; disk rate: 4 parallel sequential readers of the same "
         "files, evicted, in the same round; warm: the second epoch of one stream. Order: that stream's epochs 0 and 1. "
@@ -170,7 +170,7 @@ def _out_of_core(o: dict, sec: dict, img_dir: str) -> list[str]:
     return [f"Out of core: one training epoch of {o['train_shards']} train shards ({o['train_bytes'] / GB:.2f} GB) "
             f"read with the page cache evicted before each pass (cold; at most {o['resident_after_evict']:.0%} "
             f"still cached) and again right after (warm), round robin, median of {o['repeats']} rounds"
-            + (f" (measured apart, {o['measured_utc']}, load average {o['load_average'][0]:g} on this shared box)"
+            + (f" (measured apart, {o['measured_utc']}, load average {o['load_average'][0]:g})"
                if o.get("measured_utc") else "") + ":",
             md_table(("Reader", "Cold GB/s", "Cold vs yardstick", "Warm GB/s", "Warm vs yardstick", "Cold / warm"),
                      [(name, _num(r["cold_gb_s"], ".2f"), f"{r['cold_vs_yardstick']:.2f}x", _num(r["warm_gb_s"], ".2f"),
