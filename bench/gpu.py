@@ -18,6 +18,7 @@ from shardkit import spec
 
 from . import inputs
 from .measure import now_utc
+from .reading import reader_defaults
 
 
 def datasets(cache: str, n_knots: int, n_proteins: int) -> dict[str, str]:
@@ -173,20 +174,15 @@ def measure(cache: str, n_knots: int, n_proteins: int, steps: int, warmup: int, 
     to >= ``min_epoch`` examples."""
     from shardkit.train.strategy import configure_devices
 
-    from .reading import reader_defaults
-
     configure_devices(0, backend)  # on JAX and torch TensorFlow (tf.data) keeps off the GPU
     result: dict[str, Any] = {
         "device": device_name(backend), "backend": backend, "date_utc": now_utc(), "steps": steps,
         "reader_defaults": reader_defaults(), "rows": [],
     }
-    views = tempfile.mkdtemp(prefix="gpu-bench-views-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="gpu-bench-views-") as views:
         for model_name, path in datasets(cache, n_knots, n_proteins).items():
             path, tiles = tiled(path, min_epoch, views)
             for precision, batch_size in itertools.product(precisions, batch_sizes):
                 result["rows"] += bench_one(model_name, path, precision, batch_size, steps, warmup, backend, tiles,
                                             sequence_encoding, steps_per_execution)
-    finally:
-        shutil.rmtree(views, ignore_errors=True)
     return result

@@ -12,6 +12,7 @@ from shardkit.train.options import ReadOptions
 from shardkit.train.readahead import evict
 
 from bench import inputs
+from bench.reading import epoch_seconds, shard_files
 
 
 def order_metrics(first: np.ndarray, second: np.ndarray, batch_size: int) -> dict[str, float]:
@@ -46,8 +47,6 @@ def two_epochs(dataset: str, batch_size: int, **options: Any) -> tuple[np.ndarra
 def measure(cache: str, sizes: dict[str, int], batch: int) -> dict[str, Any]:
     """For each labelled row count, with the converter's default shards and with 5 (what the size-based default
     alone gave under 800 MB of 128x128x3 images): both metrics, an epoch's examples/s cold and warm (median of 2)."""
-    from bench.reading import epoch_seconds, shard_files
-
     rows = []
     for label, n in sizes.items():
         for sharding, extra in (("default", ()), ("5 shards", ("--num-shards", "5"))):

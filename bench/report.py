@@ -157,12 +157,12 @@ def render_peers(sec: dict, results: dict, img_dir: str) -> str:
     return md_table(("System", "Versions", "Warm ex/s", "vs shardkit", "Cold ex/s", "vs shardkit", "Cold / disk rate",
                      "GB on disk", "Conversion s", "Peak RSS GB read / convert", "Position correlation, epoch 0 vs 1",
                      "Batch-mates again vs fresh"), rows) + (
-        f"\n\n{sec['examples']:,} class-sorted 128x128x3 uint8 knot rows, batch {sec['batch_size']}, uint8 out. "
-        f"Medians of {sec['repeats']} rounds, the systems round robin, each "
-        "round in a fresh process with its libraries already imported. Cold: a new stream's first epoch after "
-        "`posix_fadvise(DONTNEED)` on every file the system reads; disk rate: 4 parallel sequential readers of the same "
-        "files, evicted, in the same round; warm: the second epoch of one stream. Order: that stream's epochs 0 and 1. "
-        "Conversion: wall time of the converting process, from the HDF5 source.")
+        f"\n\n{sec['examples']:,} class-sorted 128x128x3 uint8 knot rows, batch {sec['batch_size']}, uint8 out. Medians "
+        f"of {sec['repeats']} rounds, the systems round robin, each round in a fresh process with its libraries already "
+        "imported. Cold: a new stream's first epoch after `posix_fadvise(DONTNEED)` on every file the system reads; "
+        "disk rate: 4 parallel sequential readers of the same files, evicted, in the same round; warm: the second epoch "
+        "of one stream. Order: that stream's epochs 0 and 1. Conversion: wall time of the converting process, from the "
+        "HDF5 source.")
 
 
 def _out_of_core(o: dict, sec: dict, img_dir: str) -> list[str]:
