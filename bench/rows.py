@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import inputs
 from .conversion import example, shardkit
 from .measure import median
 
@@ -34,12 +35,8 @@ def hand_loop(csv: str, out: str) -> float:
 def measure(cache: str, n_per_class: int, size: int, repeats: int) -> dict[str, Any]:
     """Median files/s of the hand loop and of ``shardkit-convert`` with 1 and 2 workers (whole run and write
     phase), the runs of each repeat side by side."""
-    from shardkit.convert.examples import write_png_table
-
-    csv = os.path.join(cache, f"pngs-{n_per_class}-{size}", "images.csv")
-    if not os.path.exists(csv):
-        write_png_table(csv, n_per_class, size=size, seed=0)
     files = 3 * n_per_class
+    csv = inputs.source(cache, "pngs", files, size)
     runs: dict[str, list[float]] = {}
     for _ in range(repeats):
         runs.setdefault("hand loop", []).append(files / hand_loop(csv, os.path.join(cache, "hand.tfrecord")))
