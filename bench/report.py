@@ -174,7 +174,8 @@ def _out_of_core(o: dict, sec: dict, img_dir: str) -> list[str]:
                if o.get("measured_utc") else "") + ":",
             md_table(("Reader", "Cold GB/s", "Cold vs yardstick", "Warm GB/s", "Warm vs yardstick", "Cold / warm"),
                      [(name, _num(r["cold_gb_s"], ".2f"), f"{r['cold_vs_yardstick']:.2f}x", _num(r["warm_gb_s"], ".2f"),
-                       f"{r['warm_vs_yardstick']:.2f}x", _x(r["cold_gb_s"], r["warm_gb_s"])) for name, r in o["rows"].items()])]
+                       f"{r['warm_vs_yardstick']:.2f}x", _x(r["cold_gb_s"], r["warm_gb_s"]))
+                      for name, r in o["rows"].items()])]
 
 
 def _full_scale(q: dict, sec: dict, img_dir: str) -> list[str]:
@@ -240,7 +241,8 @@ def _epoch(epoch: dict, sec: dict, img_dir: str) -> list[str]:
              _num(r["data_rss_bytes"] / GB if r.get("data_rss_bytes") is not None else None, ".2f"))
             for model, runs in epoch.items() for name, r in sorted(runs.items(), key=lambda kv: kv[0] != "shardkit")]
     return ["Whole-epoch CPU training, fed by shardkit vs in-memory arrays (peak RSS of the process):",
-            md_table(("Model / data", "Input", "Epoch s", "vs in-memory", "Peak RSS GB", "vs in-memory", "Data RSS GB"), rows)]
+            md_table(("Model / data", "Input", "Epoch s", "vs in-memory", "Peak RSS GB", "vs in-memory", "Data RSS GB"),
+                     rows)]
 
 
 def render_reading(sec: dict, results: dict, img_dir: str) -> str:

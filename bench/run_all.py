@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         size["gpu"].update(backend=os.environ["KERAS_BACKEND"], precisions=args.gpu_precisions.split(","),
                            batch_sizes=[int(b) for b in args.gpu_batch_sizes.split(",")],
                            sequence_encoding=args.gpu_sequence_encoding,
-                           steps_per_execution=[int(n) if n.isdigit() else n for n in args.gpu_steps_per_execution.split(",")])
+                           steps_per_execution=[int(n) if n.isdigit() else n
+                                                for n in args.gpu_steps_per_execution.split(",")])
     results: dict[str, Any] = json.loads(Path(results_path).read_text(encoding="utf-8")) \
         if (only or args.render_only) and os.path.exists(results_path) else {}
     if not args.render_only:
