@@ -7,16 +7,27 @@ import os
 import shutil
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from shardkit.spec import read_metadata
+
 from . import inputs
-from .measure import median, run_measured
+from .measure import Measured, median, run_measured
 
 ROW_BYTES = 128 * 128 * 3
 ONCE_ABOVE_BYTES = 1e9  # inputs this big are converted once per job, not ``repeats`` times
 SEQUENCES, LENGTH, ONEHOT_DEPTH = 431_403, 660, 21  # a 431,403-sequence protein set; to_categorical of codes 0..20
+_CONVERT = ("import json, resource, sys; from shardkit.convert.cli import main; rc = main(sys.argv[1:]); "
+            "print('BENCH_RESULT ' + json.dumps({'rc': rc, 'driver_rss_bytes': "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})); sys.exit(rc)")
+
+
+def convert(argv: Sequence[str], extra: dict[int, str] | None = None) -> Measured:
+    """``shardkit-convert argv`` in a measured child process (``extra``: other pids to watch); its result holds
+    the driver's own peak RSS."""
+    return run_measured([sys.executable, "-c", _CONVERT, *map(str, argv)], extra)
 
 
 def example(tf: Any, pixels: bytes, label: int, row_id: int) -> bytes:
@@ -43,13 +54,11 @@ def hand_loop(src: str, out: str) -> float:
 
 
 def shardkit(src: str, out: str, workers: int, *args: str) -> tuple[float, int, float]:
-    """``shardkit-convert src args`` (default: the knot images' flags) in a child process: (wall s, peak RSS of its
-    process tree, write phase s from its stats)."""
-    from shardkit.spec import read_metadata
-
+    """``shardkit-convert src args`` (default: the knot images' flags): (wall s, peak RSS of its process tree,
+    write phase s from its stats); the output is deleted."""
     shutil.rmtree(out, ignore_errors=True)
-    run = run_measured([sys.executable, "-m", "shardkit.convert", src, "--out", out, "--workers", str(workers),
-                        "--quiet", *(args or (*inputs.ARGS["knots"], "--image-shape", "128,128,3"))])
+    run = convert([src, "--out", out, "--workers", workers, "--quiet",
+                   *(args or (*inputs.ARGS["knots"], "--image-shape", "128,128,3"))])
     phase = float(read_metadata(out).stats["write_phase_seconds"])
     shutil.rmtree(out, ignore_errors=True)
     return run.wall_s, run.peak_rss_bytes, phase
@@ -112,11 +121,8 @@ def fast_paths(cache: str, rows: int, repeats: int) -> dict[str, Any]:
 
 def bytes_per_example(dataset_dir: str) -> dict[str, Any]:
     """Total shard bytes over all splits divided by the example count, from metadata.json."""
-    from shardkit.spec import read_metadata
-
     meta = read_metadata(dataset_dir)
-    count = sum(s.count for s in meta.splits.values())
-    total = sum(sh.bytes for s in meta.splits.values() for sh in s.shards)
+    count, total = sum(s.count for s in meta.splits.values()), sum(sh.bytes for s in meta.splits.values() for sh in s.shards)
     f = meta.features[0]
     return {"examples": count, "bytes_total": total, "bytes_per_example": total / count,
             "payload_bytes_per_example": f.raw_nbytes, "compression": meta.compression or "none",

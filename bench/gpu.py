@@ -1,6 +1,5 @@
 """GPU section: knot-cnn and protein-cnn step time fed by shardkit's reader vs by one batch already on the device,
-per batch, precision and steps per execution, on the Keras backend that has the GPU (``pick_backend``). Needs numpy,
-Keras, CPU TensorFlow and shardkit beside JAX, torch or TensorFlow; inputs are converted beforehand (``datasets``)."""
+per batch size, precision and steps per execution, on the Keras backend that has the GPU (``pick_backend``)."""
 
 from __future__ import annotations
 
@@ -15,13 +14,15 @@ import tempfile
 import time
 from typing import Any
 
+from shardkit import spec
+
+from . import inputs
 from .measure import now_utc
+from .reading import reader_defaults
 
 
 def datasets(cache: str, n_knots: int, n_proteins: int) -> dict[str, str]:
     """The two converted inputs, by model (converted where Beam is installed, then carried to the GPU machine)."""
-    from . import inputs
-
     return {"knot-cnn": inputs.dataset(cache, "knots", n_knots, "--num-shards", "8"),
             "protein-cnn": inputs.dataset(cache, "proteins", n_proteins, "--num-shards", "4")}
 
@@ -29,8 +30,6 @@ def datasets(cache: str, n_knots: int, n_proteins: int) -> dict[str, str]:
 def tiled(dataset_dir: str, min_train: int, dest_root: str) -> tuple[str, int]:
     """(path, k): a view of a small dataset whose train split lists each shard k times (symlinks), so that an epoch
     holds >= ``min_train`` examples and the reader's per-epoch start does not recur every few steps."""
-    from shardkit import spec
-
     meta = spec.read_metadata(dataset_dir)
     k = max(1, -(-min_train // max(1, meta.splits["train"].count)))
     dest = os.path.join(dest_root, f"{os.path.basename(os.path.normpath(dataset_dir))}-x{k}")
@@ -118,15 +117,13 @@ def _timed_steps(model: Any, batches: Any, warmup: int, steps: int) -> tuple[lis
 
 
 def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int, steps: int, warmup: int,
-              backend: str, tiles: int = 1, sequence_encoding: str = "onehot",
-              steps_per_execution: tuple = (1, "auto")) -> list[dict[str, Any]]:
+              backend: str, tiles: int, sequence_encoding: str, steps_per_execution: list) -> list[dict[str, Any]]:
     """Median step time fed by one batch on the device and by the reader: a train_on_batch loop, and model.fit at
     each of ``steps_per_execution`` (``auto`` as ``shardkit-train fit`` picks it, from the loop's step time)."""
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from shardkit.spec import read_metadata
     from shardkit.train.dataset import ReadOptions, train_dataset
     from shardkit.train import keras_compat, pacing, strategy
     from shardkit.train.models import build_model, compile_model
@@ -134,7 +131,7 @@ def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(0)
     options = ReadOptions(**({"sequence_encoding": sequence_encoding} if model_name == "protein-cnn" else {}))
-    meta = read_metadata(dataset_dir)
+    meta = spec.read_metadata(dataset_dir)
     model = build_model(model_name, meta, options)
     compile_model(model, meta, jit=backend == "jax")  # JAX would run eagerly without jit
     ds = train_dataset(dataset_dir, batch_size, 1, 0, options=options).repeat()
@@ -170,27 +167,22 @@ def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int
     return rows
 
 
-def measure(cache: str, backend: str, precisions: list[str], batch_sizes: list[int], sequence_encoding: str,
-            n_knots: int, n_proteins: int, steps: int, warmup: int, min_epoch: int,
-            steps_per_execution: tuple = (1, "auto")) -> dict[str, Any]:
+def measure(cache: str, n_knots: int, n_proteins: int, steps: int, warmup: int, min_epoch: int, backend: str,
+            precisions: list[str], batch_sizes: list[int], sequence_encoding: str,
+            steps_per_execution: list) -> dict[str, Any]:
     """knot-cnn and protein-cnn x ``precisions`` x ``batch_sizes`` x ``steps_per_execution``, train splits tiled
     to >= ``min_epoch`` examples."""
     from shardkit.train.strategy import configure_devices
-
-    from .reading import reader_defaults
 
     configure_devices(0, backend)  # on JAX and torch TensorFlow (tf.data) keeps off the GPU
     result: dict[str, Any] = {
         "device": device_name(backend), "backend": backend, "date_utc": now_utc(), "steps": steps,
         "reader_defaults": reader_defaults(), "rows": [],
     }
-    views = tempfile.mkdtemp(prefix="gpu-bench-views-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="gpu-bench-views-") as views:
         for model_name, path in datasets(cache, n_knots, n_proteins).items():
             path, tiles = tiled(path, min_epoch, views)
             for precision, batch_size in itertools.product(precisions, batch_sizes):
                 result["rows"] += bench_one(model_name, path, precision, batch_size, steps, warmup, backend, tiles,
                                             sequence_encoding, steps_per_execution)
-    finally:
-        shutil.rmtree(views, ignore_errors=True)
     return result

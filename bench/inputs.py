@@ -47,21 +47,22 @@ def _write_rows(path: str, rows: int) -> None:
 
 def source(cache: str, kind: str, n: int, size: int = 128) -> str:
     """The ``kind`` example (knots: class-sorted images in a PyTables EArray; proteins: Parquet with an EC
-    label; features: (100, 2048) float sequences in HDF5; rows: small float vectors) with ``n`` rows, written once
-    per cache."""
+    label; features: (100, 2048) float sequences in HDF5; rows: small float vectors; pngs: a CSV of PNG paths and
+    knot names, n // 3 of each) with ``n`` rows, written once per cache."""
     from shardkit.convert import examples
 
     names = {"knots": f"knots-{n}" + (f"-{size}" if size != 128 else "") + ".h5",
-             "proteins": f"proteins-{n}-1000-s0.parquet", "features": f"features-{n}-100x2048-s0.h5", "rows": f"rows-{n}.h5"}
+             "proteins": f"proteins-{n}-1000-s0.parquet", "features": f"features-{n}-100x2048-s0.h5", "rows": f"rows-{n}.h5",
+             "pngs": f"pngs-{n}-{size}/images.csv"}
     path = os.path.join(cache, names[kind])
     if not os.path.exists(path):
-        os.makedirs(cache, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         base, ext = os.path.splitext(path)
         tmp = f"{base}.partial-{os.getpid()}{ext}"  # the extension tells the converter the format
         {"knots": lambda: _write_knots(tmp, n, size),
          "proteins": lambda: examples.write_proteins(tmp, n, seed=0, max_length=1000),
          "features": lambda: examples.write_feature_sequences(tmp, n, seed=0, timesteps=100, dim=2048),
-         "rows": lambda: _write_rows(tmp, n)}[kind]()
+         "rows": lambda: _write_rows(tmp, n), "pngs": lambda: examples.write_png_table(tmp, n // 3, size=size)}[kind]()
         os.replace(tmp, path)
     return path
 

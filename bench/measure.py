@@ -1,5 +1,5 @@
-"""Helpers shared by the benchmarks: medians, measured child processes (peak RSS of their process tree and of each
-process), servers on loopback for the length of a ``with`` block, and a description of the machine."""
+"""Helpers shared by the benchmarks: medians, measured child processes (peak RSS of their tree and of each process),
+loopback servers for the length of a ``with`` block, and a description of the machine."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def median(values: Sequence[float]) -> float:
 
 @dataclass
 class Measured:
-    """What one measured child process reported (its ``BENCH_RESULT`` line), its wall time, the peak RSS of its
-    process tree, and each process's own peak as (name, bytes) by pid."""
+    """A child's ``BENCH_RESULT`` line, its wall time, the peak RSS of its process tree, and each watched
+    process's own peak as (name, bytes) by pid."""
 
     result: dict[str, Any]
     wall_s: float
@@ -47,10 +47,9 @@ def _name(p: Any, root: int, extra: dict[int, str]) -> str:
     return "Beam worker" if "worker" in cmd else cmd[:60]
 
 
-def run_measured(argv: Sequence[str], timeout: float = 3600, interval: float = 0.05,
-                 extra: dict[int, str] | None = None) -> Measured:
+def run_measured(argv: Sequence[str], extra: dict[int, str] | None = None) -> Measured:
     """Run ``argv`` in a fresh process, sampling the RSS of its tree (and of the ``extra`` pids, by name) every
-    ``interval`` s; raises if it fails."""
+    50 ms (killed after an hour); raises if it fails."""
     import psutil
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -62,22 +61,18 @@ def run_measured(argv: Sequence[str], timeout: float = 3600, interval: float = 0
         root = psutil.Process(proc.pid)
         while proc.poll() is None:
             tree = 0
-            try:
-                procs = [root, *root.children(recursive=True), *map(psutil.Process, extra)]
-            except psutil.NoSuchProcess:
-                procs = []
-            for p in procs:
-                try:  # a worker may end between listing and reading
-                    rss = p.memory_info().rss
-                    name, top = peaks.get(p.pid) or (_name(p, proc.pid, extra), 0)
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-                peaks[p.pid] = (name, max(top, rss))
-                tree += 0 if p.pid in extra else rss
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for p in [root, *root.children(recursive=True), *map(psutil.Process, extra)]:
+                    try:  # a worker may end between listing and reading
+                        rss, (name, top) = p.memory_info().rss, peaks.get(p.pid) or (_name(p, proc.pid, extra), 0)
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        continue
+                    peaks[p.pid] = (name, max(top, rss))
+                    tree += 0 if p.pid in extra else rss
             peak = max(peak, tree)
-            if time.perf_counter() - start > timeout:
+            if time.perf_counter() - start > 3600:
                 proc.kill()
-            time.sleep(interval)
+            time.sleep(0.05)
         wall = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
@@ -105,8 +100,7 @@ def background(argv: Sequence[str], log_path: str = os.devnull) -> Iterator[subp
 
 @contextlib.contextmanager
 def loopback_server(argv: Callable[[int], list[str]], what: str, log_path: str = os.devnull) -> Iterator[tuple[int, int]]:
-    """Run ``argv(port)`` on a free 127.0.0.1 port until it accepts connections; yields (port, pid) and stops
-    the process on exit."""
+    """Run ``argv(port)`` on a free 127.0.0.1 port until it accepts connections; yields (port, pid)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -139,32 +133,30 @@ def emit_result(result: dict[str, Any]) -> None:
 
 
 def now_utc() -> str:
-    """The current time as the report prints it."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True).stdout.strip()
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    """Seconds ``fn(*args, **kwargs)`` takes."""
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
 
 
 def describe() -> dict[str, Any]:
     """CPU, cores, RAM, OS, Python, library versions, commit, load and time: the report's header."""
     import psutil
 
+    git = lambda *a: subprocess.run(["git", "-C", REPO, *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
     dists = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in importlib.metadata.distributions()}
     return {
-        "cpu": cpu,
-        "logical_cores": psutil.cpu_count(logical=True),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
+        "cpu": cpu, "logical_cores": psutil.cpu_count(logical=True), "physical_cores": psutil.cpu_count(logical=False),
+        "usable_cores": len(os.sched_getaffinity(0)), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
         "packages": {name: dists[name] for name in PACKAGES if name in dists},
-        "commit": (_git("rev-parse", "--short", "HEAD") or "unknown")
-                  + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else ""),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "date_utc": now_utc(),
+        "commit": (git("rev-parse", "--short", "HEAD") or "unknown")
+                  + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "date_utc": now_utc(),
     }

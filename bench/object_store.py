@@ -1,9 +1,6 @@
-"""Conversion from a loopback S3 server (moto) vs from local disk: rows/s, peak RSS of every process, and
-bytes fetched from the store per byte written.
-
-A ``run_all`` section measured on request (``python -m bench.run_all --only object_store``): it needs the
-moto server from the test extra. docs/benchmarks.md's "Object storage" section quotes one run.
-"""
+"""Conversion from a loopback S3 server (moto) vs from local disk: rows/s, peak RSS of every process, and bytes
+fetched from the store per byte written. Measured on request (``--only object_store``; moto from the test extra);
+docs/benchmarks.md's "Object storage" section quotes one run."""
 
 from __future__ import annotations
 
@@ -11,12 +8,11 @@ import contextlib
 import io
 import json
 import os
-import sys
 import tempfile
 from typing import Any, Iterator
 
-from . import inputs
-from .measure import loopback_server, python_module, run_measured
+from . import conversion, inputs
+from .measure import loopback_server, python_module
 
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
@@ -24,8 +20,8 @@ CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "re
 @contextlib.contextmanager
 def loopback_s3(log_path: str = os.devnull) -> Iterator[tuple[str, int]]:
     """``python -m moto.server`` on 127.0.0.1 on a free port, in its own process; yields (URL, pid)."""
-    argv = lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]  # noqa: E731
-    with loopback_server(argv, "moto server", log_path) as (port, pid):
+    with loopback_server(lambda port: python_module("moto.server", "-H", "127.0.0.1", "-p", port), "moto server",
+                         log_path) as (port, pid):
         yield f"http://127.0.0.1:{port}", pid
 
 
@@ -33,13 +29,6 @@ def s3_args(url: str) -> list[str]:
     """Beam options after ``--`` pointing its S3 filesystem at ``url``."""
     return [f"--s3_endpoint_url={url}", f"--s3_access_key_id={CREDS['aws_access_key_id']}",
             f"--s3_secret_access_key={CREDS['aws_secret_access_key']}", f"--s3_region_name={CREDS['region_name']}"]
-
-
-def run_convert(argv: list[str], extra: dict[int, str]) -> dict[str, Any]:
-    """One conversion in a fresh process: wall seconds and each process's peak RSS (``extra``: pids to watch too)."""
-    run = run_measured(python_module("shardkit.convert", *argv), extra=extra)
-    return {"wall_s": round(run.wall_s, 2),
-            "peak_rss_mb": sorted((name, round(rss / 2**20)) for name, rss in run.peaks.values())}
 
 
 def fetched_per_written(url: str, out: str, args: list[str], beam: list[str]) -> dict[str, Any]:
@@ -59,13 +48,14 @@ def fetched_per_written(url: str, out: str, args: list[str], beam: list[str]) ->
             "written_bytes": written, "fetched_per_written": round(fetched / written, 3)}
 
 
-def measure(per_class: int, size: int, shard_counts: list[int]) -> dict[str, Any]:
-    """Bytes fetched per byte written for each of ``shard_counts``, then three 2-worker conversions timed:
-    local -> local, S3 -> local and S3 -> S3, of ``3 * per_class`` knot images of ``size`` pixels a side."""
+def measure(cache: str, per_class: int, size: int, shard_counts: list[int]) -> dict[str, Any]:
+    """Bytes fetched per byte written for each of ``shard_counts``, then three 2-worker conversions timed (wall,
+    write phase, each process's peak RSS): local -> local, S3 -> local and S3 -> S3, of ``3 * per_class`` knot
+    images of ``size`` pixels a side (in a temporary folder under ``cache``)."""
     import boto3
 
     rows = 3 * per_class
-    with tempfile.TemporaryDirectory(prefix="shardkit-s3-bench-") as tmp, loopback_s3() as (url, server_pid):
+    with tempfile.TemporaryDirectory(prefix="s3-bench-", dir=cache) as tmp, loopback_s3() as (url, server_pid):
         src = inputs.source(tmp, "knots", rows, size)
         args = [*inputs.ARGS["knots"], "--image-shape", f"{size},{size},3"]
         result: dict[str, Any] = {"rows": rows, "row_bytes": size * size * 3, "file_bytes": os.path.getsize(src),
@@ -83,10 +73,12 @@ def measure(per_class: int, size: int, shard_counts: list[int]) -> dict[str, Any
                                                                ["--", *s3_args(url)]),
                                           "S3 -> S3": ("s3://bench/knots.h5", "s3://bench/out", ["--", *s3_args(url)])
                                           }.items():
-            r = run_convert([source, "--out", out, *common, *beam], {server_pid: "moto S3 server"})
+            run = conversion.convert([source, "--out", out, *common, *beam], {server_pid: "moto S3 server"})
             meta = json.loads(client.get_object(Bucket="bench", Key="out/metadata.json")["Body"].read()
                               if out.startswith("s3://") else open(os.path.join(out, "metadata.json")).read())
             phase = meta["stats"]["write_phase_seconds"]
-            result[name] = {**r, "rows_per_s": round(rows / r["wall_s"], 1), "write_phase_s": phase,
+            wall = round(run.wall_s, 2)
+            result[name] = {"wall_s": wall, "peak_rss_mb": sorted((n, round(rss / 2**20)) for n, rss in run.peaks.values()),
+                            "rows_per_s": round(rows / wall, 1), "write_phase_s": phase,
                             "write_phase_rows_per_s": round(rows / max(phase, 1e-9), 1)}
     return result

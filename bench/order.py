@@ -1,18 +1,18 @@
-"""Epoch-to-epoch order: how much of one epoch's order the next epoch repeats.
-
-Two numbers from two consecutive training epochs of the default reader: the correlation between each
-example's positions in them (a fresh permutation gives about 0), and how often two examples that shared a
-batch share one again, as a multiple of a fresh permutation's rate ((batch - 1) / (n - 1)).
-"""
+"""Epoch-to-epoch order: the correlation between each example's positions in two consecutive training epochs (a
+fresh permutation gives about 0), and how often batch-mates share a batch again, over a fresh permutation's rate."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
+from shardkit.spec import read_metadata
+from shardkit.train.options import ReadOptions
+from shardkit.train.readahead import evict
+
 from bench import inputs
+from bench.reading import epoch_seconds, shard_files
 
 
 def order_metrics(first: np.ndarray, second: np.ndarray, batch_size: int) -> dict[str, float]:
@@ -33,46 +33,29 @@ def order_metrics(first: np.ndarray, second: np.ndarray, batch_size: int) -> dic
             "cooccurrence_vs_fresh": again / ((batch_size - 1) / (n - 1))}
 
 
-def two_epochs(dataset: str, batch_size: int, seed: int = 0, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+def two_epochs(dataset: str, batch_size: int, **options: Any) -> tuple[np.ndarray, np.ndarray]:
     """Row ids of training epochs 0 and 1 as ``train_dataset`` yields them with the given ``ReadOptions``."""
     from shardkit.train import dataset as reader
 
     ds = reader.open_dataset(dataset)
     opts = reader.ReadOptions(with_row_id=True, **options)
     steps = reader.training_plan(ds, batch_size).steps_per_epoch
-    ids = [x["row_id"].numpy() for x, _ in reader.train_dataset(ds, batch_size, 2, seed=seed, options=opts)]
+    ids = [x["row_id"].numpy() for x, _ in reader.train_dataset(ds, batch_size, 2, seed=0, options=opts)]
     return np.concatenate(ids[:steps]), np.concatenate(ids[steps:])
 
 
-def evict(dataset: str) -> None:
-    """Drop a dataset's files from the page cache (``posix_fadvise(DONTNEED)``; no root needed)."""
-    from shardkit.train.readahead import evict as evict_files
-
-    evict_files([os.path.join(root, name) for root, _, files in os.walk(dataset) for name in files])
-
-
-def read_rates(dataset: str, batch_size: int) -> dict[str, float]:
-    """Training-stream examples/s: an epoch read from disk (files evicted first) and the median of two
-    steady-state epochs read warm."""
-    from bench.reading import epoch_seconds
-
-    evict(dataset)
-    cold, n = epoch_seconds(dataset, batch_size, 1)
-    warm, _ = epoch_seconds(dataset, batch_size, 3)
-    return {"cold_examples_per_s": n / cold[0], "warm_examples_per_s": n / float(np.median(warm[1:]))}
-
-
-def measure(cache: str, sizes: dict[str, int], image: int = 128, batch_size: int = 64) -> dict[str, Any]:
-    """For each labelled row count: the two metrics and the read rates with the converter's default shards
-    and with 5 shards (what the size-based default alone gave a dataset of under 800 MB of 128x128x3 images)."""
-    from shardkit.spec import read_metadata
-
-    rows_out = []
-    for label, rows in sizes.items():
+def measure(cache: str, sizes: dict[str, int], batch: int) -> dict[str, Any]:
+    """For each labelled row count, with the converter's default shards and with 5 (what the size-based default
+    alone gave under 800 MB of 128x128x3 images): both metrics, an epoch's examples/s cold and warm (median of 2)."""
+    rows = []
+    for label, n in sizes.items():
         for sharding, extra in (("default", ()), ("5 shards", ("--num-shards", "5"))):
-            ds = inputs.dataset(cache, "knots", rows, *extra, size=image)
-            train = read_metadata(ds).splits["train"]
-            rows_out.append({"dataset": label, "sharding": sharding, "train_rows": train.count,
-                             "train_shards": len(train.shards), **order_metrics(*two_epochs(ds, batch_size), batch_size),
-                             **read_rates(ds, batch_size)})
-    return {"rows": rows_out, "image": image, "batch_size": batch_size}
+            ds = inputs.dataset(cache, "knots", n, *extra)
+            train, metrics = read_metadata(ds).splits["train"], order_metrics(*two_epochs(ds, batch), batch)
+            evict(shard_files(ds, ("train", "validation", "test")))
+            (cold,), seen = epoch_seconds(ds, batch, 1)
+            warm = epoch_seconds(ds, batch, 3)[0][1:]
+            rows.append({"dataset": label, "sharding": sharding, "train_rows": train.count,
+                         "train_shards": len(train.shards), **metrics,
+                         "cold_examples_per_s": seen / cold, "warm_examples_per_s": seen / float(np.median(warm))})
+    return {"rows": rows, "image": 128, "batch_size": batch, "shuffle_buffer_mb": ReadOptions.shuffle_buffer_mb}

@@ -11,14 +11,15 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import numpy as np
 
-from bench import inputs
-from bench.measure import child, emit_result, median, run_measured
-from bench.order import evict, order_metrics
+from shardkit.train.readahead import evict, parallel_read
+
+from bench import conversion, inputs
+from bench.measure import child, emit_result, median, run_measured, timed
+from bench.order import order_metrics, two_epochs
 
 ROWS, BATCH, SHAPE = 12_864, 64, (128, 128, 3)  # 201 whole batches of 64, whole classes of three
 PIXELS = int(np.prod(SHAPE))
@@ -36,10 +37,8 @@ SYSTEMS = {
     "Mosaic Streaming, documented (DataLoader, 0 workers)": ("mds", "mds-0", ("mosaicml-streaming", "torch")),
     "Mosaic Streaming, DataLoader 2 workers": ("mds", "mds-2", ("mosaicml-streaming", "torch")),
 }
-IMPORTS = {"shardkit": ("shardkit.train.dataset",), "hf": ("datasets",), "grain": ("grain", "array_record"),
-           "wds": ("webdataset",), "mds": ("streaming", "torch")}  # imported before anything is timed
 MODULES = {"datasets": "datasets", "grain": "grain", "array-record": "array_record", "webdataset": "webdataset",
-           "mosaicml-streaming": "streaming", "torch": "torch"}
+           "mosaicml-streaming": "streaming", "torch": "torch"}  # distribution -> module
 
 
 def samples(src: str) -> Iterator[tuple[int, np.ndarray, int]]:
@@ -156,34 +155,22 @@ def epoch_times(reader: str, path: str, epochs: int) -> tuple[list[float], list[
     return times, ids
 
 
-def disk_seconds(path: str, threads: int = 4) -> float:
-    """Seconds for ``threads`` sequential readers to read every file under ``path`` from disk (evicted first)."""
-    files, _ = [os.path.join(root, f) for root, _, names in os.walk(path) for f in names], evict(path)
-
-    def read(name: str) -> None:
-        buf = bytearray(4 << 20)
-        with open(name, "rb", buffering=0) as f:
-            while f.readinto(buf):
-                pass
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(read, files))
-    return time.perf_counter() - start
+def files(path: str) -> list[str]:
+    return [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
 
 
 def read_child(reader: str, path: str, with_order: bool) -> None:
-    """One round in a fresh process, its libraries imported first: a cold epoch (files evicted), the disk rate,
-    then 2 epochs of one stream, the second timed warm (epochs 0 and 1 give the order metrics)."""
-    for module in IMPORTS[reader.split("-")[0]]:
+    """One round in a fresh process, its libraries imported first: a cold epoch (files evicted), the disk rate (4
+    sequential readers, files evicted), then 2 epochs of one stream, the second timed warm (epochs 0 and 1: order)."""
+    needs = next(needs for _, r, needs in SYSTEMS.values() if r == reader)
+    for module in [MODULES[d] for d in needs] or ["shardkit.train.dataset"]:
         importlib.import_module(module)
-    evict(path)
+    evict(files(path))
     cold = epoch_times(reader, path, 1)[0][0]
-    disk = disk_seconds(path)
+    evict(files(path))
+    disk = timed(parallel_read, files(path), 4, 4 << 20)
     warm, ids = epoch_times(reader, path, 2)
     if reader == "shardkit" and with_order:
-        from bench.order import two_epochs
-
         ids = list(two_epochs(path, BATCH))
     emit_result({"cold_s": cold, "disk_s": disk, "warm_s": warm[1:],
                  "order": order_metrics(ids[0], ids[1], BATCH) if with_order else None})
@@ -196,44 +183,41 @@ def convert(layout: str, src: str, out: str) -> dict[str, Any]:
         with open(record, encoding="utf-8") as f:
             return json.load(f)
     shutil.rmtree(out, ignore_errors=True)
-    if layout == "shardkit":
-        argv = [os.path.join(os.path.dirname(sys.executable), "shardkit-convert"), src, "--out", out, "--overwrite",
-                "--quiet", *inputs.ARGS["knots"], "--image-shape", ",".join(map(str, SHAPE)), "--split", "1,0,0"]
-    else:
-        argv = child("bench.peers", "convert", layout, src, out)
-    run = run_measured(argv)
-    done = {"seconds": run.wall_s, "peak_rss_bytes": run.peak_rss_bytes,
-            "bytes": sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)}
+    run = conversion.convert([src, "--out", out, "--overwrite", "--quiet", *inputs.ARGS["knots"], "--image-shape",
+                              ",".join(map(str, SHAPE)), "--split", "1,0,0"]) if layout == "shardkit" \
+        else run_measured(child("bench.peers", "convert", layout, src, out))
+    done = {"seconds": run.wall_s, "peak_rss_bytes": run.peak_rss_bytes, "bytes": sum(map(os.path.getsize, files(out)))}
     with open(record, "w", encoding="utf-8") as f:
         json.dump(done, f)
     return done
 
 
-def missing(needs: tuple[str, ...]) -> list[str]:
-    return [d for d in needs if importlib.util.find_spec(MODULES[d]) is None]
+def installed(dist: str) -> bool:
+    return importlib.util.find_spec(MODULES[dist]) is not None
 
 
-def version(dist: str) -> str:
-    return importlib.metadata.version(dist) if importlib.util.find_spec(MODULES.get(dist, dist)) else "not installed"
+def last_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[-1][:300]
 
 
 def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
     """The peers table: every system ``repeats`` rounds, round robin (load hits all alike); None, after one line,
     when no peer library is installed."""
-    if all(missing(needs) for *_, needs in SYSTEMS.values() if needs):
+    if not any(all(map(installed, needs)) for *_, needs in SYSTEMS.values() if needs):
         print(f"[bench] peers: skipped, the bench-peers extra is not installed ({EXTRA})", flush=True)
         return None
     src = inputs.source(cache, "knots", ROWS)
     rows: dict[str, dict[str, Any]] = {}
     for name, (layout, reader, needs) in SYSTEMS.items():
-        rows[name] = {"system": name, "layout": layout, "reader": reader, "versions": {d: version(d) for d in needs}}
-        if lack := missing(needs):
+        rows[name] = {"system": name, "layout": layout, "reader": reader,
+                      "versions": {d: importlib.metadata.version(d) if installed(d) else "not installed" for d in needs}}
+        if lack := [d for d in needs if not installed(d)]:
             rows[name]["skipped"] = f"{', '.join(lack)} not installed ({EXTRA})"
             continue
         try:
             rows[name]["conversion"] = convert(layout, src, os.path.join(cache, f"peers-{layout}-{ROWS}"))
         except Exception as e:
-            rows[name]["skipped"] = f"conversion failed: {str(e).strip().splitlines()[-1][:300]}"
+            rows[name]["skipped"] = f"conversion failed: {last_line(e)}"
     runs: dict[str, list[Any]] = {name: [] for name, r in rows.items() if "skipped" not in r}
     for r in range(repeats):
         for name in runs:
@@ -241,7 +225,7 @@ def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
             try:
                 runs[name].append(run_measured(child("bench.peers", "read", rows[name]["reader"], path, int(r == 0))))
             except Exception as e:
-                rows[name]["skipped"] = f"reading failed: {str(e).strip().splitlines()[-1][:300]}"
+                rows[name]["skipped"] = f"reading failed: {last_line(e)}"
     for name, done in runs.items():
         if not done or "skipped" in rows[name]:
             continue

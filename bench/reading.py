@@ -1,6 +1,6 @@
-"""Reading and memory sections: the reader out of core (page cache evicted before each pass) against parallel
-sequential reads of the same shards; vs an unshuffled generator, a shuffled PyDataset and in-memory arrays;
-cycle-length, shard-count and GZIP sweeps; epoch time and peak RSS of training fed by each."""
+"""Reading, memory and diagnose sections: the reader out of core against parallel sequential reads of its shards;
+vs an unshuffled generator, a shuffled PyDataset and in-memory arrays; cycle-length, shard-count and GZIP sweeps;
+epoch time and peak RSS of training fed by each; ``shardkit-train bench``'s verdicts."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ import subprocess
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from shardkit.spec import read_metadata
+from shardkit.train.options import ReadOptions
+from shardkit.train.readahead import evict, parallel_read, resident_fraction
+
 from . import inputs
-from .measure import child, emit_result, median, python_module, run_measured
+from .conversion import convert
+from .measure import child, emit_result, median, run_measured, timed
 
 MODES = ("shardkit", "in-memory", "in-memory float32")
 COLD = "shardkit, cold"  # the reader with the page cache evicted at each epoch's start
@@ -24,34 +31,29 @@ LARGE_N = 300_000  # projection point: 300,000 class-sorted knot images, the siz
 
 def reader_defaults() -> dict[str, Any]:
     """The reader's interleave settings, recorded with each measurement of it (results outlive defaults)."""
-    from shardkit.train.dataset import ReadOptions
-
     return {k: getattr(ReadOptions(), k) for k in ("cycle_length", "block_length", "read_buffer_bytes")}
 
 
-def epoch_seconds(dataset_dir: str, batch_size: int, epochs: int, **read_options: Any) -> tuple[list[float], int]:
+def epoch_seconds(dataset: str, batch: int, epochs: int, **read_options: Any) -> tuple[list[float], int]:
     """Seconds of each epoch of one training stream read as ``fit`` reads it (nothing consuming), and its examples."""
-    from shardkit.train.dataset import ReadOptions, open_dataset, train_dataset, training_plan
+    from shardkit.train.dataset import open_dataset, train_dataset, training_plan
 
-    ds = open_dataset(dataset_dir)
-    steps = training_plan(ds, batch_size).steps_per_epoch
-    stream = iter(train_dataset(ds, batch_size, epochs, seed=0, options=ReadOptions(**read_options)))
-    times = []
+    ds = open_dataset(dataset)
+    steps = training_plan(ds, batch).steps_per_epoch
+    stream = iter(train_dataset(ds, batch, epochs, seed=0, options=ReadOptions(**read_options)))
+    times, n = [], 0
     for _ in range(epochs):
         start, n = time.perf_counter(), sum(int(next(stream)[1].shape[0]) for _ in range(steps))
         times.append(time.perf_counter() - start)
     return times, n
 
 
-def throughput(dataset_dir: str, batch_size: int, repeats: int, **read_options: Any) -> dict[str, Any]:
+def throughput(dataset: str, batch: int, repeats: int, **read_options: Any) -> dict[str, Any]:
     """Examples/s in steady state: the median of epochs 2..repeats+1 of one stream (epoch 1 starts the pipeline)."""
-    from shardkit.spec import read_metadata
-
-    meta = read_metadata(dataset_dir)
-    times, seen = epoch_seconds(dataset_dir, batch_size, repeats + 1, **read_options)
+    times, seen = epoch_seconds(dataset, batch, repeats + 1, **read_options)
     t = median(times[1:])
     return {"examples": seen, "seconds": t, "examples_per_s": seen / t, "all_seconds": times[1:],
-            "mb_per_s": seen * meta.features[0].raw_nbytes / t / 1e6}
+            "mb_per_s": seen * read_metadata(dataset).features[0].raw_nbytes / t / 1e6}
 
 
 def generator_epoch(h5: str, batch: int, shape: tuple[int, ...]) -> None:
@@ -94,22 +96,14 @@ def keras_arrays_epoch(x: np.ndarray, y: np.ndarray, batch: int) -> None:
         pass
 
 
-def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
-    t0 = time.perf_counter()
-    fn(*args, **kwargs)
-    return time.perf_counter() - t0
-
-
 def shard_files(dataset: str, splits: Sequence[str] = ("train",)) -> list[str]:
-    from shardkit.spec import read_metadata
-
     meta = read_metadata(dataset)
     return [p for split in splits if split in meta.splits for p in meta.shard_paths(dataset, split)]
 
 
 def reader_pass(dataset: str, batch: int, readahead_mb: float) -> float:
     """Seconds per train-shard byte of one shuffled training epoch, timed from its first batch (tracing excluded)."""
-    from shardkit.train.dataset import ReadOptions, open_dataset, train_dataset
+    from shardkit.train.dataset import open_dataset, train_dataset
 
     stream = iter(train_dataset(open_dataset(dataset), batch, 1, options=ReadOptions(readahead_mb=readahead_mb)))
     first = int(next(stream)[1].shape[0])
@@ -121,11 +115,9 @@ def out_of_core(dataset: str, batch: int, repeats: int, budgets: Sequence[float]
                 regimes: Sequence[str] = ("cold", "warm")) -> dict[str, Any]:
     """GB/s of the train shards read cold (evicted first) and warm, round robin: the yardstick (parallel sequential
     reads) and the reader at each read-ahead budget; ratios to the yardstick are medians of per-round ratios."""
-    from shardkit.train.options import ReadOptions
-    from shardkit.train.readahead import evict, parallel_read, resident_fraction
-
-    files, size = shard_files(dataset), sum(map(os.path.getsize, shard_files(dataset)))
-    passes = {"parallel read (8 threads, 8 MB reads)": lambda: _timed(parallel_read, files) / size,
+    files = shard_files(dataset)
+    size = sum(map(os.path.getsize, files))
+    passes = {"parallel read (8 threads, 8 MB reads)": lambda: timed(parallel_read, files) / size,
               **{f"reader, read-ahead {mb:g} MB": (lambda mb=mb: reader_pass(dataset, batch, mb)) for mb in budgets}}
     rates: dict[str, dict[str, list[float]]] = {name: {k: [] for k in regimes} for name in passes}
     left = []
@@ -144,23 +136,20 @@ def out_of_core(dataset: str, batch: int, repeats: int, budgets: Sequence[float]
             "resident_after_evict": max(left, default=None), "default_readahead_mb": ReadOptions.readahead_mb}
 
 
-def seed_scale(cache: str, rows: int, batch: int) -> dict[str, Any]:
-    """Seed 000 at full scale, cold: ``cp`` of the HDF5 input vs ``shardkit-convert`` with its defaults, then one
-    epoch of the reader and of the yardstick over the shards (deleted afterwards, as is the copy)."""
-    from shardkit.train.options import ReadOptions
-    from shardkit.train.readahead import evict
-
-    h5, out = inputs.source(cache, "knots", rows), os.path.join(cache, f"seed-scale-{rows}")
+def full_scale(cache: str, rows: int, batch: int) -> dict[str, Any]:
+    """``rows`` class-sorted knot images, cold: ``cp`` of the HDF5 input vs ``shardkit-convert`` with its defaults,
+    then one epoch of the reader and of the yardstick over the shards (deleted afterwards, as is the copy)."""
+    h5, out = inputs.source(cache, "knots", rows), os.path.join(cache, f"full-scale-{rows}")
     try:
         evict([h5])
-        cp_s = _timed(subprocess.run, ["cp", h5, out + ".h5"], check=True)
+        cp_s = timed(subprocess.run, ["cp", h5, out + ".h5"], check=True)
         evict([h5])
-        run = run_measured(python_module("shardkit.convert", h5, "--out", out, "--overwrite", "--quiet",
-                                         *inputs.ARGS["knots"], "--image-shape", "128,128,3"))
+        run = convert([h5, "--out", out, "--overwrite", "--quiet", *inputs.ARGS["knots"], "--image-shape", "128,128,3"])
         epoch = out_of_core(out, batch, 1, [ReadOptions.readahead_mb], ("cold",))
     finally:
         shutil.rmtree(out, ignore_errors=True)
-        subprocess.run(["rm", "-f", out + ".h5"])
+        if os.path.exists(out + ".h5"):
+            os.remove(out + ".h5")
     return {"rows": rows, "input_bytes": os.path.getsize(h5), "cp_s": cp_s, "convert_s": run.wall_s,
             "convert_peak_rss_bytes": run.peak_rss_bytes, **epoch}
 
@@ -169,24 +158,21 @@ def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, A
     """Examples/s of each reader over ``n`` knot images, round robin (load hits all alike) after a warm-up pass."""
     import tables
 
-    from shardkit.spec import read_metadata
-
     h5, dataset = inputs.source(cache, "knots", n), inputs.dataset(cache, "knots", n, "--num-shards", "8")
-    with tables.open_file(h5, "r") as f:
-        x, y = f.root.train_data[:], f.root.train_label[:].astype(np.int32)
     meta = read_metadata(dataset)
     shape, train_n = meta.features[0].shape, meta.splits["train"].count
-    x = x.reshape(-1, *shape)
+    with tables.open_file(h5, "r") as f:
+        x, y = f.root.train_data[:].reshape(-1, *shape), f.root.train_label[:].astype(np.int32)
     readers: dict[str, tuple[Callable[[int], float], int, bool]] = {  # name: (seconds for pass r, examples, shuffles)
         "shardkit": (lambda r: sum(epoch_seconds(dataset, batch, 4)[0][1:]) / 3, train_n, True),
-        "unshuffled generator": (lambda r: _timed(generator_epoch, h5, batch, shape), len(x), False),
-        "PyDataset over h5py": (lambda r: _timed(pydataset_epoch, h5, batch, shape, r), len(x), True),
-        "in-memory numpy": (lambda r: _timed(keras_arrays_epoch, x, y, batch), len(x), True),
+        "unshuffled generator": (lambda r: timed(generator_epoch, h5, batch, shape), len(x), False),
+        "PyDataset over h5py": (lambda r: timed(pydataset_epoch, h5, batch, shape, r), len(x), True),
+        "in-memory numpy": (lambda r: timed(keras_arrays_epoch, x, y, batch), len(x), True),
     }
     first = epoch_seconds(dataset, batch, 1)[0][0]
-    times: dict[str, list[float]] = {name: [] for name in readers}
     for fn, *_ in readers.values():
         fn(99)  # warm: page cache, graph tracing
+    times: dict[str, list[float]] = {name: [] for name in readers}
     for r in range(repeats):
         for name, (fn, *_) in readers.items():
             times[name].append(fn(r))
@@ -198,8 +184,6 @@ def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, A
 
 def compression(cache: str, n_images: int, n_sequences: int, batch: int, repeats: int) -> list[dict[str, Any]]:
     """GZIP vs uncompressed shards of the same images and the same sequences: bytes on disk and throughput."""
-    from shardkit.spec import read_metadata
-
     out = []
     for name, kind, n in (("knot images (raw uint8)", "knots", n_images), ("protein codes", "proteins", n_sequences)):
         for comp, extra in (("none", ()), ("GZIP", ("--compression", "gzip"))):
@@ -218,7 +202,7 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
     import tables
 
     from shardkit.train import models
-    from shardkit.train.dataset import ReadOptions, eval_dataset, open_dataset, train_dataset, training_input
+    from shardkit.train.dataset import eval_dataset, open_dataset, train_dataset, training_input
 
     keras.utils.set_random_seed(0)
     ds = open_dataset(dataset)
@@ -231,8 +215,6 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
                                            on_train_batch_end=lambda b, logs: ends.append(time.perf_counter()))
     fit = {"epochs": epochs, "callbacks": [clock], "verbose": 0}
     if feed == COLD:  # every epoch starts with the shards out of the page cache
-        from shardkit.train.readahead import evict
-
         files, feed = shard_files(dataset, ("train", "validation", "test")), "shardkit"
         fit["callbacks"].insert(0, keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: evict(files)))
     if feed == "shardkit" and steps:
@@ -257,29 +239,26 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
                  "step_s": float(np.median(gaps)) if len(gaps) else None})
 
 
-def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins: int, max_length: int,
-                    batch_size: int, epochs: int, repeats: int, models: Sequence[str] = ("knot-cnn", "protein-cnn"),
+def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins: int, max_length: int, batch: int,
+                    epochs: int, repeats: int, models: Sequence[str] = ("knot-cnn", "protein-cnn"),
                     large_proteins: int = 0) -> dict[str, Any]:
     """Epoch time (after the first) and peak RSS, fed by shardkit vs by numpy arrays; ``large_proteins`` adds one
     protein-cnn job, run once, big enough for the in-memory one-hot to dominate RSS."""
-    jobs = []
-    if "knot-cnn" in models:
-        jobs.append((f"knot-cnn ({3 * knots_per_class:,} knots {knot_size}x{knot_size})", "knot-cnn", repeats,
-                     inputs.dataset(cache, "knots", 3 * knots_per_class, "--num-shards", "8", size=knot_size)))
-    for n, reps in ((n_proteins, repeats), (large_proteins, 1)):
-        if n and "protein-cnn" in models:
-            jobs.append((f"protein-cnn ({n:,} proteins, {max_length}x21 one-hot)", "protein-cnn", reps,
-                         inputs.dataset(cache, "proteins", n, "--num-shards", "8", max_length=max_length)))
+    jobs = [(f"knot-cnn ({3 * knots_per_class:,} knots {knot_size}x{knot_size})", "knot-cnn", repeats,
+             lambda: inputs.dataset(cache, "knots", 3 * knots_per_class, "--num-shards", "8", size=knot_size))]
+    jobs += [(f"protein-cnn ({n:,} proteins, {max_length}x21 one-hot)", "protein-cnn", reps,
+              lambda n=n: inputs.dataset(cache, "proteins", n, "--num-shards", "8", max_length=max_length))
+             for n, reps in ((n_proteins, repeats), (large_proteins, 1)) if n]
     out: dict[str, Any] = {}
-    for label, model_name, reps, dataset in jobs:
-        out[label] = {}
+    for label, model_name, reps, build in (job for job in jobs if job[1] in models):
+        out[label], dataset = {}, build()
         for feed in ("in-memory", "shardkit", *([COLD] if model_name == "knot-cnn" else [])):
-            runs = [run_measured(child("bench.reading", feed, model_name, dataset, batch_size, epochs, 0, ""))
+            runs = [run_measured(child("bench.reading", feed, model_name, dataset, batch, epochs, 0, ""))
                     for _ in range(reps)]
-            timed = [t for r in runs for t in r.result["epoch_seconds"][1:]]
-            out[label][feed] = {"seconds": median(timed), "peak_rss_bytes": max(r.peak_rss_bytes for r in runs),
+            timed_epochs = [t for r in runs for t in r.result["epoch_seconds"][1:]]
+            out[label][feed] = {"seconds": median(timed_epochs), "peak_rss_bytes": max(r.peak_rss_bytes for r in runs),
                                 "data_rss_bytes": max(r.peak_rss_bytes - r.result["base_rss_bytes"] for r in runs),
-                                "epochs_timed": len(timed)}
+                                "epochs_timed": len(timed_epochs)}
     return out
 
 
@@ -291,61 +270,64 @@ def _part(fn: Callable[[], Any]) -> Any:
         return {"error": traceback.format_exc()}
 
 
-def measure(cache: str, s: Any) -> dict[str, Any]:
-    """Everything in the reading section at the sizes of ``s`` (run_all.Sizes)."""
-    n, batch, reps = s.reading_n, s.batch_size, s.repeats
-    shards = max(c for c in s.cycle_lengths if c)
-    swept = inputs.dataset(cache, "knots", n, "--num-shards", str(shards))
+def measure(cache: str, n: int, proteins: int, batch: int, repeats: int, cycle_lengths: Sequence[int | None],
+            shard_counts: Sequence[int], readahead_mb: Sequence[float], training: dict[str, Any],
+            full_scale_rows: int = 0) -> dict[str, Any]:
+    """The reading section: ``n`` knot images (``proteins`` sequences for GZIP), cycle lengths (None: AUTOTUNE)."""
+    swept = inputs.dataset(cache, "knots", n, "--num-shards", str(max(c for c in cycle_lengths if c)))
     return {
         "dataset": f"{n // 3 * 3:,} knot images 128x128x3 uint8 (shardkit: 8 train shards)",
-        "batch_size": batch,
-        "repeats": reps,
-        "reader_defaults": reader_defaults(),
+        "batch_size": batch, "repeats": repeats, "reader_defaults": reader_defaults(),
         "out_of_core": _part(lambda: out_of_core(inputs.dataset(cache, "knots", n, "--num-shards", "32"), batch,
-                                                 max(3, reps), s.extra.get("readahead_mb", (0, 64, 256, 1024)))),
-        **({"seed_scale": _part(lambda: seed_scale(cache, s.extra["seed_scale"], batch))} if "seed_scale" in s.extra else {}),
-        "readers": _part(lambda: compare_readers(cache, n, batch, reps)),
-        "cycle_length": _part(lambda: [{"x": "auto" if c is None else c, **throughput(swept, batch, reps, cycle_length=c)}
-                                       for c in s.cycle_lengths]),
+                                                 max(3, repeats), readahead_mb)),
+        **({"full_scale": _part(lambda: full_scale(cache, full_scale_rows, batch))} if full_scale_rows else {}),
+        "readers": _part(lambda: compare_readers(cache, n, batch, repeats)),
+        "cycle_length": _part(lambda: [{"x": "auto" if c is None else c, **throughput(swept, batch, repeats, cycle_length=c)}
+                                       for c in cycle_lengths]),
         "shard_count": _part(lambda: [{"x": k, **throughput(inputs.dataset(cache, "knots", n, "--num-shards", str(k)),
-                                                            batch, reps)} for k in s.shard_counts]),
-        "compression": _part(lambda: compression(cache, n, s.reading_proteins, batch, reps)),
-        "epoch": _part(lambda: training_epochs(cache, **s.extra.get("training", {}), batch_size=batch)),
+                                                            batch, repeats)} for k in shard_counts]),
+        "compression": _part(lambda: compression(cache, n, proteins, batch, repeats)),
+        "epoch": _part(lambda: training_epochs(cache, **training, batch=batch)),
     }
 
 
-def memory(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batch_size: int = 32,
-            steps: int = 10, modes: Sequence[str] = MODES, parallel: int = 1,
-            ram_fraction: float = 0.7) -> dict[str, Any]:
-    """Memory section: peak RSS of training fed by each mode (``MODES``) at each N (knot images), a process each,
-    ``parallel`` at once; a mode projected (straight line) past ``ram_fraction`` of the RAM is skipped."""
-    from concurrent.futures import ThreadPoolExecutor
+def diagnose(cache: str, n: int, proteins: int, shards: int, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+    """``shardkit-train bench`` on a knot and a protein dataset: its three rates and its verdict."""
+    from shardkit.train import diagnose
 
+    jobs = {"knot-cnn": inputs.dataset(cache, "knots", n, "--num-shards", str(shards)),
+            "protein-cnn": inputs.dataset(cache, "proteins", proteins)}
+    runs = {m: diagnose.diagnose(path, m, batch_size=batch, steps=steps, warmup=warmup) for m, path in jobs.items()}
+    return {"runs": {m: {**asdict(d), "input_bound": d.input_bound, "verdict": d.verdict()} for m, d in runs.items()},
+            "steps": steps, "batch_size": batch}
+
+
+def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = MODES, parallel: int = 1) -> dict[str, Any]:
+    """Peak RSS of knot-cnn training fed by each of ``modes`` at each N (knot images), a process each, ``parallel``
+    at once; a mode projected (straight line) past 70% of the RAM is skipped."""
     import psutil
 
-    total, points, skipped = psutil.virtual_memory().total, [], []
+    total, points, skipped, batch = psutil.virtual_memory().total, [], [], 32
     for n in sorted(sizes):
         h5, ds = inputs.source(cache, "knots", n), inputs.dataset(cache, "knots", n)
         point: dict[str, Any] = {"n": n, "data_bytes": n * 128 * 128 * 3}
         projected = {mode: _line_at(points, mode, n) or 0 for mode in modes}
-        runnable = [mode for mode in modes if projected[mode] <= ram_fraction * total]
+        runnable = [mode for mode in modes if projected[mode] <= 0.7 * total]
         for mode in [m for m in modes if m not in runnable]:
             point[mode] = None
-            skipped.append(f"{mode} at N={n:,} (projected {projected[mode] / 2**30:.1f} GiB > {ram_fraction:.0%} of "
+            skipped.append(f"{mode} at N={n:,} (projected {projected[mode] / 2**30:.1f} GiB > 70% of "
                            f"{total / 2**30:.1f} GiB RAM)")
-        argvs = [child("bench.reading", mode, model_name, ds, batch_size, 1, steps, h5) for mode in runnable]
         with ThreadPoolExecutor(parallel) as pool:
-            runs = list(pool.map(run_measured, argvs))
+            runs = list(pool.map(run_measured, [child("bench.reading", mode, "knot-cnn", ds, batch, 1, steps, h5)
+                                                for mode in runnable]))
         point.update({mode: run.peak_rss_bytes for mode, run in zip(runnable, runs)})
         point["step_s"] = {mode: run.result.get("step_s") for mode, run in zip(runnable, runs)}
         points.append(point)
     return {
-        "points": points,
-        "projection": project(points, modes),
-        "model": model_name,
+        "points": points, "projection": project(points, modes), "model": "knot-cnn",
         "notes": f"Not run (would not fit in memory here): {'; '.join(skipped)}." if skipped else "",
-        "description": (f"Peak RSS (process tree, sampled every 50 ms) of one `model.fit` of {model_name} for "
-                        f"{steps} steps of batch {batch_size} on N knot images (128x128x3 uint8): fed by the "
+        "description": (f"Peak RSS (process tree, sampled every 50 ms) of one `model.fit` of knot-cnn for "
+                        f"{steps} steps of batch {batch} on N knot images (128x128x3 uint8): fed by the "
                         "shardkit reader, by the uint8 arrays loaded whole from the HDF5 file, and by those "
                         "arrays as float32 /255 (the usual in-memory recipe). Each point is a fresh process; "
                         "step = its median step time after the first two steps (an epoch has as many steps either way)."),
@@ -354,9 +336,8 @@ def memory(cache: str, sizes: Sequence[int], model_name: str = "knot-cnn", batch
 
 def _line(points: list[dict[str, Any]], mode: str) -> tuple[float, float] | None:
     """Least-squares (a, b) of RSS = a + b*N over the points where ``mode`` was measured (None under two)."""
-    xy = [(p["n"], p[mode]) for p in points if p.get(mode)]
-    b, a = np.polyfit(*np.array(xy, float).T, 1) if len(xy) > 1 else (None, None)
-    return None if a is None else (float(a), float(b))
+    xy = np.array([(p["n"], p[mode]) for p in points if p.get(mode)], float)
+    return None if len(xy) < 2 else tuple(float(v) for v in np.polyfit(xy[:, 0], xy[:, 1], 1)[::-1])
 
 
 def _line_at(points: list[dict[str, Any]], mode: str, n: int) -> float | None:
@@ -365,20 +346,16 @@ def _line_at(points: list[dict[str, Any]], mode: str, n: int) -> float | None:
 
 
 def project(points: list[dict[str, Any]], modes: Sequence[str] = MODES) -> dict[str, Any]:
-    """Least-squares line RSS = a + b*N per mode; for in-memory modes, the RSS at ``LARGE_N`` images and the N
-    from which shardkit's (flat, at most its largest measured) peak is <= 1/10 of theirs."""
+    """Per mode the line RSS = a + b*N and its RSS at ``LARGE_N`` images; for in-memory modes, the N from which
+    shardkit's (flat, at most its largest measured) peak is <= 1/10 of theirs."""
     ours = max((p["shardkit"] for p in points if p.get("shardkit")), default=None)
     if ours is None or "shardkit" not in modes:
         return {}
     out: dict[str, Any] = {"shardkit_peak_bytes": ours, "large_n": LARGE_N}
-    for mode in modes:
-        if (line := _line(points, mode)) is None:
-            continue
-        a, b = line
-        entry = {"intercept_bytes": a, "bytes_per_example": b, "at_large_n_bytes": a + b * LARGE_N}
-        if mode != "shardkit" and b > 0:
-            entry["n_for_one_tenth"] = max(0.0, (10 * ours - a) / b)
-        out[mode] = entry
+    for mode in (m for m in modes if _line(points, m)):
+        a, b = _line(points, mode)
+        out[mode] = {"intercept_bytes": a, "bytes_per_example": b, "at_large_n_bytes": a + b * LARGE_N,
+                     **({"n_for_one_tenth": max(0.0, (10 * ours - a) / b)} if mode != "shardkit" and b > 0 else {})}
     return out
 
 

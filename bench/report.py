@@ -1,6 +1,5 @@
-"""Render a benchmark results dict as docs/benchmarks.md (tables, PASS/MISS) plus PNG plots under docs/img/.
-Prose is written by hand in docs/benchmarks.md between ``<!-- keep: NAME -->`` and ``<!-- /keep -->`` and put
-back in its place on every re-render."""
+"""Render benchmark results as docs/benchmarks.md (tables, PASS/MISS) and PNG plots under docs/img/. Prose is
+written by hand between ``<!-- keep: NAME -->`` and ``<!-- /keep -->`` and put back in its place on every render."""
 
 from __future__ import annotations
 
@@ -137,34 +136,8 @@ def render_epoch_order(sec: dict, results: dict, img_dir: str) -> str:
             for r in sec["rows"]]
     return md_table(("Dataset", "Train rows", "Sharding", "Train shards", "Position correlation, epoch 0 vs 1",
                      "Batch-mates again vs fresh permutation", "Cold ex/s", "Warm ex/s"), rows) + (
-        f"\n\n{sec['image']}x{sec['image']}x3 knot images, batch {sec['batch_size']}, the default 32 MB shuffle "
-        "buffer. Targets: correlation <= 0.05 and batch-mates meeting again <= 1.5x a fresh permutation's rate.")
-
-
-def render_out_of_core(sec: dict) -> list[str]:
-    """The headline: GB/s of train shards cold (evicted) and warm, each as a ratio to parallel sequential reads."""
-    o, out = sec.get("out_of_core"), []
-    if o:
-        out += [f"Out of core: one training epoch of {o['train_shards']} train shards ({o['train_bytes'] / GB:.2f} GB) "
-                f"read with the page cache evicted before each pass (cold; at most {o['resident_after_evict']:.0%} "
-                f"still cached) and again right after (warm), round robin, median of {o['repeats']} rounds"
-                + (f" (measured apart, {o['measured_utc']}, load average {o['load_average'][0]:g} on this shared box)"
-                   if o.get("measured_utc") else "") + ":",
-                md_table(("Reader", "Cold GB/s", "Cold vs yardstick", "Warm GB/s", "Warm vs yardstick", "Cold / warm"),
-                         [(name, _num(r["cold_gb_s"], ".2f"), f"{r['cold_vs_yardstick']:.2f}x", _num(r["warm_gb_s"], ".2f"),
-                           f"{r['warm_vs_yardstick']:.2f}x", _x(r["cold_gb_s"], r["warm_gb_s"]))
-                          for name, r in o["rows"].items()])]
-    if q := sec.get("seed_scale"):
-        yard = next(iter(q["rows"]))
-        gb = q["input_bytes"] / GB
-        out += [f"Seed 000 at full scale ({q['rows']:,} rows of 128x128x3), cold:",
-                md_table(("Step", "GB", "Seconds", "GB/s", "Ratio"), [
-                    ("`cp` of the HDF5 input", f"{gb:.2f}", f"{q['cp_s']:.1f}", f"{gb / q['cp_s']:.2f}", "1.00x"),
-                    ("`shardkit-convert` (defaults)", f"{gb:.2f}", f"{q['convert_s']:.1f}", f"{gb / q['convert_s']:.2f}",
-                     f"{q['convert_s'] / q['cp_s']:.2f}x cp time (peak RSS {q['convert_peak_rss_bytes'] / GB:.2f} GB)"),
-                    *((name, f"{q['train_bytes'] / GB:.2f}", f"{q['train_bytes'] / GB / v['cold_gb_s']:.1f}",
-                       f"{v['cold_gb_s']:.2f}", f"{v['cold_vs_yardstick']:.2f}x {yard}") for name, v in q["rows"].items())])]
-    return out
+        f"\n\n{sec['image']}x{sec['image']}x3 knot images, batch {sec['batch_size']}"
+        + (f", the default {sec['shuffle_buffer_mb']:g} MB shuffle buffer." if "shuffle_buffer_mb" in sec else "."))
 
 
 def render_peers(sec: dict, results: dict, img_dir: str) -> str:
@@ -184,70 +157,103 @@ def render_peers(sec: dict, results: dict, img_dir: str) -> str:
     return md_table(("System", "Versions", "Warm ex/s", "vs shardkit", "Cold ex/s", "vs shardkit", "Cold / disk rate",
                      "GB on disk", "Conversion s", "Peak RSS GB read / convert", "Position correlation, epoch 0 vs 1",
                      "Batch-mates again vs fresh"), rows) + (
-        f"\n\n{sec['examples']:,} class-sorted 128x128x3 uint8 knot rows, batch {sec['batch_size']}, uint8 out, on a box "
-        f"shared with other jobs: compare the ratios. Medians of {sec['repeats']} rounds, the systems round robin, each "
-        "round in a fresh process with its libraries already imported. Cold: a new stream's first epoch after "
-        "`posix_fadvise(DONTNEED)` on every file the system reads; disk rate: 4 parallel sequential readers of the same "
-        "files, evicted, in the same round; warm: the second epoch of one stream. Order: that stream's epochs 0 and 1. "
-        "Conversion: wall time of the converting process, from the HDF5 source.")
+        f"\n\n{sec['examples']:,} class-sorted 128x128x3 uint8 knot rows, batch {sec['batch_size']}, uint8 out. Medians "
+        f"of {sec['repeats']} rounds, the systems round robin, each round in a fresh process with its libraries already "
+        "imported. Cold: a new stream's first epoch after `posix_fadvise(DONTNEED)` on every file the system reads; "
+        "disk rate: 4 parallel sequential readers of the same files, evicted, in the same round; warm: the second epoch "
+        "of one stream. Order: that stream's epochs 0 and 1. Conversion: wall time of the converting process, from the "
+        "HDF5 source.")
+
+
+def _out_of_core(o: dict, sec: dict, img_dir: str) -> list[str]:
+    """The headline: GB/s of train shards cold (evicted) and warm, each as a ratio to parallel sequential reads."""
+    return [f"Out of core: one training epoch of {o['train_shards']} train shards ({o['train_bytes'] / GB:.2f} GB) "
+            f"read with the page cache evicted before each pass (cold; at most {o['resident_after_evict']:.0%} "
+            f"still cached) and again right after (warm), round robin, median of {o['repeats']} rounds"
+            + (f" (measured apart, {o['measured_utc']}, load average {o['load_average'][0]:g})"
+               if o.get("measured_utc") else "") + ":",
+            md_table(("Reader", "Cold GB/s", "Cold vs yardstick", "Warm GB/s", "Warm vs yardstick", "Cold / warm"),
+                     [(name, _num(r["cold_gb_s"], ".2f"), f"{r['cold_vs_yardstick']:.2f}x", _num(r["warm_gb_s"], ".2f"),
+                       f"{r['warm_vs_yardstick']:.2f}x", _x(r["cold_gb_s"], r["warm_gb_s"]))
+                      for name, r in o["rows"].items()])]
+
+
+def _full_scale(q: dict, sec: dict, img_dir: str) -> list[str]:
+    yard, gb = next(iter(q["rows"])), q["input_bytes"] / GB
+    return [f"{q['rows']:,} class-sorted knot images of 128x128x3, cold:",
+            md_table(("Step", "GB", "Seconds", "GB/s", "Ratio"), [
+                ("`cp` of the HDF5 input", f"{gb:.2f}", f"{q['cp_s']:.1f}", f"{gb / q['cp_s']:.2f}", "1.00x"),
+                ("`shardkit-convert` (defaults)", f"{gb:.2f}", f"{q['convert_s']:.1f}", f"{gb / q['convert_s']:.2f}",
+                 f"{q['convert_s'] / q['cp_s']:.2f}x cp time (peak RSS {q['convert_peak_rss_bytes'] / GB:.2f} GB)"),
+                *((name, f"{q['train_bytes'] / GB:.2f}", f"{q['train_bytes'] / GB / v['cold_gb_s']:.1f}",
+                   f"{v['cold_gb_s']:.2f}", f"{v['cold_vs_yardstick']:.2f}x {yard}") for name, v in q["rows"].items())])]
+
+
+READERS = ("shardkit", "shardkit, first epoch (incl. pipeline start)", "unshuffled generator", "PyDataset over h5py",
+           "in-memory numpy", "in-memory numpy gather (1 thread)")  # table order
+
+
+def _readers(readers: dict, sec: dict, img_dir: str) -> list[str]:
+    readers = dict(sorted(readers.items(), key=lambda kv: READERS.index(kv[0]) if kv[0] in READERS else len(READERS)))
+    mem, gen = (readers.get(k, {}).get("examples_per_s") for k in ("in-memory numpy", "unshuffled generator"))
+    return [f"Reader throughput on {sec.get('dataset')}, batch {sec.get('batch_size')} (median of "
+            f"{sec.get('repeats')} passes):",
+            md_table(("Reader", "Shuffles globally", "Examples/s", "MB/s", "vs unshuffled generator", "vs in-memory"),
+                     [(name, "yes" if r.get("shuffles") else "no", _num(r.get("examples_per_s")),
+                       _num(r.get("mb_per_s"), ".1f"), _x(r["examples_per_s"], gen), _x(r["examples_per_s"], mem))
+                      for name, r in readers.items()]),
+            _bars(img_dir, "reading.png", "Reader throughput", list(readers),
+                  {"": [r["examples_per_s"] for r in readers.values()]}, "examples/s (log scale)")]
+
+
+def _sweeps(sec: dict, _: dict, img_dir: str) -> list[str]:
+    """Throughput vs interleave cycle length and vs shard count: a table each, side by side in one plot."""
+    sweeps = [(k, t) for k, t in (("cycle_length", "interleave cycle length"), ("shard_count", "shard count"))
+              if isinstance(sec.get(k), list) and sec[k]]
+    if not sweeps:
+        return []
+    out, (fig, axes) = [], _plt().subplots(1, len(sweeps), figsize=(5 * len(sweeps), 3.5), squeeze=False)
+    for ax, (key, title) in zip(axes[0], sweeps):
+        pts = sec[key]
+        out += [f"Throughput vs {title}:", md_table((title, "Examples/s", "MB/s"), [
+            (p["x"], _num(p["examples_per_s"]), _num(p.get("mb_per_s"), ".1f")) for p in pts])]
+        numeric = [p for p in pts if isinstance(p["x"], int)]
+        ax.plot([p["x"] for p in numeric], [p["examples_per_s"] for p in numeric], "o-")
+        for p in (p for p in pts if not isinstance(p["x"], int)):
+            ax.axhline(p["examples_per_s"], color="gray", linestyle="--", label=f"{p['x']} (AUTOTUNE)")
+            ax.legend(fontsize=8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([p["x"] for p in numeric], [str(p["x"]) for p in numeric])
+        _axes(ax, f"Reader throughput vs {title}", title, "examples/s")
+    return out + [_save(fig, img_dir, "reading_sweeps.png")]
+
+
+def _compression(rows: list, sec: dict, img_dir: str) -> list[str]:
+    return ["GZIP vs uncompressed shards (same data):", md_table(
+        ("Dataset", "Shards", "Bytes on disk", "Examples/s", "MB/s (decoded)"),
+        [(r["dataset"], r["compression"], f"{r['bytes']:,}", _num(r["examples_per_s"]), _num(r.get("mb_per_s"), ".1f"))
+         for r in rows])]
+
+
+def _epoch(epoch: dict, sec: dict, img_dir: str) -> list[str]:
+    rows = [(model, name, _num(r["seconds"], ".1f"), _x(r["seconds"], runs.get("in-memory", {}).get("seconds")),
+             _num(r["peak_rss_bytes"] / GB, ".2f"), _x(r["peak_rss_bytes"], runs.get("in-memory", {}).get("peak_rss_bytes")),
+             _num(r["data_rss_bytes"] / GB if r.get("data_rss_bytes") is not None else None, ".2f"))
+            for model, runs in epoch.items() for name, r in sorted(runs.items(), key=lambda kv: kv[0] != "shardkit")]
+    return ["Whole-epoch CPU training, fed by shardkit vs in-memory arrays (peak RSS of the process):",
+            md_table(("Model / data", "Input", "Epoch s", "vs in-memory", "Peak RSS GB", "vs in-memory", "Data RSS GB"),
+                     rows)]
 
 
 def render_reading(sec: dict, results: dict, img_dir: str) -> str:
-    out = []
-    for part in ("out_of_core", "seed_scale", "readers", "cycle_length", "shard_count", "compression", "epoch"):
-        if isinstance(sec.get(part), dict) and "error" in sec[part]:
-            out.append(f"_Part `{part}` failed in this run:_\n\n```\n{sec[part]['error'][-1200:]}\n```")
-            sec = {**sec, part: None}
-    out += render_out_of_core(sec)
-    order = ("shardkit", "shardkit, first epoch (incl. pipeline start)", "unshuffled generator", "PyDataset over h5py",
-             "in-memory numpy", "in-memory numpy gather (1 thread)")
-    readers = dict(sorted((sec.get("readers") or {}).items(),
-                          key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
-    if readers:
-        mem = readers.get("in-memory numpy", {}).get("examples_per_s")
-        gen = readers.get("unshuffled generator", {}).get("examples_per_s")
-        out += [f"Reader throughput on {sec.get('dataset')}, batch {sec.get('batch_size')} (median of "
-                f"{sec.get('repeats')} passes):",
-                md_table(("Reader", "Shuffles globally", "Examples/s", "MB/s", "vs unshuffled generator", "vs in-memory"),
-                         [(name, "yes" if r.get("shuffles") else "no", _num(r.get("examples_per_s")),
-                           _num(r.get("mb_per_s"), ".1f"), _x(r["examples_per_s"], gen), _x(r["examples_per_s"], mem))
-                          for name, r in readers.items()]),
-                _bars(img_dir, "reading.png", "Reader throughput", list(readers),
-                      {"": [r["examples_per_s"] for r in readers.values()]}, "examples/s (log scale)")]
-    sweeps = [(k, t) for k, t in (("cycle_length", "interleave cycle length"), ("shard_count", "shard count"))
-              if isinstance(sec.get(k), list) and sec[k]]
-    if sweeps:
-        fig, axes = _plt().subplots(1, len(sweeps), figsize=(5 * len(sweeps), 3.5), squeeze=False)
-        for ax, (key, title) in zip(axes[0], sweeps):
-            pts = sec[key]
-            out += [f"Throughput vs {title}:", md_table((title, "Examples/s", "MB/s"), [
-                (p["x"], _num(p["examples_per_s"]), _num(p.get("mb_per_s"), ".1f")) for p in pts])]
-            numeric = [p for p in pts if isinstance(p["x"], int)]
-            ax.plot([p["x"] for p in numeric], [p["examples_per_s"] for p in numeric], "o-")
-            for p in (p for p in pts if not isinstance(p["x"], int)):
-                ax.axhline(p["examples_per_s"], color="gray", linestyle="--", label=f"{p['x']} (AUTOTUNE)")
-                ax.legend(fontsize=8)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks([p["x"] for p in numeric], [str(p["x"]) for p in numeric])
-            _axes(ax, f"Reader throughput vs {title}", title, "examples/s")
-        out.append(_save(fig, img_dir, "reading_sweeps.png"))
-    if isinstance(sec.get("compression"), list):
-        out += ["GZIP vs uncompressed shards (same data):", md_table(
-            ("Dataset", "Shards", "Bytes on disk", "Examples/s", "MB/s (decoded)"),
-            [(r["dataset"], r["compression"], f"{r['bytes']:,}", _num(r["examples_per_s"]), _num(r.get("mb_per_s"), ".1f"))
-             for r in sec["compression"]])]
-    if sec.get("epoch"):
-        rows = []
-        for model, runs in sec["epoch"].items():
-            mem = runs.get("in-memory", {})
-            for name, r in sorted(runs.items(), key=lambda kv: kv[0] != "shardkit"):
-                data = r["data_rss_bytes"] / GB if r.get("data_rss_bytes") is not None else None
-                rows.append((model, name, _num(r["seconds"], ".1f"), _x(r["seconds"], mem.get("seconds")),
-                             _num(r["peak_rss_bytes"] / GB, ".2f"), _x(r["peak_rss_bytes"], mem.get("peak_rss_bytes")),
-                             _num(data, ".2f")))
-        out += ["Whole-epoch CPU training, fed by shardkit vs in-memory arrays (peak RSS of the process):",
-                md_table(("Model / data", "Input", "Epoch s", "vs in-memory", "Peak RSS GB", "vs in-memory", "Data RSS GB"),
-                         rows)]
+    """Each part of the reading section that was measured, after the tracebacks of those that failed."""
+    failed = [part for part, v in sec.items() if isinstance(v, dict) and "error" in v]
+    out = [f"_Part `{part}` failed in this run:_\n\n```\n{sec[part]['error'][-1200:]}\n```" for part in failed]
+    sec = {k: v for k, v in sec.items() if k not in failed}
+    for part, fn in (("out_of_core", _out_of_core), ("full_scale", _full_scale), ("readers", _readers), (None, _sweeps),
+                     ("compression", _compression), ("epoch", _epoch)):
+        if value := sec if part is None else sec.get(part):
+            out += fn(value, sec, img_dir)
     return "\n\n".join(out)
 
 

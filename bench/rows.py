@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import numpy as np
 
+from . import inputs
 from .conversion import example, shardkit
 from .measure import median
 
@@ -30,15 +32,11 @@ def hand_loop(csv: str, out: str) -> float:
     return time.perf_counter() - start
 
 
-def measure(cache: str, n_per_class: int = 1000, size: int = 64, repeats: int = 3) -> dict[str, float]:
+def measure(cache: str, n_per_class: int, size: int, repeats: int) -> dict[str, Any]:
     """Median files/s of the hand loop and of ``shardkit-convert`` with 1 and 2 workers (whole run and write
     phase), the runs of each repeat side by side."""
-    from shardkit.convert.examples import write_png_table
-
-    csv = os.path.join(cache, f"pngs-{n_per_class}-{size}", "images.csv")
-    if not os.path.exists(csv):
-        write_png_table(csv, n_per_class, size=size, seed=0)
     files = 3 * n_per_class
+    csv = inputs.source(cache, "pngs", files, size)
     runs: dict[str, list[float]] = {}
     for _ in range(repeats):
         runs.setdefault("hand loop", []).append(files / hand_loop(csv, os.path.join(cache, "hand.tfrecord")))
@@ -47,4 +45,5 @@ def measure(cache: str, n_per_class: int = 1000, size: int = 64, repeats: int = 
                                       "image=image:path:files", "--target", "label=class")
             runs.setdefault(f"shardkit {workers}w", []).append(files / wall)
             runs.setdefault(f"shardkit {workers}w write phase", []).append(files / phase)
-    return {k: median(v) for k, v in runs.items()}
+    return {"files_per_s": {k: median(v) for k, v in runs.items()}, "n_per_class": n_per_class, "size": size,
+            "repeats": repeats}

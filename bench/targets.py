@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 GB = 1e9
 
@@ -36,15 +36,22 @@ def unmeasured(target: str, goal: str, why: str = "not measured") -> list[Verdic
     return [Verdict(target, goal, "-", why)]
 
 
+def versus(target: str, goal: str, ours: float, base: float, ok: Callable[[float], bool], unit: str, tail: str = "",
+           fmt: Callable[[float], str] = lambda r: f"{r:.2f}x") -> Verdict:
+    """``ours / base`` judged by ``ok``, measured as 'ratio (ours vs base{tail})', each value formatted by ``unit``."""
+    r = ours / base
+    return judged(target, goal, f"{fmt(r)} ({unit.format(ours)} vs {unit.format(base)}{tail})", ok(r))
+
+
 def readers(results: dict) -> list[Verdict]:
     """shardkit's reader against the unshuffled generator (>= 1.5x) and Keras' in-memory feed (>= 0.8x)."""
-    rows = _get(results, "reading", "readers") or {}
-    ours, out = _get(rows, "shardkit", "examples_per_s"), []
+    rows, out = _get(results, "reading", "readers") or {}, []
+    ours = _get(rows, "shardkit", "examples_per_s")
     for baseline, goal, label in (("unshuffled generator", 1.5, "unshuffled generator (shardkit shuffling globally)"),
                                   ("in-memory numpy", 0.8, "in-memory numpy")):
         base = _get(rows, baseline, "examples_per_s")
-        out += [judged(f"reader vs {label}", f">= {goal}x", f"{ours / base:.2f}x ({ours:,.0f} vs {base:,.0f} examples/s)",
-                       ours / base >= goal)] if ours and base else unmeasured(f"reader vs {label}", f">= {goal}x")
+        out += [versus(f"reader vs {label}", f">= {goal}x", ours, base, lambda r: r >= goal, "{:,.0f}", " examples/s")] \
+            if ours and base else unmeasured(f"reader vs {label}", f">= {goal}x")
     return out
 
 
@@ -63,41 +70,34 @@ def out_of_core(results: dict) -> list[Verdict]:
 
 def epoch_time(results: dict) -> list[Verdict]:
     """Per model: epoch time ratio (<= 1.1x) and peak RSS ratio (<= 1/10) against in-memory arrays."""
-    out = []
-    epoch = _get(results, "reading", "epoch") or {}
+    epoch, out = _get(results, "reading", "epoch") or {}, []
     for model, runs in ({} if "error" in epoch else epoch).items():
-        ours, mem = runs.get("shardkit"), runs.get("in-memory")
-        if ours and mem:
-            t, r = ours["seconds"] / mem["seconds"], ours["peak_rss_bytes"] / mem["peak_rss_bytes"]
-            out += [judged(f"epoch time vs in-memory: {model}", "<= 1.1x",
-                           f"{t:.2f}x ({ours['seconds']:.1f} s vs {mem['seconds']:.1f} s)", t <= 1.1),
-                    judged(f"training peak RSS vs in-memory: {model}", "<= 0.10x", f"{ratio(r)} "
-                           f"({ours['peak_rss_bytes'] / GB:.2f} GB vs {mem['peak_rss_bytes'] / GB:.2f} GB)", r <= 0.1)]
+        if (ours := runs.get("shardkit")) and (mem := runs.get("in-memory")):
+            out += [versus(f"epoch time vs in-memory: {model}", "<= 1.1x", ours["seconds"], mem["seconds"],
+                           lambda t: t <= 1.1, "{:.1f} s"),
+                    versus(f"training peak RSS vs in-memory: {model}", "<= 0.10x", ours["peak_rss_bytes"] / GB,
+                           mem["peak_rss_bytes"] / GB, lambda r: r <= 0.1, "{:.2f} GB", fmt=ratio)]
     return out or unmeasured("epoch time vs in-memory", "<= 1.1x at <= 1/10 peak RSS")
 
 
 def memory_scaling(results: dict) -> list[Verdict]:
-    """At the largest N of the memory sweep where both ran: shardkit's peak RSS over each in-memory mode's."""
-    points = _get(results, "memory", "points") or []
-    out = []
+    """At the largest N of the memory sweep where both ran: shardkit's peak RSS (and step time) over each
+    in-memory mode's."""
+    points, out = _get(results, "memory", "points") or [], []
     for mode in sorted({k for p in points for k in p if k.startswith("in-memory")}):
         both = [p for p in points if p.get("shardkit") and p.get(mode)]
         if not both:
             continue
         last = both[-1]
-        ours, mem = last["shardkit"], last[mode]
-        measured = f"{ratio(ours / mem)} ({ours / GB:.2f} GB vs {mem / GB:.2f} GB at N={last['n']:,})"
+        ours, mem, at = last["shardkit"], last[mode], f" at N={last['n']:,}"
+        v = versus(f"training peak RSS, memory sweep: shardkit vs {mode}", "<= 0.10x", ours / GB, mem / GB,
+                   lambda r: r <= 0.1, "{:.2f} GB", at, fmt=ratio)
         cross = _get(results, "memory", "projection", mode, "n_for_one_tenth")
-        if cross and ours / mem > 0.1:
-            measured += f"; <= 1/10 from N~{cross:,.0f} (linear fit)"
-        out.append(judged(f"training peak RSS, memory sweep: shardkit vs {mode}", "<= 0.10x", measured,
-                          ours / mem <= 0.1))
-        steps = last.get("step_s") or {}
-        if steps.get("shardkit") and steps.get(mode):
-            t = steps["shardkit"] / steps[mode]
-            out.append(judged(f"training step (epoch) time, memory sweep: shardkit vs {mode}", "<= 1.1x",
-                              f"{t:.2f}x ({1e3 * steps['shardkit']:.0f} vs {1e3 * steps[mode]:.0f} ms/step at "
-                              f"N={last['n']:,})", t <= 1.1))
+        out.append(v._replace(measured=v.measured + f"; <= 1/10 from N~{cross:,.0f} (linear fit)")
+                   if cross and ours / mem > 0.1 else v)
+        if (steps := last.get("step_s") or {}).get("shardkit") and steps.get(mode):
+            out.append(versus(f"training step (epoch) time, memory sweep: shardkit vs {mode}", "<= 1.1x",
+                              1e3 * steps["shardkit"], 1e3 * steps[mode], lambda t: t <= 1.1, "{:.0f}", " ms/step" + at))
     return out or unmeasured("training peak RSS vs in-memory (memory sweep)", "<= 0.10x")
 
 
@@ -121,26 +121,30 @@ def epoch_order(results: dict) -> list[Verdict]:
 def conversion(results: dict) -> list[Verdict]:
     """At the largest input: the Beam job (whole CLI run, and its write phase) vs the hand loop, 1 worker
     >= 0.7x and 2 workers >= 1.6x; the converter's peak RSS < 1.5 GB (judged for 6 GB in)."""
-    size = (_get(results, "conversion", "sizes") or [None])[-1]
-    out = []
+    size, out = (_get(results, "conversion", "sizes") or [None])[-1], []
+    gb_in = (size or {}).get("input_bytes", 0) / GB
     for workers, goal in ((1, 0.7), (2, 1.6)):
-        target, found = f"Beam job, {workers} worker{'s' if workers > 1 else ''}, vs hand loop", []
-        for key, what in (("rows_per_s", "wall"), ("write_phase_rows_per_s", "write phase")):
-            hand, beam = _get(size, "runs", "hand loop", key), _get(size, "runs", f"beam {workers}w", key)
-            if hand and beam:
-                found.append(judged(f"{target} ({what})", f">= {goal}x", f"{beam / hand:.2f}x ({beam:,.0f} vs "
-                                    f"{hand:,.0f} rows/s, {size['input_bytes'] / GB:.1f} GB in)", beam / hand >= goal))
+        target = f"Beam job, {workers} worker{'s' if workers > 1 else ''}, vs hand loop"
+        found = [versus(f"{target} ({what})", f">= {goal}x", beam, hand, lambda r: r >= goal, "{:,.0f}",
+                        f" rows/s, {gb_in:.1f} GB in")
+                 for key, what in (("rows_per_s", "wall"), ("write_phase_rows_per_s", "write phase"))
+                 if (hand := _get(size, "runs", "hand loop", key)) and (beam := _get(size, "runs", f"beam {workers}w", key))]
         out += found or unmeasured(target, f">= {goal}x")
     target, goal = "converter peak RSS (all processes)", "< 1.5 GB for 6 GB in"
     peaks = [r["peak_rss_bytes"] for k, r in (_get(size, "runs") or {}).items()
              if k.startswith("beam") and r.get("peak_rss_bytes")]
     if not peaks:
         return out + unmeasured(target, goal)
-    gb_in = size["input_bytes"] / GB
     verdict = judged(target, goal, f"{max(peaks) / GB:.2f} GB at {gb_in:.1f} GB in", max(peaks) < 1.5 * GB)
     if gb_in < 5.9 and verdict.result == "PASS":
         verdict = verdict._replace(result=f"PASS at {gb_in:.1f} GB in (6 GB: `--big-gb 6`)")
     return [*out, verdict]
+
+
+def per_call(row: dict) -> str:
+    """', 3 steps/call' (', auto: 3 steps/call') for rows measured at several steps per execution."""
+    n = row.get("steps_per_call")
+    return "" if n is None else f", {'auto: ' * (row.get('steps_per_execution') == 'auto')}{n} step{'s' * (n > 1)}/call"
 
 
 def gpu(results: dict) -> list[Verdict]:
@@ -151,12 +155,6 @@ def gpu(results: dict) -> list[Verdict]:
                    f"({row['fit_step_ms']:.2f} vs {row['fit_synthetic_step_ms']:.2f} ms)",
                    row["fit_reader_over_synthetic"] <= 1.05)
             for row in rows] or unmeasured("GPU step time vs synthetic input", "<= 1.05x", "not measured (no GPU results)")
-
-
-def per_call(row: dict) -> str:
-    """', 3 steps/call' (', auto: 3 steps/call') for rows measured at several steps per execution."""
-    n = row.get("steps_per_call")
-    return "" if n is None else f", {'auto: ' * (row.get('steps_per_execution') == 'auto')}{n} step{'s' * (n > 1)}/call"
 
 
 def evaluate(results: dict) -> list[Verdict]:
