@@ -252,9 +252,12 @@ def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins
     out: dict[str, Any] = {}
     for label, model_name, reps, build in (job for job in jobs if job[1] in models):
         out[label], dataset = {}, build()
-        for feed in ("in-memory", "shardkit", *([COLD] if model_name == "knot-cnn" else [])):
-            runs = [run_measured(child("bench.reading", feed, model_name, dataset, batch, epochs, 0, ""))
-                    for _ in range(reps)]
+        feeds = ("in-memory", "shardkit", *([COLD] if model_name == "knot-cnn" else []))
+        measured: dict[str, list[Any]] = {feed: [] for feed in feeds}
+        for _ in range(reps):  # round robin: the box's load hits every feed alike
+            for feed in feeds:
+                measured[feed].append(run_measured(child("bench.reading", feed, model_name, dataset, batch, epochs, 0, "")))
+        for feed, runs in measured.items():
             timed_epochs = [t for r in runs for t in r.result["epoch_seconds"][1:]]
             out[label][feed] = {"seconds": median(timed_epochs), "peak_rss_bytes": max(r.peak_rss_bytes for r in runs),
                                 "data_rss_bytes": max(r.peak_rss_bytes - r.result["base_rss_bytes"] for r in runs),

@@ -159,7 +159,9 @@ def render_peers(sec: dict, results: dict, img_dir: str) -> str:
                      "Batch-mates again vs fresh"), rows) + (
         f"\n\n{sec['examples']:,} class-sorted 128x128x3 uint8 knot rows, batch {sec['batch_size']}, uint8 out. Medians "
         f"of {sec['repeats']} rounds, the systems round robin, each round in a fresh process with its libraries already "
-        "imported. Cold: a new stream's first epoch after `posix_fadvise(DONTNEED)` on every file the system reads; "
+        "imported. Cold: a new stream's first epoch after `posix_fadvise(DONTNEED)` on every file the system reads"
+        + ("; every epoch is timed from its first batch (setup and tracing untimed for every system); "
+           if sec.get("from_first_batch") else ", setup included; ") +
         "disk rate: 4 parallel sequential readers of the same files, evicted, in the same round; warm: the second epoch "
         "of one stream. Order: that stream's epochs 0 and 1. Conversion: wall time of the converting process, from the "
         "HDF5 source.")
