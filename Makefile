@@ -50,8 +50,11 @@ compare-demo: install
 	$(BIN)/shardkit-train compare $(DEMO)/compare/epoch $(DEMO)/compare/replacement --out $(DEMO)/compare/result
 	@echo "compare-demo done: runs in $(DEMO)/compare/{epoch,replacement}, compare.json and compare.png in $(DEMO)/compare/result"
 
+# Two pytest workers (pytest-xdist), each taking whole test files so that a file's module-scoped datasets and runs
+# are built once; TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Benchmarks (docs/benchmarks.md + docs/img/*.png); bench-quick is a small smoke run into bench/out/.
 bench: install

@@ -145,6 +145,9 @@ def test_repeat_summary_has_per_seed_values_summed_confusion_and_predictions(run
     assert summary["seeds"] == [0, 1, 2]
     assert summary["dataset_id"] == meta["dataset_id"] and summary["settings"]["epochs"] == 2
     assert set(summary["test"]) == {"accuracy", "loss", "recall 0", "recall 1"}  # no averaged counts
+    accuracy = summary["test"]["accuracy"]
+    assert accuracy["n"] == 3 and accuracy["mean"] == pytest.approx(np.mean(accuracy["values"]))
+    assert accuracy["ci95"] == pytest.approx(stats.t_ppf(0.975, 2) * np.std(accuracy["values"], ddof=1) / math.sqrt(3))
     examples = summary["test_examples"]
     matrices = [np.array(json.loads((run / f"seed-{s}" / "metrics.json").read_text())["test"]["confusion_matrix"]) for s in (0, 1, 2)]
     assert summary["confusion_matrix_sum"] == np.sum(matrices, axis=0).tolist()
