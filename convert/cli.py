@@ -16,7 +16,7 @@ from shardkit.usage import Parser
 
 from .encoders import ARRAY_DTYPES, UNKNOWN_POLICIES
 from . import columns
-from .errors import ConvertError, InputError
+from .errors import SIGNALS, ConvertError, InputError
 from .pipeline import ConvertConfig, columns_of, convert
 from .plan import parse_fractions
 from .records import COMPRESSIONS
@@ -170,14 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"shardkit-convert: error: {e}", file=sys.stderr)
         return 2
-    previous = _exit_on_sigterm()
+    SIGNALS.clear()
+    previous = _exit_on_signals()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         convert(config_from_args(args), beam_args)
     except (InputError, ConvertError) as e:
-        if _TERMINATED:
+        if signal.SIGTERM in SIGNALS:
             print("shardkit-convert: terminated; nothing was published", file=sys.stderr)
-            return 128 + _TERMINATED[0]
+            return 128 + signal.SIGTERM
         msg = re.sub(r"\s*\[while running '[^']*'\]", "", str(e))
         print(f"shardkit-convert: error: {msg}", file=sys.stderr)
         print("shardkit-convert: nothing was published", file=sys.stderr)
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 1)
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
     return 0
 
 
@@ -205,17 +207,17 @@ def _set_logging(verbose: bool) -> None:
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 
 
-_TERMINATED: list[int] = []
-
-
-def _exit_on_sigterm() -> object:
-    """Turn SIGTERM into SystemExit so the temp dir is removed; returns the previous handler (None off the
-    main thread, where handlers cannot be set)."""
+def _exit_on_signals() -> tuple[object, object] | None:
+    """Turn SIGTERM into SystemExit and Ctrl-C into KeyboardInterrupt, each recorded in ``errors.SIGNALS`` so
+    that nothing is published even where a library swallows the exception; returns the previous handlers (None
+    off the main thread, where handlers cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def stop(signum: int, frame: object) -> None:
-        _TERMINATED.append(signum)
+        SIGNALS.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
-    return signal.signal(signal.SIGTERM, stop)
+    return signal.signal(signal.SIGTERM, stop), signal.signal(signal.SIGINT, stop)

@@ -13,3 +13,17 @@ class ConvertError(RuntimeError):
 
 class PublishError(RuntimeError):
     """The output could not be written or moved into place."""
+
+
+SIGNALS: list[int] = []  # the signals (SIGINT, SIGTERM) the command line received while converting
+
+
+def raise_if_signalled() -> None:
+    """Before anything is published: a Ctrl-C or SIGTERM stops the conversion even where a library caught the
+    exception its handler raised (KeyboardInterrupt for SIGINT, SystemExit for SIGTERM)."""
+    import signal
+
+    if signal.SIGINT in SIGNALS:
+        raise KeyboardInterrupt
+    if SIGNALS:
+        raise SystemExit(128 + SIGNALS[0])

@@ -27,7 +27,7 @@ from . import plan as planning
 from . import publish
 from . import targets as targs
 from .encoders import ARRAY_DTYPES, UNKNOWN_POLICIES, SequenceEncoder
-from .errors import ConvertError, InputError, PublishError
+from .errors import ConvertError, InputError, PublishError, raise_if_signalled
 from .publish import join
 from .ranged import check_s3_buckets
 from .runner import (WORKER_MODES, check_beam_args, check_runner_paths, error_from, filesystem_options,
@@ -346,6 +346,7 @@ def _convert(cfg: ConvertConfig, beam_args: list[str], log: Any, start: float, r
         with progress:
             save_plan(prep.plan.tasks(), tmp)
             _run(prep.refs, prep.encode_config(tmp), opts, runner, runner_name)
+        raise_if_signalled()
         meta = _metadata(cfg, prep, tmp, start, runner_name)
         publish.publish(tmp, cfg.out, meta, cfg.overwrite, skip=(STATS_DIR, planning.PLAN_DIR))
     except PublishError as e:
