@@ -1,6 +1,8 @@
-"""The converter's errors: what the command line reports in one line (exit 2), and nothing else."""
+"""The converter's errors: what the command line reports in one line, and the signals (Ctrl-C, SIGTERM) that stop it."""
 
 from __future__ import annotations
+
+import signal
 
 
 class InputError(ValueError):
@@ -21,8 +23,6 @@ SIGNALS: list[int] = []  # the signals (SIGINT, SIGTERM) the command line receiv
 def raise_if_signalled() -> None:
     """Before anything is published: a Ctrl-C or SIGTERM stops the conversion even where a library caught the
     exception its handler raised (KeyboardInterrupt for SIGINT, SystemExit for SIGTERM)."""
-    import signal
-
     if signal.SIGINT in SIGNALS:
         raise KeyboardInterrupt
     if SIGNALS:
