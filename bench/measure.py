@@ -29,6 +29,16 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def round_robin(passes: dict[str, Callable[[int], Any]], rounds: int) -> dict[str, list[Any]]:
+    """Each pass's results over ``rounds`` rounds, the passes taking turns (given the round) so that the box's
+    load hits all alike."""
+    results: dict[str, list[Any]] = {name: [] for name in passes}
+    for r in range(rounds):
+        for name, fn in passes.items():
+            results[name].append(fn(r))
+    return results
+
+
 @dataclass
 class Measured:
     """A child's ``BENCH_RESULT`` line, its wall time, the peak RSS of its process tree, and each watched

@@ -22,7 +22,7 @@ from shardkit.train.readahead import evict, parallel_read, resident_fraction
 
 from . import inputs
 from .conversion import convert
-from .measure import child, emit_result, median, run_measured, timed
+from .measure import child, emit_result, median, round_robin, run_measured, timed
 
 MODES = ("shardkit", "in-memory", "in-memory float32")
 COLD = "shardkit, cold"  # the reader with the page cache evicted at each epoch's start
@@ -72,19 +72,15 @@ def pydataset_epoch(h5: str, batch: int, shape: tuple[int, ...], seed: int) -> N
     import keras
 
     class Shuffled(keras.utils.PyDataset):
-        def __init__(self, f: Any) -> None:
-            super().__init__()
-            self.f, self.order = f, np.random.default_rng(seed).permutation(len(f["train_label"]))
-
         def __len__(self) -> int:
-            return -(-len(self.order) // batch)
+            return -(-len(order) // batch)
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-            idx = np.sort(self.order[i * batch : (i + 1) * batch])
-            return self.f["train_data"][idx].reshape(-1, *shape).astype(np.float32) / 255.0, self.f["train_label"][idx]
+            idx = np.sort(order[i * batch : (i + 1) * batch])
+            return f["train_data"][idx].reshape(-1, *shape).astype(np.float32) / 255.0, f["train_label"][idx]
 
     with h5py.File(h5, "r") as f:
-        data = Shuffled(f)
+        order, data = np.random.default_rng(seed).permutation(len(f["train_label"])), Shuffled()
         _ = [data[i] for i in range(len(data))]
 
 
@@ -172,10 +168,7 @@ def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, A
     first = epoch_seconds(dataset, batch, 1)[0][0]
     for fn, *_ in readers.values():
         fn(99)  # warm: page cache, graph tracing
-    times: dict[str, list[float]] = {name: [] for name in readers}
-    for r in range(repeats):
-        for name, (fn, *_) in readers.items():
-            times[name].append(fn(r))
+    times = round_robin({name: fn for name, (fn, *_) in readers.items()}, repeats)
     rows = {name: (median(times[name]), examples, shuffles) for name, (_, examples, shuffles) in readers.items()}
     rows["shardkit, first epoch (incl. pipeline start)"] = (first, train_n, True)
     return {name: {"examples_per_s": k / t, "mb_per_s": k / t * int(np.prod(shape)) / 1e6, "seconds": t,
@@ -253,10 +246,8 @@ def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins
     for label, model_name, reps, build in (job for job in jobs if job[1] in models):
         out[label], dataset = {}, build()
         feeds = ("in-memory", "shardkit", *([COLD] if model_name == "knot-cnn" else []))
-        measured: dict[str, list[Any]] = {feed: [] for feed in feeds}
-        for _ in range(reps):  # round robin: the box's load hits every feed alike
-            for feed in feeds:
-                measured[feed].append(run_measured(child("bench.reading", feed, model_name, dataset, batch, epochs, 0, "")))
+        measured = round_robin({feed: lambda r, feed=feed: run_measured(
+            child("bench.reading", feed, model_name, dataset, batch, epochs, 0, "")) for feed in feeds}, reps)
         for feed, runs in measured.items():
             timed_epochs = [t for r in runs for t in r.result["epoch_seconds"][1:]]
             out[label][feed] = {"seconds": median(timed_epochs), "peak_rss_bytes": max(r.peak_rss_bytes for r in runs),
