@@ -5,8 +5,8 @@ library's; bytes per example."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
-import sys
 import time
 from typing import Any, Iterator, Sequence
 
@@ -15,20 +15,24 @@ import numpy as np
 from shardkit.spec import read_metadata
 
 from . import inputs
-from .measure import Measured, median, round_robin, run_measured
+from .measure import Measured, child, median, round_robin, run_measured
 
 ROW_BYTES = 128 * 128 * 3
 ONCE_ABOVE_BYTES = 1e9  # inputs this big are converted once per job, not ``repeats`` times
 SEQUENCES, LENGTH, ONEHOT_DEPTH = 431_403, 660, 21  # a 431,403-sequence protein set; to_categorical of codes 0..20
-_CONVERT = ("import json, resource, sys; from shardkit.convert.cli import main; rc = main(sys.argv[1:]); "
-            "print('BENCH_RESULT ' + json.dumps({'rc': rc, 'driver_rss_bytes': "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})); sys.exit(rc)")
-
-
 def convert(argv: Sequence[str], extra: dict[int, str] | None = None) -> Measured:
     """``shardkit-convert argv`` in a measured child process (``extra``: other pids to watch); its result holds
     the driver's own peak RSS."""
-    return run_measured([sys.executable, "-c", _CONVERT, *map(str, argv)], extra)
+    return run_measured(child(cli_run, list(map(str, argv))), extra)
+
+
+def cli_run(argv: list[str]) -> dict[str, Any]:
+    """In the child: ``shardkit-convert argv`` and its process's peak RSS (a failure exits with its code)."""
+    from shardkit.convert.cli import main
+
+    if rc := main(argv):
+        raise SystemExit(rc)
+    return {"driver_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def hdf5_rows(src: str) -> Iterator[tuple[bytes, int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib
 import importlib.metadata
 import json
 import os
@@ -132,14 +133,10 @@ def python_module(module: str, *args: Any) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]
 
 
-def child(module: str, *args: Any) -> list[str]:
-    """argv running a benchmark module's own worker, ``python -m module --child args``."""
-    return python_module(module, "--child", *args)
-
-
-def emit_result(result: dict[str, Any]) -> None:
-    """Print a child's result where :func:`run_measured` finds it."""
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+def child(fn: Callable[..., dict[str, Any] | None], *args: Any) -> list[str]:
+    """argv calling the bench function ``fn(*args)`` (arguments JSON can carry) in a fresh process, where what it
+    returns is printed as the result :func:`run_measured` reads."""
+    return python_module("bench.measure", f"{fn.__module__}:{fn.__name__}", json.dumps(args))
 
 
 def now_utc() -> str:
@@ -170,3 +167,9 @@ def describe() -> dict[str, Any]:
                   + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "date_utc": now_utc(),
     }
+
+
+if __name__ == "__main__":  # a child started by ``child``
+    module, name = sys.argv[1].split(":")
+    result = getattr(importlib.import_module(module), name)(*json.loads(sys.argv[2]))
+    print(RESULT_PREFIX + json.dumps(result or {}), flush=True)

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 import time
 from typing import Any, Iterator
 
@@ -18,7 +17,7 @@ import numpy as np
 from shardkit.train.readahead import evict, parallel_read
 
 from bench import conversion, inputs
-from bench.measure import child, emit_result, median, run_measured, timed
+from bench.measure import child, median, run_measured, timed
 from bench.order import order_metrics, two_epochs
 
 ROWS, BATCH, SHAPE = 12_864, 64, (128, 128, 3)  # 201 whole batches of 64, whole classes of three
@@ -163,7 +162,7 @@ def files(path: str) -> list[str]:
     return [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
 
 
-def read_child(reader: str, path: str, with_order: bool) -> None:
+def read_child(reader: str, path: str, with_order: bool) -> dict[str, Any]:
     """One round in a fresh process, its libraries imported first: a cold epoch (files evicted), the disk rate (4
     sequential readers, files evicted), then 2 epochs of one stream, the second timed warm (epochs 0 and 1: order)."""
     needs = next(needs for _, r, needs in SYSTEMS.values() if r == reader)
@@ -176,8 +175,8 @@ def read_child(reader: str, path: str, with_order: bool) -> None:
     warm, ids = epoch_times(reader, path, 2)
     if reader == "shardkit" and with_order:
         ids = list(two_epochs(path, BATCH))
-    emit_result({"cold_s": cold, "disk_s": disk, "warm_s": warm[1:],
-                 "order": order_metrics(ids[0], ids[1], BATCH) if with_order else None})
+    return {"cold_s": cold, "disk_s": disk, "warm_s": warm[1:],
+            "order": order_metrics(ids[0], ids[1], BATCH) if with_order else None}
 
 
 def convert(layout: str, src: str, out: str) -> dict[str, Any]:
@@ -189,7 +188,7 @@ def convert(layout: str, src: str, out: str) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     run = conversion.convert([src, "--out", out, "--overwrite", "--quiet", *inputs.ARGS["knots"], "--image-shape",
                               ",".join(map(str, SHAPE)), "--split", "1,0,0"]) if layout == "shardkit" \
-        else run_measured(child("bench.peers", "convert", layout, src, out))
+        else run_measured(child(write, layout, src, out))
     done = {"seconds": run.wall_s, "peak_rss_bytes": run.peak_rss_bytes, "bytes": sum(map(os.path.getsize, files(out)))}
     with open(record, "w", encoding="utf-8") as f:
         json.dump(done, f)
@@ -227,7 +226,7 @@ def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
         for name in runs:
             path = os.path.join(cache, f"peers-{rows[name]['layout']}-{ROWS}")
             try:
-                runs[name].append(run_measured(child("bench.peers", "read", rows[name]["reader"], path, int(r == 0))))
+                runs[name].append(run_measured(child(read_child, rows[name]["reader"], path, r == 0)))
             except Exception as e:
                 rows[name]["skipped"] = f"reading failed: {last_line(e)}"
     for name, done in runs.items():
@@ -240,10 +239,3 @@ def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
                            "order": done[0].result["order"], "rounds": len(done)})
     return {"rows": list(rows.values()), "examples": ROWS, "batch_size": BATCH, "repeats": repeats,
             "from_first_batch": True, "shard_bytes": SHARD_BYTES, "shardkit_version": importlib.metadata.version("shardkit")}
-
-
-if __name__ == "__main__":
-    if sys.argv[1:3] == ["--child", "convert"]:
-        write(*sys.argv[3:6])
-    elif sys.argv[1:3] == ["--child", "read"]:
-        read_child(sys.argv[3], sys.argv[4], sys.argv[5] == "1")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from shardkit.train.readahead import evict, parallel_read, resident_fraction
 
 from . import inputs
 from .conversion import convert
-from .measure import child, emit_result, median, round_robin, run_measured, timed
+from .measure import child, median, round_robin, run_measured, timed
 
 MODES = ("shardkit", "in-memory", "in-memory float32")
 COLD = "shardkit, cold"  # the reader with the page cache evicted at each epoch's start
@@ -186,7 +185,7 @@ def compression(cache: str, n_images: int, n_sequences: int, batch: int, repeats
     return out
 
 
-def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: int, steps: int, h5: str) -> None:
+def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: int, steps: int, h5: str) -> dict:
     """In a fresh process: ``model.fit`` fed by ``feed`` (in-memory: the decoded train split, or with ``h5`` the
     HDF5 source, uint8 or float32 /255) for ``epochs`` epochs of ``steps`` steps (0: whole epochs). Reports epoch
     times, the median step after the first two (which trace and fill buffers) and the RSS before any data."""
@@ -228,8 +227,7 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
             x /= 255.0
         model.fit(x, y, batch_size=batch, shuffle=True, steps_per_epoch=steps or None, **fit)
     gaps = np.diff(ends[1:])
-    emit_result({"epoch_seconds": times, "base_rss_bytes": base_rss,
-                 "step_s": float(np.median(gaps)) if len(gaps) else None})
+    return {"epoch_seconds": times, "base_rss_bytes": base_rss, "step_s": float(np.median(gaps)) if len(gaps) else None}
 
 
 def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins: int, max_length: int, batch: int,
@@ -247,7 +245,7 @@ def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins
         out[label], dataset = {}, build()
         feeds = ("in-memory", "shardkit", *([COLD] if model_name == "knot-cnn" else []))
         measured = round_robin({feed: lambda r, feed=feed: run_measured(
-            child("bench.reading", feed, model_name, dataset, batch, epochs, 0, "")) for feed in feeds}, reps)
+            child(train_child, feed, model_name, dataset, batch, epochs, 0, "")) for feed in feeds}, reps)
         for feed, runs in measured.items():
             timed_epochs = [t for r in runs for t in r.result["epoch_seconds"][1:]]
             out[label][feed] = {"seconds": median(timed_epochs), "peak_rss_bytes": max(r.peak_rss_bytes for r in runs),
@@ -312,7 +310,7 @@ def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = 
             skipped.append(f"{mode} at N={n:,} (projected {projected[mode] / 2**30:.1f} GiB > 70% of "
                            f"{total / 2**30:.1f} GiB RAM)")
         with ThreadPoolExecutor(parallel) as pool:
-            runs = list(pool.map(run_measured, [child("bench.reading", mode, "knot-cnn", ds, batch, 1, steps, h5)
+            runs = list(pool.map(run_measured, [child(train_child, mode, "knot-cnn", ds, batch, 1, steps, h5)
                                                 for mode in runnable]))
         point.update({mode: run.peak_rss_bytes for mode, run in zip(runnable, runs)})
         point["step_s"] = {mode: run.result.get("step_s") for mode, run in zip(runnable, runs)}
@@ -352,7 +350,3 @@ def project(points: list[dict[str, Any]], modes: Sequence[str] = MODES) -> dict[
                      **({"n_for_one_tenth": max(0.0, (10 * ours - a) / b)} if mode != "shardkit" and b > 0 else {})}
     return out
 
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
-    feed, model_name, dataset, batch, epochs, steps, h5 = sys.argv[2:9]
-    train_child(feed, model_name, dataset, int(batch), int(epochs), int(steps), h5)
