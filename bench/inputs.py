@@ -52,8 +52,8 @@ def source(cache: str, kind: str, n: int, size: int = 128) -> str:
     from shardkit.convert import examples
 
     names = {"knots": f"knots-{n}" + (f"-{size}" if size != 128 else "") + ".h5",
-             "proteins": f"proteins-{n}-1000-s0.parquet", "features": f"features-{n}-100x2048-s0.h5", "rows": f"rows-{n}.h5",
-             "pngs": f"pngs-{n}-{size}/images.csv"}
+             "proteins": f"proteins-{n}-1000-s0.parquet", "features": f"features-{n}-100x2048-s0.h5",
+             "rows": f"rows-{n}.h5", "pngs": f"pngs-{n}-{size}/images.csv"}
     path = os.path.join(cache, names[kind])
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -110,7 +110,8 @@ def background(argv: Sequence[str], log_path: str = os.devnull) -> Iterator[subp
 
 
 @contextlib.contextmanager
-def loopback_server(argv: Callable[[int], list[str]], what: str, log_path: str = os.devnull) -> Iterator[tuple[int, int]]:
+def loopback_server(argv: Callable[[int], list[str]], what: str,
+                    log_path: str = os.devnull) -> Iterator[tuple[int, int]]:
     """Run ``argv(port)`` on a free 127.0.0.1 port until it accepts connections; yields (port, pid)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,7 +155,9 @@ def describe() -> dict[str, Any]:
     """CPU, cores, RAM, OS, Python, library versions, commit, load and time: the report's header."""
     import psutil
 
-    git = lambda *a: subprocess.run(["git", "-C", REPO, *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True).stdout.strip()
+
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
     dists = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in importlib.metadata.distributions()}

@@ -61,7 +61,8 @@ def write(layout: str, src: str, out: str) -> None:
 
         flat = layout == "hf-flat"
         image = datasets.List(datasets.Value("uint8"), length=PIXELS) if flat else datasets.Array3D(SHAPE, "uint8")
-        features = datasets.Features({"image": image, "label": datasets.Value("int64"), "row_id": datasets.Value("int64")})
+        int64 = datasets.Value("int64")
+        features = datasets.Features({"image": image, "label": int64, "row_id": int64})
         datasets.Dataset.from_generator(hf_rows, features=features, cache_dir=out + ".hf-cache",
                                         gen_kwargs={"src": src, "flat": flat}).save_to_disk(out)
         shutil.rmtree(out + ".hf-cache")
@@ -213,7 +214,8 @@ def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
     rows: dict[str, dict[str, Any]] = {}
     for name, (layout, reader, needs) in SYSTEMS.items():
         rows[name] = {"system": name, "layout": layout, "reader": reader,
-                      "versions": {d: importlib.metadata.version(d) if installed(d) else "not installed" for d in needs}}
+                      "versions": {d: importlib.metadata.version(d) if installed(d) else "not installed"
+                                   for d in needs}}
         if lack := [d for d in needs if not installed(d)]:
             rows[name]["skipped"] = f"{', '.join(lack)} not installed ({EXTRA})"
             continue
@@ -238,4 +240,5 @@ def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
                            "cold_vs_disk": disk / cold, "peak_rss_bytes": max(d.peak_rss_bytes for d in done),
                            "order": done[0].result["order"], "rounds": len(done)})
     return {"rows": list(rows.values()), "examples": ROWS, "batch_size": BATCH, "repeats": repeats,
-            "from_first_batch": True, "shard_bytes": SHARD_BYTES, "shardkit_version": importlib.metadata.version("shardkit")}
+            "from_first_batch": True, "shard_bytes": SHARD_BYTES,
+            "shardkit_version": importlib.metadata.version("shardkit")}

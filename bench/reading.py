@@ -274,7 +274,7 @@ def measure(cache: str, n: int, proteins: int, batch: int, repeats: int, cycle_l
                                                  max(3, repeats), readahead_mb)),
         **({"full_scale": _part(lambda: full_scale(cache, full_scale_rows, batch))} if full_scale_rows else {}),
         "readers": _part(lambda: compare_readers(cache, n, batch, repeats)),
-        "cycle_length": _part(lambda: [{"x": "auto" if c is None else c, **throughput(swept, batch, repeats, cycle_length=c)}
+        "cycle_length": _part(lambda: [{"x": c or "auto", **throughput(swept, batch, repeats, cycle_length=c)}
                                        for c in cycle_lengths]),
         "shard_count": _part(lambda: [{"x": k, **throughput(inputs.dataset(cache, "knots", n, "--num-shards", str(k)),
                                                             batch, repeats)} for k in shard_counts]),
@@ -294,7 +294,8 @@ def diagnose(cache: str, n: int, proteins: int, shards: int, batch: int, steps: 
             "steps": steps, "batch_size": batch}
 
 
-def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = MODES, parallel: int = 1) -> dict[str, Any]:
+def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = MODES,
+           parallel: int = 1) -> dict[str, Any]:
     """Peak RSS of knot-cnn training fed by each of ``modes`` at each N (knot images), a process each, ``parallel``
     at once; a mode projected (straight line) past 70% of the RAM is skipped."""
     import psutil
@@ -321,8 +322,8 @@ def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = 
         "description": (f"Peak RSS (process tree, sampled every 50 ms) of one `model.fit` of knot-cnn for "
                         f"{steps} steps of batch {batch} on N knot images (128x128x3 uint8): fed by the "
                         "shardkit reader, by the uint8 arrays loaded whole from the HDF5 file, and by those "
-                        "arrays as float32 /255 (the usual in-memory recipe). Each point is a fresh process; "
-                        "step = its median step time after the first two steps (an epoch has as many steps either way)."),
+                        "arrays as float32 /255 (the usual in-memory recipe). Each point is a fresh process; step = "
+                        "its median step time after the first two steps (an epoch has as many steps either way)."),
     }
 
 

@@ -167,12 +167,12 @@ def render_peers(sec: dict, results: dict, img_dir: str) -> Parts:
     return [md_table(("System", "Versions", "Warm ex/s", "vs shardkit", "Cold ex/s", "vs shardkit", "Cold / disk rate",
                       "GB on disk", "Conversion s", "Peak RSS GB read / convert", "Position correlation, epoch 0 vs 1",
                       "Batch-mates again vs fresh"), rows),
-            f"{sec['examples']:,} class-sorted 128x128x3 uint8 knot rows, batch {sec['batch_size']}, uint8 out. Medians "
-            f"of {sec['repeats']} rounds, the systems round robin, each round in a fresh process with its libraries "
-            "already imported. Cold: a new stream's first epoch after `posix_fadvise(DONTNEED)` on every file the "
-            f"system reads{timed}disk rate: 4 parallel sequential readers of the same files, evicted, in the same "
-            "round; warm: the second epoch of one stream. Order: that stream's epochs 0 and 1. Conversion: wall time "
-            "of the converting process, from the HDF5 source."]
+            f"{sec['examples']:,} class-sorted 128x128x3 uint8 knot rows, batch {sec['batch_size']}, uint8 out. "
+            f"Medians of {sec['repeats']} rounds, the systems round robin, each round in a fresh process with its "
+            "libraries already imported. Cold: a new stream's first epoch after `posix_fadvise(DONTNEED)` on every "
+            f"file the system reads{timed}disk rate: 4 parallel sequential readers of the same files, evicted, in the "
+            "same round; warm: the second epoch of one stream. Order: that stream's epochs 0 and 1. Conversion: wall "
+            "time of the converting process, from the HDF5 source."]
 
 
 def _out_of_core(o: dict, sec: dict, img_dir: str) -> Parts:
@@ -196,7 +196,8 @@ def _full_scale(q: dict, sec: dict, img_dir: str) -> Parts:
                 ("`shardkit-convert` (defaults)", f"{gb:.2f}", f"{q['convert_s']:.1f}", f"{gb / q['convert_s']:.2f}",
                  f"{q['convert_s'] / q['cp_s']:.2f}x cp time (peak RSS {q['convert_peak_rss_bytes'] / GB:.2f} GB)"),
                 *((name, f"{q['train_bytes'] / GB:.2f}", f"{q['train_bytes'] / GB / v['cold_gb_s']:.1f}",
-                   f"{v['cold_gb_s']:.2f}", f"{v['cold_vs_yardstick']:.2f}x {yard}") for name, v in q["rows"].items())])]
+                   f"{v['cold_gb_s']:.2f}", f"{v['cold_vs_yardstick']:.2f}x {yard}")
+                  for name, v in q["rows"].items())])]
 
 
 READERS = ("shardkit", "shardkit, first epoch (incl. pipeline start)", "unshuffled generator", "PyDataset over h5py",

@@ -21,8 +21,9 @@ SECTIONS: dict[str, Callable[..., dict[str, Any] | None]] = {  # name -> fn(cach
     "conversion": conversion.measure, "fast_paths": conversion.fast_paths, "plan_scale": plan_scale.measure,
     "epoch_order": order.measure, "object_store": object_store.measure, "diagnose": reading.diagnose,
     "rows": conversion.csv_of_pngs, "peers": peers.measure, "gpu": gpu.measure}
-ON_REQUEST = {"gpu", "object_store", "rows"}  # measured only when named in --only (gpu: on a GPU machine, its
-# inputs carried in --cache; object_store: quoted by hand in docs/benchmarks.md; rows: table after its hand-written block)
+# Measured only when named in --only: gpu on a GPU machine, its inputs carried in --cache; object_store, quoted by
+# hand in docs/benchmarks.md; rows, a table after its hand-written block.
+ON_REQUEST = {"gpu", "object_store", "rows"}
 NOT_QUICK = {"peers"}  # minutes of conversions even at --quick sizes: in a --quick run only when named in --only
 
 

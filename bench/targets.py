@@ -126,7 +126,8 @@ def conversion(results: dict) -> list[Row]:
         found = [(f"{target} ({what})", f">= {goal}x",
                   *versus(beam, hand, lambda r: r >= goal, "{:,.0f}", f" rows/s, {gb_in:.1f} GB in"))
                  for key, what in (("rows_per_s", "wall"), ("write_phase_rows_per_s", "write phase"))
-                 if (hand := _get(size, "runs", "hand loop", key)) and (beam := _get(size, "runs", f"beam {workers}w", key))]
+                 if (hand := _get(size, "runs", "hand loop", key))
+                 and (beam := _get(size, "runs", f"beam {workers}w", key))]
         out += found or unmeasured(target, f">= {goal}x")
     target, goal = "converter peak RSS (all processes)", "< 1.5 GB for 6 GB in"
     peaks = [r["peak_rss_bytes"] for k, r in (_get(size, "runs") or {}).items()
@@ -149,9 +150,11 @@ def gpu(results: dict) -> list[Row]:
     rows = [row for row in _get(results, "gpu", "rows") or [] if row.get("fit_reader_over_synthetic") is not None]
     return [(f"GPU model.fit step time, {row['model']}"
              f"{' ' + row['sequence_encoding'] if row.get('sequence_encoding') else ''} (batch {row['batch_size']}, "
-             f"{row['precision']}{per_call(row)})", "<= 1.05x synthetic", f"{row['fit_reader_over_synthetic']:.3f}x "
-             f"({row['fit_step_ms']:.2f} vs {row['fit_synthetic_step_ms']:.2f} ms)", row["fit_reader_over_synthetic"] <= 1.05)
-            for row in rows] or unmeasured("GPU step time vs synthetic input", "<= 1.05x", "not measured (no GPU results)")
+             f"{row['precision']}{per_call(row)})", "<= 1.05x synthetic",
+             f"{row['fit_reader_over_synthetic']:.3f}x ({row['fit_step_ms']:.2f} vs "
+             f"{row['fit_synthetic_step_ms']:.2f} ms)", row["fit_reader_over_synthetic"] <= 1.05)
+            for row in rows] or unmeasured("GPU step time vs synthetic input", "<= 1.05x",
+                                           "not measured (no GPU results)")
 
 
 def evaluate(results: dict) -> list[Verdict]:
