@@ -35,29 +35,18 @@ def cli_run(argv: list[str]) -> dict[str, Any]:
     return {"driver_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def hdf5_rows(src: str) -> Iterator[tuple[bytes, int]]:
-    """(raw pixels, class id) of each row of a knot HDF5, read in blocks of 256 rows."""
-    import tables
-
-    with tables.open_file(src) as f:
-        x, y = f.root.train_data, f.root.train_label
-        for lo in range(0, x.shape[0], 256):
-            xb, yb = x[lo : lo + 256], y[lo : lo + 256]
-            yield from ((xb[i].tobytes(), int(yb[i])) for i in range(len(xb)))
-
-
-def png_rows(csv: str) -> Iterator[tuple[bytes, int]]:
-    """(raw pixels, class id) of each PNG a ``path,label`` CSV lists, opened with Pillow as they are read."""
+def png_rows(csv: str) -> Iterator[tuple[int, np.ndarray, int]]:
+    """(row id, pixels, class id) of each PNG a ``path,label`` CSV lists, opened with Pillow as they are read."""
     import pandas as pd
     from PIL import Image
 
     table = pd.read_csv(csv)
     names, folder = {n: i for i, n in enumerate(sorted(set(table["label"])))}, os.path.dirname(csv)
-    return ((np.asarray(Image.open(os.path.join(folder, path)).convert("RGB")).tobytes(), names[label])
-            for path, label in zip(table["path"], table["label"]))
+    return ((i, np.asarray(Image.open(os.path.join(folder, path)).convert("RGB")), names[label])
+            for i, (path, label) in enumerate(zip(table["path"], table["label"])))
 
 
-def hand_loop(rows: Iterator[tuple[bytes, int]], out: str) -> dict[str, Any]:
+def hand_loop(rows: Iterator[tuple[int, np.ndarray, int]], out: str) -> dict[str, Any]:
     """The baseline, in this already-running process: one tf.train.Example (raw pixels, class id, row id) per row
     and one TFRecordWriter, reading the rows included; no start-up, so its wall time is its write phase."""
     import tensorflow as tf
@@ -65,10 +54,10 @@ def hand_loop(rows: Iterator[tuple[bytes, int]], out: str) -> dict[str, Any]:
     ints = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))  # noqa: E731
     start = time.perf_counter()
     with tf.io.TFRecordWriter(out) as w:
-        for i, (pixels, label) in enumerate(rows):
+        for row_id, pixels, label in rows:
             w.write(tf.train.Example(features=tf.train.Features(feature={
-                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels])), "label": ints(label),
-                "row_id": ints(i)})).SerializeToString())
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels.tobytes()])),
+                "label": ints(label), "row_id": ints(row_id)})).SerializeToString())
     seconds = time.perf_counter() - start
     os.remove(out)
     return {"seconds": seconds, "peak_rss_bytes": None, "write_phase_seconds": seconds}
@@ -95,7 +84,7 @@ def measure_size(cache: str, label: str, rows: int, repeats: int) -> dict[str, A
     reps = 1 if input_bytes > ONCE_ABOVE_BYTES else repeats
     work = os.path.join(cache, "conversion-out")
     os.makedirs(work, exist_ok=True)
-    jobs = {"hand loop": lambda r: hand_loop(hdf5_rows(src), os.path.join(work, "hand.tfrecord")),
+    jobs = {"hand loop": lambda r: hand_loop(inputs.knot_rows(src), os.path.join(work, "hand.tfrecord")),
             **{f"beam {w}w": lambda r, w=w: shardkit(src, os.path.join(work, f"out-w{w}"), w) for w in (1, 2)}}
     runs = {}
     for job, got in round_robin(jobs, reps).items():

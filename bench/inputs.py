@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Iterator
+
 import numpy as np
 
 DEFAULT_CACHE = os.environ.get("SHARDKIT_BENCH_CACHE", "/tmp/shardkit-bench-cache")
@@ -65,6 +67,24 @@ def source(cache: str, kind: str, n: int, size: int = 128) -> str:
          "rows": lambda: _write_rows(tmp, n), "pngs": lambda: examples.write_png_table(tmp, n // 3, size=size)}[kind]()
         os.replace(tmp, path)
     return path
+
+
+def knot_rows(src: str, block: int = 1024) -> Iterator[tuple[int, np.ndarray, int]]:
+    """(row id, flat uint8 pixels, class id) of each row of a knot HDF5, in file (class-sorted) order."""
+    import tables
+
+    with tables.open_file(src, "r") as f:
+        for start in range(0, len(f.root.train_label), block):
+            x, y = f.root.train_data[start : start + block], f.root.train_label[start : start + block]
+            yield from ((start + i, x[i], int(y[i])) for i in range(len(y)))
+
+
+def knot_arrays(src: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A knot HDF5 loaded whole, as in-memory training holds it: uint8 images of ``shape`` and int32 class ids."""
+    import tables
+
+    with tables.open_file(src, "r") as f:
+        return f.root.train_data[:].reshape(-1, *shape), f.root.train_label[:].astype(np.int32)
 
 
 def dataset(cache: str, kind: str, n: int, *extra: str, size: int = 128, max_length: int = 660) -> str:

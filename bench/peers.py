@@ -40,18 +40,8 @@ MODULES = {"datasets": "datasets", "grain": "grain", "array-record": "array_reco
            "mosaicml-streaming": "streaming", "torch": "torch"}  # distribution -> module
 
 
-def samples(src: str) -> Iterator[tuple[int, np.ndarray, int]]:
-    """(row id, flat uint8 pixels, label) of each source row in file (class-sorted) order."""
-    import tables
-
-    with tables.open_file(src, "r") as f:
-        for start in range(0, len(f.root.train_label), 1024):
-            x, y = f.root.train_data[start : start + 1024], f.root.train_label[start : start + 1024]
-            yield from ((start + i, x[i], int(y[i])) for i in range(len(y)))
-
-
 def hf_rows(src: str, flat: bool) -> Iterator[dict[str, Any]]:
-    return ({"image": x if flat else x.reshape(SHAPE), "label": y, "row_id": i} for i, x, y in samples(src))
+    return ({"image": x if flat else x.reshape(SHAPE), "label": y, "row_id": i} for i, x, y in inputs.knot_rows(src))
 
 
 def write(layout: str, src: str, out: str) -> None:
@@ -71,7 +61,7 @@ def write(layout: str, src: str, out: str) -> None:
 
         os.makedirs(out)
         per, writer = SHARD_BYTES // (PIXELS + 16), None
-        for i, x, y in samples(src):
+        for i, x, y in inputs.knot_rows(src):
             if i % per == 0:
                 writer and writer.close()
                 writer = ArrayRecordWriter(os.path.join(out, f"data-{i // per:05d}.array_record"), "group_size:1")
@@ -82,13 +72,13 @@ def write(layout: str, src: str, out: str) -> None:
 
         os.makedirs(out)
         with wds.ShardWriter(os.path.join(out, "data-%06d.tar"), maxsize=SHARD_BYTES, verbose=0) as sink:
-            for i, x, y in samples(src):
+            for i, x, y in inputs.knot_rows(src):
                 sink.write({"__key__": f"{i:08d}", "npy": x.reshape(SHAPE), "cls": y})
     elif layout == "mds":
         from streaming import MDSWriter
 
         with MDSWriter(out=out, columns={"image": "ndarray:uint8:128,128,3", "label": "int", "row_id": "int"}) as sink:
-            for i, x, y in samples(src):
+            for i, x, y in inputs.knot_rows(src):
                 sink.write({"image": x.reshape(SHAPE), "label": y, "row_id": i})
 
 

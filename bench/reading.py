@@ -20,7 +20,7 @@ from shardkit.train.options import ReadOptions
 from shardkit.train.readahead import evict, parallel_read, resident_fraction
 
 from . import inputs
-from .conversion import convert
+from .conversion import bytes_per_example, convert
 from .measure import child, median, round_robin, run_measured, timed
 
 MODES = ("shardkit", "in-memory", "in-memory float32")
@@ -151,13 +151,10 @@ def full_scale(cache: str, rows: int, batch: int) -> dict[str, Any]:
 
 def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, Any]:
     """Examples/s of each reader over ``n`` knot images, round robin (load hits all alike) after a warm-up pass."""
-    import tables
-
     h5, dataset = inputs.source(cache, "knots", n), inputs.dataset(cache, "knots", n, "--num-shards", "8")
     meta = read_metadata(dataset)
     shape, train_n = meta.features[0].shape, meta.splits["train"].count
-    with tables.open_file(h5, "r") as f:
-        x, y = f.root.train_data[:].reshape(-1, *shape), f.root.train_label[:].astype(np.int32)
+    x, y = inputs.knot_arrays(h5, shape)
     readers: dict[str, tuple[Callable[[int], float], int, bool]] = {  # name: (seconds for pass r, examples, shuffles)
         "shardkit": (lambda r: sum(epoch_seconds(dataset, batch, 4)[0][1:]) / 3, train_n, True),
         "unshuffled generator": (lambda r: timed(generator_epoch, h5, batch, shape), len(x), False),
@@ -180,8 +177,8 @@ def compression(cache: str, n_images: int, n_sequences: int, batch: int, repeats
     for name, kind, n in (("knot images (raw uint8)", "knots", n_images), ("protein codes", "proteins", n_sequences)):
         for comp, extra in (("none", ()), ("GZIP", ("--compression", "gzip"))):
             path = inputs.dataset(cache, kind, n, *extra)
-            size = sum(sh.bytes for s in read_metadata(path).splits.values() for sh in s.shards)
-            out.append({"dataset": name, "compression": comp, "bytes": size, **throughput(path, batch, repeats)})
+            out.append({"dataset": name, "compression": comp, "bytes": bytes_per_example(path)["bytes_total"],
+                        **throughput(path, batch, repeats)})
     return out
 
 
@@ -191,7 +188,6 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
     times, the median step after the first two (which trace and fill buffers) and the RSS before any data."""
     import keras
     import psutil
-    import tables
 
     from shardkit.train import models
     from shardkit.train.dataset import eval_dataset, open_dataset, train_dataset, training_input
@@ -217,8 +213,7 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
         model.fit(**kwargs, **{k: v for k, v in fit.items() if k != "epochs"})
     else:
         if h5:
-            with tables.open_file(h5, "r") as f:
-                x, y = f.root.train_data[:].reshape(-1, *ds.feature.shape), f.root.train_label[:].astype(np.int32)
+            x, y = inputs.knot_arrays(h5, ds.feature.shape)
         else:
             xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in eval_dataset(ds, "train", 256)))
             x, y = np.concatenate(xs), np.concatenate(ys)
