@@ -5,7 +5,6 @@ library's; bytes per example."""
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import time
 from typing import Any, Iterator, Sequence
@@ -27,12 +26,14 @@ def convert(argv: Sequence[str], extra: dict[int, str] | None = None) -> Measure
 
 
 def cli_run(argv: list[str]) -> dict[str, Any]:
-    """In the child: ``shardkit-convert argv`` and its process's peak RSS (a failure exits with its code)."""
+    """In the child: ``shardkit-convert argv`` and its process's peak RSS (a failure exits with its code). The
+    peak is VmHWM, not ru_maxrss, which keeps the RSS the parent had when it forked this process."""
     from shardkit.convert.cli import main
 
     if rc := main(argv):
         raise SystemExit(rc)
-    return {"driver_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    with open("/proc/self/status", encoding="utf-8") as f:
+        return {"driver_rss_bytes": next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))}
 
 
 def png_rows(csv: str) -> Iterator[tuple[int, np.ndarray, int]]:
