@@ -145,8 +145,8 @@ def full_scale(cache: str, rows: int, batch: int) -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
         if os.path.exists(out + ".h5"):
             os.remove(out + ".h5")
-    return {"rows": rows, "input_bytes": os.path.getsize(h5), "cp_s": cp_s, "convert_s": run.wall_s,
-            "convert_peak_rss_bytes": run.peak_rss_bytes, **epoch}
+    return {"images": rows, "input_bytes": os.path.getsize(h5), "cp_s": cp_s, "convert_s": run.wall_s,
+            "convert_peak_rss_bytes": run.peak_rss_bytes, **epoch}  # epoch's "rows": its readers
 
 
 def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, Any]:
