@@ -19,6 +19,8 @@ from .measure import Measured, child, median, round_robin, run_measured
 ROW_BYTES = 128 * 128 * 3
 ONCE_ABOVE_BYTES = 1e9  # inputs this big are converted once per job, not ``repeats`` times
 SEQUENCES, LENGTH, ONEHOT_DEPTH = 431_403, 660, 21  # a 431,403-sequence protein set; to_categorical of codes 0..20
+
+
 def convert(argv: Sequence[str], extra: dict[int, str] | None = None) -> Measured:
     """``shardkit-convert argv`` in a measured child process (``extra``: other pids to watch); its result holds
     the driver's own peak RSS."""
@@ -85,8 +87,8 @@ def measure_size(cache: str, label: str, rows: int, repeats: int) -> dict[str, A
     reps = 1 if input_bytes > ONCE_ABOVE_BYTES else repeats
     work = os.path.join(cache, "conversion-out")
     os.makedirs(work, exist_ok=True)
-    jobs = {"hand loop": lambda r: hand_loop(inputs.knot_rows(src), os.path.join(work, "hand.tfrecord")),
-            **{f"beam {w}w": lambda r, w=w: shardkit(src, os.path.join(work, f"out-w{w}"), w) for w in (1, 2)}}
+    jobs = {"hand loop": lambda: hand_loop(inputs.knot_rows(src), os.path.join(work, "hand.tfrecord")),
+            **{f"beam {w}w": lambda w=w: shardkit(src, os.path.join(work, f"out-w{w}"), w) for w in (1, 2)}}
     runs = {}
     for job, got in round_robin(jobs, reps).items():
         ts, peaks = [g["seconds"] for g in got], [g["peak_rss_bytes"] for g in got]
@@ -112,8 +114,8 @@ def csv_of_pngs(cache: str, n_per_class: int, size: int, repeats: int) -> dict[s
     files = 3 * n_per_class
     csv, out = inputs.source(cache, "pngs", files, size), os.path.join(cache, "pngs-ds")
     png_args = ("--feature", "image=image:path:files", "--target", "label=class")
-    jobs = {"hand loop": lambda r: hand_loop(png_rows(csv), os.path.join(cache, "hand.tfrecord")),
-            **{f"shardkit {w}w": lambda r, w=w: shardkit(csv, out, w, *png_args) for w in (1, 2)}}
+    jobs = {"hand loop": lambda: hand_loop(png_rows(csv), os.path.join(cache, "hand.tfrecord")),
+            **{f"shardkit {w}w": lambda w=w: shardkit(csv, out, w, *png_args) for w in (1, 2)}}
     rates = {}
     for job, got in round_robin(jobs, repeats).items():
         rates[job] = median([files / g["seconds"] for g in got])

@@ -30,13 +30,12 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def round_robin(passes: dict[str, Callable[[int], Any]], rounds: int) -> dict[str, list[Any]]:
-    """Each pass's results over ``rounds`` rounds, the passes taking turns (given the round) so that the box's
-    load hits all alike."""
+def round_robin(passes: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
+    """Each pass's results over ``rounds`` rounds, the passes taking turns so that the box's load hits all alike."""
     results: dict[str, list[Any]] = {name: [] for name in passes}
-    for r in range(rounds):
+    for _ in range(rounds):
         for name, fn in passes.items():
-            results[name].append(fn(r))
+            results[name].append(fn())
     return results
 
 

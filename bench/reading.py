@@ -4,6 +4,7 @@ epoch time and peak RSS of training fed by each; ``shardkit-train bench``'s verd
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -155,15 +156,16 @@ def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, A
     meta = read_metadata(dataset)
     shape, train_n = meta.features[0].shape, meta.splits["train"].count
     x, y = inputs.knot_arrays(h5, shape)
-    readers: dict[str, tuple[Callable[[int], float], int, bool]] = {  # name: (seconds for pass r, examples, shuffles)
-        "shardkit": (lambda r: sum(epoch_seconds(dataset, batch, 4)[0][1:]) / 3, train_n, True),
-        "unshuffled generator": (lambda r: timed(generator_epoch, h5, batch, shape), len(x), False),
-        "PyDataset over h5py": (lambda r: timed(pydataset_epoch, h5, batch, shape, r), len(x), True),
-        "in-memory numpy": (lambda r: timed(keras_arrays_epoch, x, y, batch), len(x), True),
+    seeds = itertools.count()  # a fresh permutation for each PyDataset pass
+    readers: dict[str, tuple[Callable[[], float], int, bool]] = {  # name: (seconds of a pass, examples, shuffles)
+        "shardkit": (lambda: sum(epoch_seconds(dataset, batch, 4)[0][1:]) / 3, train_n, True),
+        "unshuffled generator": (lambda: timed(generator_epoch, h5, batch, shape), len(x), False),
+        "PyDataset over h5py": (lambda: timed(pydataset_epoch, h5, batch, shape, next(seeds)), len(x), True),
+        "in-memory numpy": (lambda: timed(keras_arrays_epoch, x, y, batch), len(x), True),
     }
     first = epoch_seconds(dataset, batch, 1)[0][0]
     for fn, *_ in readers.values():
-        fn(99)  # warm: page cache, graph tracing
+        fn()  # warm: page cache, graph tracing
     times = round_robin({name: fn for name, (fn, *_) in readers.items()}, repeats)
     rows = {name: (median(times[name]), examples, shuffles) for name, (_, examples, shuffles) in readers.items()}
     rows["shardkit, first epoch (incl. pipeline start)"] = (first, train_n, True)
@@ -239,7 +241,7 @@ def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins
     for label, model_name, reps, build in (job for job in jobs if job[1] in models):
         out[label], dataset = {}, build()
         feeds = ("in-memory", "shardkit", *([COLD] if model_name == "knot-cnn" else []))
-        measured = round_robin({feed: lambda r, feed=feed: run_measured(
+        measured = round_robin({feed: lambda feed=feed: run_measured(
             child(train_child, feed, model_name, dataset, batch, epochs, 0, "")) for feed in feeds}, reps)
         for feed, runs in measured.items():
             timed_epochs = [t for r in runs for t in r.result["epoch_seconds"][1:]]
