@@ -1,67 +1,80 @@
 """What the converter costs and writes: the whole ``shardkit-convert`` run (1 and 2 workers) vs a hand-written
-TFRecordWriter loop with its peak RSS, its direct HDF5 reads vs the library's, and bytes per example."""
+TFRecordWriter loop, from a knot HDF5 (with peak RSS) and from a CSV of PNG paths; its direct HDF5 reads vs the
+library's; bytes per example."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from shardkit.spec import read_metadata
 
 from . import inputs
-from .measure import Measured, median, run_measured
+from .measure import Measured, child, median, round_robin, run_measured
 
 ROW_BYTES = 128 * 128 * 3
 ONCE_ABOVE_BYTES = 1e9  # inputs this big are converted once per job, not ``repeats`` times
 SEQUENCES, LENGTH, ONEHOT_DEPTH = 431_403, 660, 21  # a 431,403-sequence protein set; to_categorical of codes 0..20
-_CONVERT = ("import json, resource, sys; from shardkit.convert.cli import main; rc = main(sys.argv[1:]); "
-            "print('BENCH_RESULT ' + json.dumps({'rc': rc, 'driver_rss_bytes': "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})); sys.exit(rc)")
 
 
 def convert(argv: Sequence[str], extra: dict[int, str] | None = None) -> Measured:
     """``shardkit-convert argv`` in a measured child process (``extra``: other pids to watch); its result holds
     the driver's own peak RSS."""
-    return run_measured([sys.executable, "-c", _CONVERT, *map(str, argv)], extra)
+    return run_measured(child(cli_run, list(map(str, argv))), extra)
 
 
-def example(tf: Any, pixels: bytes, label: int, row_id: int) -> bytes:
-    """One hand-loop record (``tf``: the tensorflow module): raw pixels, class id and row id, serialised."""
-    f, ints = tf.train.Feature, lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image": f(bytes_list=tf.train.BytesList(value=[pixels])), "label": ints(label), "row_id": ints(row_id)}
-    )).SerializeToString()
+def cli_run(argv: list[str]) -> dict[str, Any]:
+    """In the child: ``shardkit-convert argv`` and its process's peak RSS (a failure exits with its code). The
+    peak is VmHWM, not ru_maxrss, which keeps the RSS the parent had when it forked this process."""
+    from shardkit.convert.cli import main
+
+    if rc := main(argv):
+        raise SystemExit(rc)
+    with open("/proc/self/status", encoding="utf-8") as f:
+        return {"driver_rss_bytes": next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))}
 
 
-def hand_loop(src: str, out: str) -> float:
-    """The baseline: read the HDF5 in blocks, one tf.train.Example per row, one TFRecordWriter; seconds."""
-    import tables
+def png_rows(csv: str) -> Iterator[tuple[int, np.ndarray, int]]:
+    """(row id, pixels, class id) of each PNG a ``path,label`` CSV lists, opened with Pillow as they are read."""
+    import pandas as pd
+    from PIL import Image
+
+    table = pd.read_csv(csv)
+    names, folder = {n: i for i, n in enumerate(sorted(set(table["label"])))}, os.path.dirname(csv)
+    return ((i, np.asarray(Image.open(os.path.join(folder, path)).convert("RGB")), names[label])
+            for i, (path, label) in enumerate(zip(table["path"], table["label"])))
+
+
+def hand_loop(rows: Iterator[tuple[int, np.ndarray, int]], out: str) -> dict[str, Any]:
+    """The baseline, in this already-running process: one tf.train.Example (raw pixels, class id, row id) per row
+    and one TFRecordWriter, reading the rows included; no start-up, so its wall time is its write phase."""
     import tensorflow as tf
 
+    ints = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))  # noqa: E731
     start = time.perf_counter()
-    with tables.open_file(src) as f, tf.io.TFRecordWriter(out) as w:
-        x, y = f.root.train_data, f.root.train_label
-        for lo in range(0, x.shape[0], 256):
-            xb, yb = x[lo : lo + 256], y[lo : lo + 256]
-            for i in range(len(xb)):
-                w.write(example(tf, xb[i].tobytes(), int(yb[i]), lo + i))
-    return time.perf_counter() - start
+    with tf.io.TFRecordWriter(out) as w:
+        for row_id, pixels, label in rows:
+            w.write(tf.train.Example(features=tf.train.Features(feature={
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels.tobytes()])),
+                "label": ints(label), "row_id": ints(row_id)})).SerializeToString())
+    seconds = time.perf_counter() - start
+    os.remove(out)
+    return {"seconds": seconds, "peak_rss_bytes": None, "write_phase_seconds": seconds}
 
 
-def shardkit(src: str, out: str, workers: int, *args: str) -> tuple[float, int, float]:
-    """``shardkit-convert src args`` (default: the knot images' flags): (wall s, peak RSS of its process tree,
-    write phase s from its stats); the output is deleted."""
+def shardkit(src: str, out: str, workers: int, *args: str) -> dict[str, Any]:
+    """``shardkit-convert src args`` (default: the knot images' flags): wall s, peak RSS of its process tree and
+    write phase s from its stats; the output is deleted."""
     shutil.rmtree(out, ignore_errors=True)
     run = convert([src, "--out", out, "--workers", workers, "--quiet",
                    *(args or (*inputs.ARGS["knots"], "--image-shape", "128,128,3"))])
     phase = float(read_metadata(out).stats["write_phase_seconds"])
     shutil.rmtree(out, ignore_errors=True)
-    return run.wall_s, run.peak_rss_bytes, phase
+    return {"seconds": run.wall_s, "peak_rss_bytes": run.peak_rss_bytes, "write_phase_seconds": phase}
 
 
 def measure_size(cache: str, label: str, rows: int, repeats: int) -> dict[str, Any]:
@@ -74,18 +87,13 @@ def measure_size(cache: str, label: str, rows: int, repeats: int) -> dict[str, A
     reps = 1 if input_bytes > ONCE_ABOVE_BYTES else repeats
     work = os.path.join(cache, "conversion-out")
     os.makedirs(work, exist_ok=True)
-    samples: dict[str, list[tuple[float, int | None, float]]] = {"hand loop": [], "beam 1w": [], "beam 2w": []}
-    for _ in range(reps):
-        t = hand_loop(src, os.path.join(work, "hand.tfrecord"))
-        os.remove(os.path.join(work, "hand.tfrecord"))
-        samples["hand loop"].append((t, None, t))  # no start-up: the hand loop's wall time is its write phase
-        for w in (1, 2):
-            samples[f"beam {w}w"].append(shardkit(src, os.path.join(work, f"out-w{w}"), w))
+    jobs = {"hand loop": lambda: hand_loop(inputs.knot_rows(src), os.path.join(work, "hand.tfrecord")),
+            **{f"beam {w}w": lambda w=w: shardkit(src, os.path.join(work, f"out-w{w}"), w) for w in (1, 2)}}
     runs = {}
-    for job, got in samples.items():
-        ts, peaks, phases = zip(*got)
-        t, ph = median(ts), median(phases)
-        runs[job] = {"seconds": t, "rows_per_s": rows / t, "mb_per_s": input_bytes / t / 1e6, "all_seconds": list(ts),
+    for job, got in round_robin(jobs, reps).items():
+        ts, peaks = [g["seconds"] for g in got], [g["peak_rss_bytes"] for g in got]
+        t, ph = median(ts), median([g["write_phase_seconds"] for g in got])
+        runs[job] = {"seconds": t, "rows_per_s": rows / t, "mb_per_s": input_bytes / t / 1e6, "all_seconds": ts,
                      "write_phase_seconds": ph, "write_phase_rows_per_s": rows / ph,
                      "peak_rss_bytes": max(peaks) if peaks[0] is not None else None}
     return {"label": label, "rows": rows, "input_bytes": input_bytes, "repeats": reps, "runs": runs}
@@ -93,9 +101,27 @@ def measure_size(cache: str, label: str, rows: int, repeats: int) -> dict[str, A
 
 def measure(cache: str, sizes: dict[str, int], repeats: int) -> dict[str, Any]:
     """Every size, smallest first (rows/s and peak RSS vs N)."""
-    import tensorflow  # noqa: F401  (imported once, outside the hand loop's timing)
+    import tables  # noqa: F401  (both imported once, outside the hand loop's timing)
+    import tensorflow  # noqa: F401
 
-    return {"sizes": [measure_size(cache, label, n, repeats) for label, n in sorted(sizes.items(), key=lambda kv: kv[1])]}
+    return {"sizes": [measure_size(cache, label, n, repeats)
+                      for label, n in sorted(sizes.items(), key=lambda kv: kv[1])]}
+
+
+def csv_of_pngs(cache: str, n_per_class: int, size: int, repeats: int) -> dict[str, Any]:
+    """Median files/s of the hand loop and of ``shardkit-convert`` with 1 and 2 workers (whole run and write
+    phase) over a CSV of PNG paths, the runs of each repeat side by side."""
+    files = 3 * n_per_class
+    csv, out = inputs.source(cache, "pngs", files, size), os.path.join(cache, "pngs-ds")
+    png_args = ("--feature", "image=image:path:files", "--target", "label=class")
+    jobs = {"hand loop": lambda: hand_loop(png_rows(csv), os.path.join(cache, "hand.tfrecord")),
+            **{f"shardkit {w}w": lambda w=w: shardkit(csv, out, w, *png_args) for w in (1, 2)}}
+    rates = {}
+    for job, got in round_robin(jobs, repeats).items():
+        rates[job] = median([files / g["seconds"] for g in got])
+        if job != "hand loop":
+            rates[f"{job} write phase"] = median([files / g["write_phase_seconds"] for g in got])
+    return {"files_per_s": rates, "n_per_class": n_per_class, "size": size, "repeats": repeats}
 
 
 def fast_paths(cache: str, rows: int, repeats: int) -> dict[str, Any]:
@@ -122,8 +148,8 @@ def fast_paths(cache: str, rows: int, repeats: int) -> dict[str, Any]:
 def bytes_per_example(dataset_dir: str) -> dict[str, Any]:
     """Total shard bytes over all splits divided by the example count, from metadata.json."""
     meta = read_metadata(dataset_dir)
-    count, total = sum(s.count for s in meta.splits.values()), sum(sh.bytes for s in meta.splits.values() for sh in s.shards)
-    f = meta.features[0]
+    count, f = sum(s.count for s in meta.splits.values()), meta.features[0]
+    total = sum(sh.bytes for s in meta.splits.values() for sh in s.shards)
     return {"examples": count, "bytes_total": total, "bytes_per_example": total / count,
             "payload_bytes_per_example": f.raw_nbytes, "compression": meta.compression or "none",
             "feature": f"{f.kind}/{f.encoding}/{f.dtype}{list(f.shape)}"}

@@ -17,7 +17,7 @@ from typing import Any
 from shardkit import spec
 
 from . import inputs
-from .measure import now_utc
+from .measure import now_utc, timed
 from .reading import reader_defaults
 
 
@@ -70,16 +70,13 @@ def device_name(backend: str) -> str:
 
 
 def to_device(x: Any, backend: str) -> Any:
-    """Copy one batch to the accelerator so that feeding it costs nothing (the compute-only baseline)."""
-    if backend == "jax":
-        import jax
-
-        return jax.device_put(x)
-    if backend == "torch":
-        import torch
-
-        return torch.as_tensor(x, device="cuda" if torch.cuda.is_available() else "cpu")
+    """Copy one batch to the accelerator so that feeding it costs nothing (the compute-only baseline): JAX and
+    torch tensors are made on the backend's default device, TensorFlow's are placed on the GPU by hand."""
+    import keras
     import tensorflow as tf
+
+    if backend != "tensorflow":
+        return keras.ops.convert_to_tensor(x)
 
     with tf.device("/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"):
         return tf.identity(x)
@@ -137,12 +134,8 @@ def bench_one(model_name: str, dataset_dir: str, precision: str, batch_size: int
     ds = train_dataset(dataset_dir, batch_size, 1, 0, options=options).repeat()
     ds = ds.filter(lambda x, y: tf.shape(y)[0] == batch_size)  # full batches only
     it = ds.as_numpy_iterator() if backend != "tensorflow" else iter(ds)  # numpy batches, as fit hands them over
-    for _ in range(warmup):
-        next(it)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        next(it)
-    reader_only = steps * batch_size / (time.perf_counter() - t0)
+    list(itertools.islice(it, warmup))
+    reader_only = steps * batch_size / timed(list, itertools.islice(it, steps))
     synthetic = tuple(to_device(np.asarray(v), backend) for v in next(it))
     syn, s0, s1 = _timed_steps(model, itertools.repeat(synthetic), warmup, steps)
     rd, r0, r1 = _timed_steps(model, it, warmup, steps)

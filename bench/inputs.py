@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Iterator
+
 import numpy as np
 
 DEFAULT_CACHE = os.environ.get("SHARDKIT_BENCH_CACHE", "/tmp/shardkit-bench-cache")
@@ -52,8 +54,8 @@ def source(cache: str, kind: str, n: int, size: int = 128) -> str:
     from shardkit.convert import examples
 
     names = {"knots": f"knots-{n}" + (f"-{size}" if size != 128 else "") + ".h5",
-             "proteins": f"proteins-{n}-1000-s0.parquet", "features": f"features-{n}-100x2048-s0.h5", "rows": f"rows-{n}.h5",
-             "pngs": f"pngs-{n}-{size}/images.csv"}
+             "proteins": f"proteins-{n}-1000-s0.parquet", "features": f"features-{n}-100x2048-s0.h5",
+             "rows": f"rows-{n}.h5", "pngs": f"pngs-{n}-{size}/images.csv"}
     path = os.path.join(cache, names[kind])
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -65,6 +67,24 @@ def source(cache: str, kind: str, n: int, size: int = 128) -> str:
          "rows": lambda: _write_rows(tmp, n), "pngs": lambda: examples.write_png_table(tmp, n // 3, size=size)}[kind]()
         os.replace(tmp, path)
     return path
+
+
+def knot_rows(src: str, block: int = 1024) -> Iterator[tuple[int, np.ndarray, int]]:
+    """(row id, flat uint8 pixels, class id) of each row of a knot HDF5, in file (class-sorted) order."""
+    import tables
+
+    with tables.open_file(src, "r") as f:
+        for start in range(0, len(f.root.train_label), block):
+            x, y = f.root.train_data[start : start + block], f.root.train_label[start : start + block]
+            yield from ((start + i, x[i], int(y[i])) for i in range(len(y)))
+
+
+def knot_arrays(src: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A knot HDF5 loaded whole, as in-memory training holds it: uint8 images of ``shape`` and int32 class ids."""
+    import tables
+
+    with tables.open_file(src, "r") as f:
+        return f.root.train_data[:].reshape(-1, *shape), f.root.train_label[:].astype(np.int32)
 
 
 def dataset(cache: str, kind: str, n: int, *extra: str, size: int = 128, max_length: int = 660) -> str:

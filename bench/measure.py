@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib
 import importlib.metadata
 import json
 import os
@@ -27,6 +28,15 @@ PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "apache-beam", "numpy", "h5
 def median(values: Sequence[float]) -> float:
     """Median of the repeats (NaN for none), the statistic every table reports."""
     return float(statistics.median(values)) if values else float("nan")
+
+
+def round_robin(passes: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
+    """Each pass's results over ``rounds`` rounds, the passes taking turns so that the box's load hits all alike."""
+    results: dict[str, list[Any]] = {name: [] for name in passes}
+    for _ in range(rounds):
+        for name, fn in passes.items():
+            results[name].append(fn())
+    return results
 
 
 @dataclass
@@ -99,7 +109,8 @@ def background(argv: Sequence[str], log_path: str = os.devnull) -> Iterator[subp
 
 
 @contextlib.contextmanager
-def loopback_server(argv: Callable[[int], list[str]], what: str, log_path: str = os.devnull) -> Iterator[tuple[int, int]]:
+def loopback_server(argv: Callable[[int], list[str]], what: str,
+                    log_path: str = os.devnull) -> Iterator[tuple[int, int]]:
     """Run ``argv(port)`` on a free 127.0.0.1 port until it accepts connections; yields (port, pid)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,14 +133,10 @@ def python_module(module: str, *args: Any) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]
 
 
-def child(module: str, *args: Any) -> list[str]:
-    """argv running a benchmark module's own worker, ``python -m module --child args``."""
-    return python_module(module, "--child", *args)
-
-
-def emit_result(result: dict[str, Any]) -> None:
-    """Print a child's result where :func:`run_measured` finds it."""
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+def child(fn: Callable[..., dict[str, Any] | None], *args: Any) -> list[str]:
+    """argv calling the bench function ``fn(*args)`` (arguments JSON can carry) in a fresh process, where what it
+    returns is printed as the result :func:`run_measured` reads."""
+    return python_module("bench.measure", f"{fn.__module__}:{fn.__name__}", json.dumps(args))
 
 
 def now_utc() -> str:
@@ -147,7 +154,9 @@ def describe() -> dict[str, Any]:
     """CPU, cores, RAM, OS, Python, library versions, commit, load and time: the report's header."""
     import psutil
 
-    git = lambda *a: subprocess.run(["git", "-C", REPO, *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True).stdout.strip()
+
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
     dists = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in importlib.metadata.distributions()}
@@ -160,3 +169,9 @@ def describe() -> dict[str, Any]:
                   + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "date_utc": now_utc(),
     }
+
+
+if __name__ == "__main__":  # a child started by ``child``
+    module, name = sys.argv[1].split(":")
+    result = getattr(importlib.import_module(module), name)(*json.loads(sys.argv[2]))
+    print(RESULT_PREFIX + json.dumps(result or {}), flush=True)

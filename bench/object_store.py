@@ -78,7 +78,8 @@ def measure(cache: str, per_class: int, size: int, shard_counts: list[int]) -> d
                               if out.startswith("s3://") else open(os.path.join(out, "metadata.json")).read())
             phase = meta["stats"]["write_phase_seconds"]
             wall = round(run.wall_s, 2)
-            result[name] = {"wall_s": wall, "peak_rss_mb": sorted((n, round(rss / 2**20)) for n, rss in run.peaks.values()),
+            result[name] = {"wall_s": wall,
+                            "peak_rss_mb": sorted((n, round(rss / 2**20)) for n, rss in run.peaks.values()),
                             "rows_per_s": round(rows / wall, 1), "write_phase_s": phase,
                             "write_phase_rows_per_s": round(rows / max(phase, 1e-9), 1)}
     return result

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 import time
 from typing import Any, Iterator
 
@@ -18,7 +17,7 @@ import numpy as np
 from shardkit.train.readahead import evict, parallel_read
 
 from bench import conversion, inputs
-from bench.measure import child, emit_result, median, run_measured, timed
+from bench.measure import child, median, run_measured, timed
 from bench.order import order_metrics, two_epochs
 
 ROWS, BATCH, SHAPE = 12_864, 64, (128, 128, 3)  # 201 whole batches of 64, whole classes of three
@@ -41,18 +40,8 @@ MODULES = {"datasets": "datasets", "grain": "grain", "array-record": "array_reco
            "mosaicml-streaming": "streaming", "torch": "torch"}  # distribution -> module
 
 
-def samples(src: str) -> Iterator[tuple[int, np.ndarray, int]]:
-    """(row id, flat uint8 pixels, label) of each source row in file (class-sorted) order."""
-    import tables
-
-    with tables.open_file(src, "r") as f:
-        for start in range(0, len(f.root.train_label), 1024):
-            x, y = f.root.train_data[start : start + 1024], f.root.train_label[start : start + 1024]
-            yield from ((start + i, x[i], int(y[i])) for i in range(len(y)))
-
-
 def hf_rows(src: str, flat: bool) -> Iterator[dict[str, Any]]:
-    return ({"image": x if flat else x.reshape(SHAPE), "label": y, "row_id": i} for i, x, y in samples(src))
+    return ({"image": x if flat else x.reshape(SHAPE), "label": y, "row_id": i} for i, x, y in inputs.knot_rows(src))
 
 
 def write(layout: str, src: str, out: str) -> None:
@@ -62,7 +51,8 @@ def write(layout: str, src: str, out: str) -> None:
 
         flat = layout == "hf-flat"
         image = datasets.List(datasets.Value("uint8"), length=PIXELS) if flat else datasets.Array3D(SHAPE, "uint8")
-        features = datasets.Features({"image": image, "label": datasets.Value("int64"), "row_id": datasets.Value("int64")})
+        int64 = datasets.Value("int64")
+        features = datasets.Features({"image": image, "label": int64, "row_id": int64})
         datasets.Dataset.from_generator(hf_rows, features=features, cache_dir=out + ".hf-cache",
                                         gen_kwargs={"src": src, "flat": flat}).save_to_disk(out)
         shutil.rmtree(out + ".hf-cache")
@@ -71,7 +61,7 @@ def write(layout: str, src: str, out: str) -> None:
 
         os.makedirs(out)
         per, writer = SHARD_BYTES // (PIXELS + 16), None
-        for i, x, y in samples(src):
+        for i, x, y in inputs.knot_rows(src):
             if i % per == 0:
                 writer and writer.close()
                 writer = ArrayRecordWriter(os.path.join(out, f"data-{i // per:05d}.array_record"), "group_size:1")
@@ -82,13 +72,13 @@ def write(layout: str, src: str, out: str) -> None:
 
         os.makedirs(out)
         with wds.ShardWriter(os.path.join(out, "data-%06d.tar"), maxsize=SHARD_BYTES, verbose=0) as sink:
-            for i, x, y in samples(src):
+            for i, x, y in inputs.knot_rows(src):
                 sink.write({"__key__": f"{i:08d}", "npy": x.reshape(SHAPE), "cls": y})
     elif layout == "mds":
         from streaming import MDSWriter
 
         with MDSWriter(out=out, columns={"image": "ndarray:uint8:128,128,3", "label": "int", "row_id": "int"}) as sink:
-            for i, x, y in samples(src):
+            for i, x, y in inputs.knot_rows(src):
                 sink.write({"image": x.reshape(SHAPE), "label": y, "row_id": i})
 
 
@@ -163,7 +153,7 @@ def files(path: str) -> list[str]:
     return [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
 
 
-def read_child(reader: str, path: str, with_order: bool) -> None:
+def read_child(reader: str, path: str, with_order: bool) -> dict[str, Any]:
     """One round in a fresh process, its libraries imported first: a cold epoch (files evicted), the disk rate (4
     sequential readers, files evicted), then 2 epochs of one stream, the second timed warm (epochs 0 and 1: order)."""
     needs = next(needs for _, r, needs in SYSTEMS.values() if r == reader)
@@ -176,8 +166,8 @@ def read_child(reader: str, path: str, with_order: bool) -> None:
     warm, ids = epoch_times(reader, path, 2)
     if reader == "shardkit" and with_order:
         ids = list(two_epochs(path, BATCH))
-    emit_result({"cold_s": cold, "disk_s": disk, "warm_s": warm[1:],
-                 "order": order_metrics(ids[0], ids[1], BATCH) if with_order else None})
+    return {"cold_s": cold, "disk_s": disk, "warm_s": warm[1:],
+            "order": order_metrics(ids[0], ids[1], BATCH) if with_order else None}
 
 
 def convert(layout: str, src: str, out: str) -> dict[str, Any]:
@@ -189,7 +179,7 @@ def convert(layout: str, src: str, out: str) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     run = conversion.convert([src, "--out", out, "--overwrite", "--quiet", *inputs.ARGS["knots"], "--image-shape",
                               ",".join(map(str, SHAPE)), "--split", "1,0,0"]) if layout == "shardkit" \
-        else run_measured(child("bench.peers", "convert", layout, src, out))
+        else run_measured(child(write, layout, src, out))
     done = {"seconds": run.wall_s, "peak_rss_bytes": run.peak_rss_bytes, "bytes": sum(map(os.path.getsize, files(out)))}
     with open(record, "w", encoding="utf-8") as f:
         json.dump(done, f)
@@ -214,7 +204,8 @@ def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
     rows: dict[str, dict[str, Any]] = {}
     for name, (layout, reader, needs) in SYSTEMS.items():
         rows[name] = {"system": name, "layout": layout, "reader": reader,
-                      "versions": {d: importlib.metadata.version(d) if installed(d) else "not installed" for d in needs}}
+                      "versions": {d: importlib.metadata.version(d) if installed(d) else "not installed"
+                                   for d in needs}}
         if lack := [d for d in needs if not installed(d)]:
             rows[name]["skipped"] = f"{', '.join(lack)} not installed ({EXTRA})"
             continue
@@ -227,7 +218,7 @@ def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
         for name in runs:
             path = os.path.join(cache, f"peers-{rows[name]['layout']}-{ROWS}")
             try:
-                runs[name].append(run_measured(child("bench.peers", "read", rows[name]["reader"], path, int(r == 0))))
+                runs[name].append(run_measured(child(read_child, rows[name]["reader"], path, r == 0)))
             except Exception as e:
                 rows[name]["skipped"] = f"reading failed: {last_line(e)}"
     for name, done in runs.items():
@@ -239,11 +230,5 @@ def measure(cache: str, repeats: int = 3) -> dict[str, Any] | None:
                            "cold_vs_disk": disk / cold, "peak_rss_bytes": max(d.peak_rss_bytes for d in done),
                            "order": done[0].result["order"], "rounds": len(done)})
     return {"rows": list(rows.values()), "examples": ROWS, "batch_size": BATCH, "repeats": repeats,
-            "from_first_batch": True, "shard_bytes": SHARD_BYTES, "shardkit_version": importlib.metadata.version("shardkit")}
-
-
-if __name__ == "__main__":
-    if sys.argv[1:3] == ["--child", "convert"]:
-        write(*sys.argv[3:6])
-    elif sys.argv[1:3] == ["--child", "read"]:
-        read_child(sys.argv[3], sys.argv[4], sys.argv[5] == "1")
+            "from_first_batch": True, "shard_bytes": SHARD_BYTES,
+            "shardkit_version": importlib.metadata.version("shardkit")}

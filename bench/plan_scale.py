@@ -68,12 +68,12 @@ def measure(cache: str, rows: int, dask: bool = True) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     graph, shards = job_graph_bytes(src, os.path.join(work, "graph"))
-    local = convert(src, os.path.join(work, "local"))
+    local = convert(src, local_out := os.path.join(work, "local"))
     result: dict[str, Any] = {"rows": rows, "shards": shards, "job_graph_bytes": graph, "local": local,
                               "rows_per_second": rows / local["seconds"]}
     if dask:
         with loopback_dask() as address:
             result["dask"] = convert(src, os.path.join(work, "dask"), (DASK_RUNNER, f"--dask_client_address={address}"))
-        result["dask_bytes_identical"] = shard_digests(os.path.join(work, "dask")) == shard_digests(os.path.join(work, "local"))
+        result["dask_bytes_identical"] = shard_digests(os.path.join(work, "dask")) == shard_digests(local_out)
     shutil.rmtree(work, ignore_errors=True)
     return result

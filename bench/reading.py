@@ -4,10 +4,10 @@ epoch time and peak RSS of training fed by each; ``shardkit-train bench``'s verd
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
-import sys
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +21,8 @@ from shardkit.train.options import ReadOptions
 from shardkit.train.readahead import evict, parallel_read, resident_fraction
 
 from . import inputs
-from .conversion import convert
-from .measure import child, emit_result, median, run_measured, timed
+from .conversion import bytes_per_example, convert
+from .measure import child, median, round_robin, run_measured, timed
 
 MODES = ("shardkit", "in-memory", "in-memory float32")
 COLD = "shardkit, cold"  # the reader with the page cache evicted at each epoch's start
@@ -72,19 +72,15 @@ def pydataset_epoch(h5: str, batch: int, shape: tuple[int, ...], seed: int) -> N
     import keras
 
     class Shuffled(keras.utils.PyDataset):
-        def __init__(self, f: Any) -> None:
-            super().__init__()
-            self.f, self.order = f, np.random.default_rng(seed).permutation(len(f["train_label"]))
-
         def __len__(self) -> int:
-            return -(-len(self.order) // batch)
+            return -(-len(order) // batch)
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-            idx = np.sort(self.order[i * batch : (i + 1) * batch])
-            return self.f["train_data"][idx].reshape(-1, *shape).astype(np.float32) / 255.0, self.f["train_label"][idx]
+            idx = np.sort(order[i * batch : (i + 1) * batch])
+            return f["train_data"][idx].reshape(-1, *shape).astype(np.float32) / 255.0, f["train_label"][idx]
 
     with h5py.File(h5, "r") as f:
-        data = Shuffled(f)
+        order, data = np.random.default_rng(seed).permutation(len(f["train_label"])), Shuffled()
         _ = [data[i] for i in range(len(data))]
 
 
@@ -150,32 +146,27 @@ def full_scale(cache: str, rows: int, batch: int) -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
         if os.path.exists(out + ".h5"):
             os.remove(out + ".h5")
-    return {"rows": rows, "input_bytes": os.path.getsize(h5), "cp_s": cp_s, "convert_s": run.wall_s,
-            "convert_peak_rss_bytes": run.peak_rss_bytes, **epoch}
+    return {"images": rows, "input_bytes": os.path.getsize(h5), "cp_s": cp_s, "convert_s": run.wall_s,
+            "convert_peak_rss_bytes": run.peak_rss_bytes, **epoch}  # epoch's "rows": its readers
 
 
 def compare_readers(cache: str, n: int, batch: int, repeats: int) -> dict[str, Any]:
     """Examples/s of each reader over ``n`` knot images, round robin (load hits all alike) after a warm-up pass."""
-    import tables
-
     h5, dataset = inputs.source(cache, "knots", n), inputs.dataset(cache, "knots", n, "--num-shards", "8")
     meta = read_metadata(dataset)
     shape, train_n = meta.features[0].shape, meta.splits["train"].count
-    with tables.open_file(h5, "r") as f:
-        x, y = f.root.train_data[:].reshape(-1, *shape), f.root.train_label[:].astype(np.int32)
-    readers: dict[str, tuple[Callable[[int], float], int, bool]] = {  # name: (seconds for pass r, examples, shuffles)
-        "shardkit": (lambda r: sum(epoch_seconds(dataset, batch, 4)[0][1:]) / 3, train_n, True),
-        "unshuffled generator": (lambda r: timed(generator_epoch, h5, batch, shape), len(x), False),
-        "PyDataset over h5py": (lambda r: timed(pydataset_epoch, h5, batch, shape, r), len(x), True),
-        "in-memory numpy": (lambda r: timed(keras_arrays_epoch, x, y, batch), len(x), True),
+    x, y = inputs.knot_arrays(h5, shape)
+    seeds = itertools.count()  # a fresh permutation for each PyDataset pass
+    readers: dict[str, tuple[Callable[[], float], int, bool]] = {  # name: (seconds of a pass, examples, shuffles)
+        "shardkit": (lambda: sum(epoch_seconds(dataset, batch, 4)[0][1:]) / 3, train_n, True),
+        "unshuffled generator": (lambda: timed(generator_epoch, h5, batch, shape), len(x), False),
+        "PyDataset over h5py": (lambda: timed(pydataset_epoch, h5, batch, shape, next(seeds)), len(x), True),
+        "in-memory numpy": (lambda: timed(keras_arrays_epoch, x, y, batch), len(x), True),
     }
     first = epoch_seconds(dataset, batch, 1)[0][0]
     for fn, *_ in readers.values():
-        fn(99)  # warm: page cache, graph tracing
-    times: dict[str, list[float]] = {name: [] for name in readers}
-    for r in range(repeats):
-        for name, (fn, *_) in readers.items():
-            times[name].append(fn(r))
+        fn()  # warm: page cache, graph tracing
+    times = round_robin({name: fn for name, (fn, *_) in readers.items()}, repeats)
     rows = {name: (median(times[name]), examples, shuffles) for name, (_, examples, shuffles) in readers.items()}
     rows["shardkit, first epoch (incl. pipeline start)"] = (first, train_n, True)
     return {name: {"examples_per_s": k / t, "mb_per_s": k / t * int(np.prod(shape)) / 1e6, "seconds": t,
@@ -188,18 +179,17 @@ def compression(cache: str, n_images: int, n_sequences: int, batch: int, repeats
     for name, kind, n in (("knot images (raw uint8)", "knots", n_images), ("protein codes", "proteins", n_sequences)):
         for comp, extra in (("none", ()), ("GZIP", ("--compression", "gzip"))):
             path = inputs.dataset(cache, kind, n, *extra)
-            size = sum(sh.bytes for s in read_metadata(path).splits.values() for sh in s.shards)
-            out.append({"dataset": name, "compression": comp, "bytes": size, **throughput(path, batch, repeats)})
+            out.append({"dataset": name, "compression": comp, "bytes": bytes_per_example(path)["bytes_total"],
+                        **throughput(path, batch, repeats)})
     return out
 
 
-def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: int, steps: int, h5: str) -> None:
+def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: int, steps: int, h5: str) -> dict:
     """In a fresh process: ``model.fit`` fed by ``feed`` (in-memory: the decoded train split, or with ``h5`` the
     HDF5 source, uint8 or float32 /255) for ``epochs`` epochs of ``steps`` steps (0: whole epochs). Reports epoch
     times, the median step after the first two (which trace and fill buffers) and the RSS before any data."""
     import keras
     import psutil
-    import tables
 
     from shardkit.train import models
     from shardkit.train.dataset import eval_dataset, open_dataset, train_dataset, training_input
@@ -225,8 +215,7 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
         model.fit(**kwargs, **{k: v for k, v in fit.items() if k != "epochs"})
     else:
         if h5:
-            with tables.open_file(h5, "r") as f:
-                x, y = f.root.train_data[:].reshape(-1, *ds.feature.shape), f.root.train_label[:].astype(np.int32)
+            x, y = inputs.knot_arrays(h5, ds.feature.shape)
         else:
             xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in eval_dataset(ds, "train", 256)))
             x, y = np.concatenate(xs), np.concatenate(ys)
@@ -235,8 +224,7 @@ def train_child(feed: str, model_name: str, dataset: str, batch: int, epochs: in
             x /= 255.0
         model.fit(x, y, batch_size=batch, shuffle=True, steps_per_epoch=steps or None, **fit)
     gaps = np.diff(ends[1:])
-    emit_result({"epoch_seconds": times, "base_rss_bytes": base_rss,
-                 "step_s": float(np.median(gaps)) if len(gaps) else None})
+    return {"epoch_seconds": times, "base_rss_bytes": base_rss, "step_s": float(np.median(gaps)) if len(gaps) else None}
 
 
 def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins: int, max_length: int, batch: int,
@@ -253,10 +241,8 @@ def training_epochs(cache: str, knots_per_class: int, knot_size: int, n_proteins
     for label, model_name, reps, build in (job for job in jobs if job[1] in models):
         out[label], dataset = {}, build()
         feeds = ("in-memory", "shardkit", *([COLD] if model_name == "knot-cnn" else []))
-        measured: dict[str, list[Any]] = {feed: [] for feed in feeds}
-        for _ in range(reps):  # round robin: the box's load hits every feed alike
-            for feed in feeds:
-                measured[feed].append(run_measured(child("bench.reading", feed, model_name, dataset, batch, epochs, 0, "")))
+        measured = round_robin({feed: lambda feed=feed: run_measured(
+            child(train_child, feed, model_name, dataset, batch, epochs, 0, "")) for feed in feeds}, reps)
         for feed, runs in measured.items():
             timed_epochs = [t for r in runs for t in r.result["epoch_seconds"][1:]]
             out[label][feed] = {"seconds": median(timed_epochs), "peak_rss_bytes": max(r.peak_rss_bytes for r in runs),
@@ -285,7 +271,7 @@ def measure(cache: str, n: int, proteins: int, batch: int, repeats: int, cycle_l
                                                  max(3, repeats), readahead_mb)),
         **({"full_scale": _part(lambda: full_scale(cache, full_scale_rows, batch))} if full_scale_rows else {}),
         "readers": _part(lambda: compare_readers(cache, n, batch, repeats)),
-        "cycle_length": _part(lambda: [{"x": "auto" if c is None else c, **throughput(swept, batch, repeats, cycle_length=c)}
+        "cycle_length": _part(lambda: [{"x": c or "auto", **throughput(swept, batch, repeats, cycle_length=c)}
                                        for c in cycle_lengths]),
         "shard_count": _part(lambda: [{"x": k, **throughput(inputs.dataset(cache, "knots", n, "--num-shards", str(k)),
                                                             batch, repeats)} for k in shard_counts]),
@@ -305,7 +291,8 @@ def diagnose(cache: str, n: int, proteins: int, shards: int, batch: int, steps: 
             "steps": steps, "batch_size": batch}
 
 
-def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = MODES, parallel: int = 1) -> dict[str, Any]:
+def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = MODES,
+           parallel: int = 1) -> dict[str, Any]:
     """Peak RSS of knot-cnn training fed by each of ``modes`` at each N (knot images), a process each, ``parallel``
     at once; a mode projected (straight line) past 70% of the RAM is skipped."""
     import psutil
@@ -321,7 +308,7 @@ def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = 
             skipped.append(f"{mode} at N={n:,} (projected {projected[mode] / 2**30:.1f} GiB > 70% of "
                            f"{total / 2**30:.1f} GiB RAM)")
         with ThreadPoolExecutor(parallel) as pool:
-            runs = list(pool.map(run_measured, [child("bench.reading", mode, "knot-cnn", ds, batch, 1, steps, h5)
+            runs = list(pool.map(run_measured, [child(train_child, mode, "knot-cnn", ds, batch, 1, steps, h5)
                                                 for mode in runnable]))
         point.update({mode: run.peak_rss_bytes for mode, run in zip(runnable, runs)})
         point["step_s"] = {mode: run.result.get("step_s") for mode, run in zip(runnable, runs)}
@@ -332,8 +319,8 @@ def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = 
         "description": (f"Peak RSS (process tree, sampled every 50 ms) of one `model.fit` of knot-cnn for "
                         f"{steps} steps of batch {batch} on N knot images (128x128x3 uint8): fed by the "
                         "shardkit reader, by the uint8 arrays loaded whole from the HDF5 file, and by those "
-                        "arrays as float32 /255 (the usual in-memory recipe). Each point is a fresh process; "
-                        "step = its median step time after the first two steps (an epoch has as many steps either way)."),
+                        "arrays as float32 /255 (the usual in-memory recipe). Each point is a fresh process; step = "
+                        "its median step time after the first two steps (an epoch has as many steps either way)."),
     }
 
 
@@ -361,7 +348,3 @@ def project(points: list[dict[str, Any]], modes: Sequence[str] = MODES) -> dict[
                      **({"n_for_one_tenth": max(0.0, (10 * ours - a) / b)} if mode != "shardkit" and b > 0 else {})}
     return out
 
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
-    feed, model_name, dataset, batch, epochs, steps, h5 = sys.argv[2:9]
-    train_child(feed, model_name, dataset, int(batch), int(epochs), int(steps), h5)

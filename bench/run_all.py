@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import conversion, gpu, object_store, order, peers, plan_scale, reading, report, rows
+from bench import conversion, gpu, object_store, order, peers, plan_scale, reading, report
 from bench.inputs import DEFAULT_CACHE
 from bench.measure import REPO, describe, now_utc
 
@@ -20,9 +20,10 @@ SECTIONS: dict[str, Callable[..., dict[str, Any] | None]] = {  # name -> fn(cach
     "storage": conversion.storage, "reading": reading.measure, "memory": reading.memory,
     "conversion": conversion.measure, "fast_paths": conversion.fast_paths, "plan_scale": plan_scale.measure,
     "epoch_order": order.measure, "object_store": object_store.measure, "diagnose": reading.diagnose,
-    "rows": rows.measure, "peers": peers.measure, "gpu": gpu.measure}
-ON_REQUEST = {"gpu", "object_store", "rows"}  # measured only when named in --only (gpu: on a GPU machine, its
-# inputs carried in --cache; object_store: quoted by hand in docs/benchmarks.md; rows: table after its hand-written block)
+    "rows": conversion.csv_of_pngs, "peers": peers.measure, "gpu": gpu.measure}
+# Measured only when named in --only: gpu on a GPU machine, its inputs carried in --cache; object_store, quoted by
+# hand in docs/benchmarks.md; rows, a table after its hand-written block.
+ON_REQUEST = {"gpu", "object_store", "rows"}
 NOT_QUICK = {"peers"}  # minutes of conversions even at --quick sizes: in a --quick run only when named in --only
 
 

@@ -112,7 +112,7 @@ def test_memory_sweep_judges_each_mode_where_both_ran() -> None:
     proj = reading.project(points)
     assert proj["shardkit_peak_bytes"] == 1.5 * gb
     assert proj["in-memory float32"]["bytes_per_example"] == pytest.approx(gb / 1_000)  # fitted on the two it ran
-    verdicts = {v.target: v for v in targets.memory_scaling({"memory": {"points": points, "projection": proj}})}
+    verdicts = {v.target: v for v in targets.evaluate({"memory": {"points": points, "projection": proj}})}
     assert verdicts["training peak RSS, memory sweep: shardkit vs in-memory"].result == "PASS"
     assert "N=150,000" in verdicts["training peak RSS, memory sweep: shardkit vs in-memory"].measured
     assert verdicts["training step (epoch) time, memory sweep: shardkit vs in-memory"].result == "PASS"
