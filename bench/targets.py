@@ -90,6 +90,19 @@ def epoch_order(results: dict) -> list[Row]:
             for r in rows] or unmeasured("epoch-to-epoch order (default shards)", goal)
 
 
+def peers(results: dict) -> list[Row]:
+    """shardkit's reader warm against the fastest peer of the same run (>= 1.0x)."""
+    rows = _get(results, "peers", "rows") or []
+    ours = next((r for r in rows if r["reader"] == "shardkit"), None)
+    others = [r for r in rows if r["reader"] != "shardkit" and r.get("warm_examples_per_s")]
+    if not ours or not others:
+        return unmeasured("reader warm vs the fastest peer", ">= 1.0x")
+    best = max(others, key=lambda r: r["warm_examples_per_s"])
+    measured, passed = versus(ours["warm_examples_per_s"], best["warm_examples_per_s"], lambda r: r >= 1.0,
+                              "{:,.0f} ex/s", f", {best['system']}")
+    return [("reader warm vs the fastest peer", ">= 1.0x", measured, passed)]
+
+
 def memory_scaling(results: dict) -> list[Row]:
     """At the largest N of the memory sweep where both ran: shardkit's peak RSS (and step time) over each
     in-memory mode's."""
@@ -160,5 +173,5 @@ def gpu(results: dict) -> list[Row]:
 def evaluate(results: dict) -> list[Verdict]:
     """Every target, in the issue's order."""
     return [Verdict(target, goal, measured, ("PASS" if passed else "MISS") if isinstance(passed, bool) else passed)
-            for check in (out_of_core, readers, epoch_time, epoch_order, memory_scaling, storage, conversion, gpu)
+            for check in (out_of_core, readers, epoch_time, epoch_order, peers, memory_scaling, storage, conversion, gpu)
             for target, goal, measured, passed in check(results)]
