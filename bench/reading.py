@@ -134,14 +134,15 @@ def out_of_core(dataset: str, batch: int, repeats: int, budgets: Sequence[float]
 
 def full_scale(cache: str, rows: int, batch: int) -> dict[str, Any]:
     """``rows`` class-sorted knot images, cold: ``cp`` of the HDF5 input vs ``shardkit-convert`` with its defaults,
-    then one epoch of the reader and of the yardstick over the shards (deleted afterwards, as is the copy)."""
+    then three cold epochs of the reader and of the yardstick over the shards, round robin (the shards are deleted
+    afterwards, as is the copy)."""
     h5, out = inputs.source(cache, "knots", rows), os.path.join(cache, f"full-scale-{rows}")
     try:
         evict([h5])
         cp_s = timed(subprocess.run, ["cp", h5, out + ".h5"], check=True)
         evict([h5])
         run = convert([h5, "--out", out, "--overwrite", "--quiet", *inputs.ARGS["knots"], "--image-shape", "128,128,3"])
-        epoch = out_of_core(out, batch, 1, [ReadOptions.readahead_mb], ("cold",))
+        epoch = out_of_core(out, batch, 3, [ReadOptions.readahead_mb], ("cold",))
     finally:
         shutil.rmtree(out, ignore_errors=True)
         if os.path.exists(out + ".h5"):

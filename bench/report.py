@@ -190,7 +190,8 @@ def _out_of_core(o: dict, sec: dict, img_dir: str) -> Parts:
 
 def _full_scale(q: dict, sec: dict, img_dir: str) -> Parts:
     yard, gb = next(iter(q["rows"])), q["input_bytes"] / GB
-    return [f"{q['images']:,} class-sorted knot images of 128x128x3, cold:",
+    rounds = f"median of {q['repeats']} rounds, round robin" if q.get("repeats", 1) > 1 else "one pass each"
+    return [f"{q['images']:,} class-sorted knot images of 128x128x3, cold (the epochs: {rounds}):",
             md_table(("Step", "GB", "Seconds", "GB/s", "Ratio"), [
                 ("`cp` of the HDF5 input", f"{gb:.2f}", f"{q['cp_s']:.1f}", f"{gb / q['cp_s']:.2f}", "1.00x"),
                 ("`shardkit-convert` (defaults)", f"{gb:.2f}", f"{q['convert_s']:.1f}", f"{gb / q['convert_s']:.2f}",
