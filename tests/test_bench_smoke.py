@@ -68,8 +68,20 @@ def test_quick_run_numbers_are_consistent(quick_run: tuple[int, Path]) -> None:
         assert run["model"] == model and run["verdict"].startswith("input-bound" if run["input_bound"] else "not ")
     verdicts = {v.target: v.result for v in targets.evaluate(results)}
     assert verdicts["amino-acid record vs float32 one-hot"] == "PASS"  # bytes, not timing: 1/73 of the one-hot
-    judged = [t for t, r in verdicts.items() if not t.startswith("GPU")]
+    judged = [t for t in verdicts if not t.startswith("GPU") and "peer" not in t]  # neither runs in --quick
     assert judged and all(verdicts[t].startswith(("PASS", "MISS")) for t in judged), verdicts
+
+
+def test_peers_target_is_judged_against_the_fastest_peer_of_the_run() -> None:
+    rows = [{"reader": "shardkit", "system": "shardkit", "warm_examples_per_s": 100.0},
+            {"reader": "hf", "system": "HF flat", "warm_examples_per_s": 120.0},
+            {"reader": "grain-0", "system": "Grain", "warm_examples_per_s": 50.0}]
+    ((_, _, measured, passed),) = targets.peers({"peers": {"rows": rows}})
+    assert passed is False and measured.startswith("0.83x") and "HF flat" in measured
+    rows[1]["warm_examples_per_s"] = 90.0
+    ((_, _, measured, passed),) = targets.peers({"peers": {"rows": rows}})
+    assert passed is True and "HF flat" in measured
+    assert targets.peers({})[0][3] == "not measured"
 
 
 def test_gpu_section_runs_on_cpu_and_merges(quick_run: tuple[int, Path]) -> None:
