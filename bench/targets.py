@@ -172,6 +172,6 @@ def gpu(results: dict) -> list[Row]:
 
 def evaluate(results: dict) -> list[Verdict]:
     """Every target, in the issue's order."""
+    checks = (out_of_core, readers, epoch_time, epoch_order, peers, memory_scaling, storage, conversion, gpu)
     return [Verdict(target, goal, measured, ("PASS" if passed else "MISS") if isinstance(passed, bool) else passed)
-            for check in (out_of_core, readers, epoch_time, epoch_order, peers, memory_scaling, storage, conversion, gpu)
-            for target, goal, measured, passed in check(results)]
+            for check in checks for target, goal, measured, passed in check(results)]
