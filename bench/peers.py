@@ -169,10 +169,11 @@ def read_child(reader: str, path: str, with_order: bool) -> dict[str, Any]:
     needs = next(needs for _, r, needs in SYSTEMS.values() if r == reader)
     for module in [MODULES[d] for d in needs] or ["shardkit.train.dataset"]:
         importlib.import_module(module)
-    evict(files(path))
+    paths = files(path)
+    evict(paths)
     cold = epoch_times(reader, path, 1)[0][0]
-    evict(files(path))
-    disk = timed(parallel_read, files(path), 4, 4 << 20)
+    evict(paths)
+    disk = timed(parallel_read, paths, 4, 4 << 20)
     warm, ids = epoch_times(reader, path, 2)
     if reader == "shardkit" and with_order:
         ids = list(two_epochs(path, BATCH))
@@ -187,9 +188,11 @@ def convert(layout: str, src: str, out: str) -> dict[str, Any]:
         with open(record, encoding="utf-8") as f:
             return json.load(f)
     shutil.rmtree(out, ignore_errors=True)
-    run = conversion.convert([src, "--out", out, "--overwrite", "--quiet", *inputs.ARGS["knots"], "--image-shape",
-                              ",".join(map(str, SHAPE)), "--split", "1,0,0"]) if layout == "shardkit" \
-        else run_measured(child(write, layout, src, out))
+    if layout == "shardkit":
+        run = conversion.convert([src, "--out", out, "--overwrite", "--quiet", *inputs.ARGS["knots"],
+                                  "--image-shape", ",".join(map(str, SHAPE)), "--split", "1,0,0"])
+    else:
+        run = run_measured(child(write, layout, src, out))
     done = {"seconds": run.wall_s, "peak_rss_bytes": run.peak_rss_bytes, "bytes": sum(map(os.path.getsize, files(out)))}
     with open(record, "w", encoding="utf-8") as f:
         json.dump(done, f)

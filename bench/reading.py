@@ -328,7 +328,10 @@ def memory(cache: str, sizes: Sequence[int], steps: int, modes: Sequence[str] = 
 def _line(points: list[dict[str, Any]], mode: str) -> tuple[float, float] | None:
     """Least-squares (a, b) of RSS = a + b*N over the points where ``mode`` was measured (None under two)."""
     xy = np.array([(p["n"], p[mode]) for p in points if p.get(mode)], float)
-    return None if len(xy) < 2 else tuple(float(v) for v in np.polyfit(xy[:, 0], xy[:, 1], 1)[::-1])
+    if len(xy) < 2:
+        return None
+    b, a = np.polyfit(xy[:, 0], xy[:, 1], 1)
+    return float(a), float(b)
 
 
 def _line_at(points: list[dict[str, Any]], mode: str, n: int) -> float | None:
@@ -343,8 +346,10 @@ def project(points: list[dict[str, Any]], modes: Sequence[str] = MODES) -> dict[
     if ours is None or "shardkit" not in modes:
         return {}
     out: dict[str, Any] = {"shardkit_peak_bytes": ours, "large_n": LARGE_N}
-    for mode in (m for m in modes if _line(points, m)):
-        a, b = _line(points, mode)
+    for mode in modes:
+        if (line := _line(points, mode)) is None:
+            continue
+        a, b = line
         out[mode] = {"intercept_bytes": a, "bytes_per_example": b, "at_large_n_bytes": a + b * LARGE_N,
                      **({"n_for_one_tenth": max(0.0, (10 * ours - a) / b)} if mode != "shardkit" and b > 0 else {})}
     return out
