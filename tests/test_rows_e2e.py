@@ -72,7 +72,7 @@ def test_png_paths_example_trains_above_chance(tmp_path: Path) -> None:
 
 
 def test_npy_paths_example_trains_above_chance_with_sequence_lstm(tmp_path: Path) -> None:
-    """Example (c), seed 003's layout (per-sample (T, D) .npy files plus a binary label table), with
+    """Example (c), a table of per-sample (T, D) .npy feature files with a binary label, trained with
     sequence-lstm: accuracy above chance."""
     made = _run("python", "-m", "shardkit.convert.examples", "npys", "npys/labels.csv", "--n", "240",
                 "--timesteps", "10", "--dim", "64", cwd=tmp_path)
