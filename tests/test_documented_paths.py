@@ -1,0 +1,55 @@
+"""Documented paths that a new user follows, where following them found a bug: each test runs the path as the
+docs show it (through the CLI where the CLI is the point) and checks what the docs promise."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from conftest import no_leftovers, random_images_h5
+
+
+def _worker_processes(pid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if "shardkit.convert.worker" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_ctrl_c_while_the_workers_start_stops_the_conversion(tmp_path) -> None:
+    # convert.md: Ctrl-C prints one `interrupted; nothing was published` line (exit 130). Pressed while the
+    # worker processes were still starting, Beam waited for them and they for instructions, forever.
+    src = random_images_h5(str(tmp_path / "r.h5"), 300)
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-m", "shardkit.convert", src, "--out", str(out), "--kind", "image",
+                             "--data", "/x", "--label", "/y", "--image-shape", "32,32,3", "--workers", "2",
+                             "--num-shards", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline and len(_worker_processes(proc.pid)) < 2:
+        time.sleep(0.01)
+    assert proc.poll() is None, "conversion finished before it could be stopped"
+    workers = _worker_processes(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the workers get it too (and ignore it)
+    try:
+        _, err = proc.communicate(timeout=45)
+    except subprocess.TimeoutExpired:
+        for p in [*workers, psutil.Process(proc.pid)]:
+            p.kill()
+        proc.communicate()
+        raise AssertionError("Ctrl-C during worker start-up left the converter hanging") from None
+    assert proc.returncode == 130, err
+    assert [ln for ln in err.splitlines() if "rows/s" not in ln] == [
+        "shardkit-convert: interrupted; nothing was published"], err
+    assert no_leftovers(str(out))
+    psutil.wait_procs(workers, timeout=10)
+    assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
