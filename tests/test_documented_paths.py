@@ -53,3 +53,19 @@ def test_ctrl_c_while_the_workers_start_stops_the_conversion(tmp_path) -> None:
     assert no_leftovers(str(out))
     psutil.wait_procs(workers, timeout=10)
     assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_an_out_folder_that_is_no_dataset_is_refused_with_the_way_out(convert, knots_h5, tmp_path) -> None:
+    # operations.md: OUT that exists and is not a shardkit dataset is refused with the way out. Without
+    # --overwrite the message used to say "pass --overwrite to replace it", which was then refused too.
+    from conftest import IMAGE_ARGS
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        rc, err = convert([knots_h5, "--out", str(out), *IMAGE_ARGS, *extra])
+        assert rc == 1
+        assert err.splitlines() == [f"shardkit-convert: error: {out}: exists and is not a shardkit dataset; refusing "
+                                    "to replace it: choose another --out", "shardkit-convert: nothing was published"]
+    assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
