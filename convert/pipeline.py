@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import sys
 import time
@@ -316,9 +317,14 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     check_beam_args(beam_args)
     fs_opts, _, runner_name = pipeline_options(beam_args, 1)
     previous = filesystem_options(fs_opts)  # gs://, s3:// calls in this process need the job's options
+    beam_log = logging.getLogger("apache_beam")
+    level = beam_log.level
+    if not cfg.verbose:  # the driver relays its workers' warnings: quiet from Python as from the command line
+        beam_log.setLevel(logging.CRITICAL)
     try:
         return _convert(cfg, beam_args, log, start, runner_name)
     finally:
+        beam_log.setLevel(level)
         restore_filesystem_options(previous)
 
 

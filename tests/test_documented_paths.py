@@ -69,3 +69,16 @@ def test_an_out_folder_that_is_no_dataset_is_refused_with_the_way_out(convert, k
         assert err.splitlines() == [f"shardkit-convert: error: {out}: exists and is not a shardkit dataset; refusing "
                                     "to replace it: choose another --out", "shardkit-convert: nothing was published"]
     assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+
+
+def test_the_python_api_is_as_quiet_as_the_command_line(knots_h5, tmp_path) -> None:
+    # convert.md's Python API snippet (workers=2): the driver relayed each worker's Beam warnings to stderr
+    code = ("import sys; from shardkit.convert.pipeline import ConvertConfig, convert; "
+            "convert(ConvertConfig(inputs=(sys.argv[1],), out=sys.argv[2], kind='image', data='/train_data', "
+            "label='/train_label', image_shape=(24, 24, 3), num_shards=2, workers=2))")
+    res = subprocess.run([sys.executable, "-c", code, knots_h5, str(tmp_path / "ds")], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert os.path.exists(tmp_path / "ds" / "metadata.json")
+    assert "apache_beam" not in res.stderr and "WARN" not in res.stderr, res.stderr
+    assert "shardkit-convert: done in" in res.stderr  # its own summary stays
