@@ -82,3 +82,13 @@ def test_the_python_api_is_as_quiet_as_the_command_line(knots_h5, tmp_path) -> N
     assert os.path.exists(tmp_path / "ds" / "metadata.json")
     assert "apache_beam" not in res.stderr and "WARN" not in res.stderr, res.stderr
     assert "shardkit-convert: done in" in res.stderr  # its own summary stays
+
+
+def test_inspect_refuses_a_negative_example_count(tmp_path) -> None:
+    # operations.md: --examples N changes how many are decoded; -1 reached tf.data's take(-1), which decodes the
+    # whole train split
+    res = subprocess.run([sys.executable, "-m", "shardkit.train", "inspect", str(tmp_path), "--examples", "-1"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == ["shardkit-train inspect: error: argument --examples: must be a whole number of "
+                                       "at least 0, got '-1' (see shardkit-train inspect --help)"]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from shardkit import spec
-from shardkit.train.arguments import dataset_command
+from shardkit.train.arguments import dataset_command, non_negative_int
 from shardkit.train.verify import ordered_splits
 
 SUMMARY_FILE = "inspect.json"
@@ -245,6 +245,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p = dataset_command(subparsers, "inspect", "splits, shards, class counts and a few decoded examples of a dataset",
                         __doc__, run)
     p.add_argument("--out", metavar="DIR", help="write inspect.json and, for images, examples.png here")
-    p.add_argument("--examples", type=int, default=16, metavar="N", help="decode the first N examples (default 16)")
+    p.add_argument("--examples", type=non_negative_int, default=16, metavar="N",
+                   help="decode the first N examples (default 16)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
