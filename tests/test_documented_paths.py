@@ -92,3 +92,30 @@ def test_inspect_refuses_a_negative_example_count(tmp_path) -> None:
     assert res.returncode == 2
     assert res.stderr.splitlines() == ["shardkit-train inspect: error: argument --examples: must be a whole number of "
                                        "at least 0, got '-1' (see shardkit-train inspect --help)"]
+
+
+def test_evaluate_names_a_split_the_dataset_lacks(convert, features_h5, tmp_path, capsys) -> None:
+    # train.md: evaluate RUN_DIR DATASET [--split test]; a split the dataset does not have (converted with
+    # --split 0.8,0,0.2) ended in a KeyError traceback, exit 1, and a misspelled one too
+    from shardkit.train import cli
+
+    data = str(tmp_path / "f")
+    assert convert([features_h5, "--out", data, "--kind", "array", "--data", "/features", "--label", "/labels",
+                    "--split", "0.8,0,0.2"])[0] == 0
+    run = str(tmp_path / "run")
+    assert cli.main(["fit", data, "--model", "sequence-lstm", "--epochs", "1", "--batch-size", "32", "--out", run,
+                     "--verbose", "0", "--no-tensorboard"]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", run, data, "--split", "validation"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (f"shardkit-train: error: {data}: has no validation split (it has train, test); "
+                       "choose one with --split")
+    assert "Traceback" not in "\n".join(err)
+    before = sorted(os.listdir(run))
+    res = subprocess.run([sys.executable, "-m", "shardkit.train", "evaluate", run, data, "--split", "valid"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "shardkit-train evaluate: error: argument --split: invalid choice: 'valid' (choose from 'train', 'validation', "
+        "'test') (see shardkit-train evaluate --help)"]
+    assert sorted(os.listdir(run)) == before
