@@ -119,3 +119,14 @@ def test_evaluate_names_a_split_the_dataset_lacks(convert, features_h5, tmp_path
         "shardkit-train evaluate: error: argument --split: invalid choice: 'valid' (choose from 'train', 'validation', "
         "'test') (see shardkit-train evaluate --help)"]
     assert sorted(os.listdir(run)) == before
+
+
+def test_a_source_file_given_as_the_dataset_is_named_as_a_file(knots_h5, capsys) -> None:
+    # README: shardkit-train fit data/knots ...; given the HDF5 source instead, it said "no such dataset directory"
+    # about a file that exists
+    from shardkit.train import cli
+
+    assert cli.main(["inspect", knots_h5]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"shardkit-train: error: {knots_h5}: is a file; give the dataset directory shardkit-convert wrote (the one "
+        "holding metadata.json)"]
