@@ -130,3 +130,13 @@ def test_a_source_file_given_as_the_dataset_is_named_as_a_file(knots_h5, capsys)
     assert capsys.readouterr().err.splitlines() == [
         f"shardkit-train: error: {knots_h5}: is a file; give the dataset directory shardkit-convert wrote (the one "
         "holding metadata.json)"]
+
+
+def test_an_unparsable_split_is_a_usage_error(convert, knots_h5, tmp_path) -> None:
+    # convert.md: exit status 2 for unparsable arguments; '--split a,b' was exit 1 with "nothing was published"
+    from conftest import IMAGE_ARGS
+
+    rc, err = convert([knots_h5, "--out", str(tmp_path / "o"), *IMAGE_ARGS, "--split", "a,b"])
+    assert (rc, err.splitlines()) == (2, ["shardkit-convert: error: argument --split: 'a,b': expected comma-separated "
+                                          "fractions such as 0.8,0.1,0.1 (see shardkit-convert --help)"])
+    assert not os.path.exists(tmp_path / "o")
