@@ -17,7 +17,7 @@ from shardkit.usage import Parser
 from .encoders import ARRAY_DTYPES, UNKNOWN_POLICIES
 from . import columns
 from .errors import SIGNALS, ConvertError, InputError
-from .pipeline import ConvertConfig, columns_of, convert
+from .pipeline import ConvertConfig, columns_of, convert, order_inputs
 from .plan import parse_fractions, read_fractions
 from .records import COMPRESSIONS
 from .runner import WORKER_MODES, check_beam_args
@@ -173,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"shardkit-convert: error: {e}", file=sys.stderr)
         return 2
-    try:  # a mistake in what to convert is a usage error
+    try:  # a mistake in what to convert, or in how the inputs are given, is a usage error
         columns_of(ConvertConfig(inputs=(), out="", kind=args.kind or "", data=args.data or "", label=args.label or "",
                                  name=args.name, **_columns(args)))
+        order_inputs(ConvertConfig(inputs=tuple(args.inputs), out="", split_inputs=args.split_inputs,
+                                   group_column=args.group_column))
     except InputError as e:
         print(f"shardkit-convert: error: {e}", file=sys.stderr)
         return 2

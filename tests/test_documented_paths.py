@@ -140,3 +140,15 @@ def test_an_unparsable_split_is_a_usage_error(convert, knots_h5, tmp_path) -> No
     assert (rc, err.splitlines()) == (2, ["shardkit-convert: error: argument --split: 'a,b': expected comma-separated "
                                           "fractions such as 0.8,0.1,0.1 (see shardkit-convert --help)"])
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_split_inputs_not_given_as_split_equals_path_are_a_usage_error(convert, knots_h5, tmp_path) -> None:
+    # convert.md: with --split-inputs, INPUT is train=PATH [validation=PATH] [test=PATH]; a misspelled split was
+    # exit 1 with "nothing was published", unlike the other unparsable arguments (exit 2)
+    from conftest import IMAGE_ARGS
+
+    rc, err = convert(["--split-inputs", f"train={knots_h5}", f"valid={knots_h5}", "--out", str(tmp_path / "o"),
+                       *IMAGE_ARGS])
+    assert (rc, err.splitlines()) == (2, [f"shardkit-convert: error: 'valid={knots_h5}': with --split-inputs each "
+                                          "input is SPLIT=PATH, SPLIT one of ('train', 'validation', 'test')"])
+    assert not os.path.exists(tmp_path / "o")
