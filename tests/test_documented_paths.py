@@ -15,10 +15,12 @@ from conftest import no_leftovers, random_images_h5
 
 
 def _worker_processes(pid: int) -> list[psutil.Process]:
+    """The converter's worker processes once their shell has exec'd Python (still starting up, maybe)."""
     out = []
     for p in psutil.Process(pid).children(recursive=True):
         try:
-            if "shardkit.convert.worker" in " ".join(p.cmdline()):
+            cmd = " ".join(p.cmdline())
+            if "shardkit.convert.worker" in cmd and "trap" not in cmd:
                 out.append(p)
         except psutil.NoSuchProcess:
             pass
