@@ -154,3 +154,16 @@ def test_split_inputs_not_given_as_split_equals_path_are_a_usage_error(convert, 
     assert (rc, err.splitlines()) == (2, [f"shardkit-convert: error: 'valid={knots_h5}': with --split-inputs each "
                                           "input is SPLIT=PATH, SPLIT one of ('train', 'validation', 'test')"])
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_inspect_log_shows_the_traceback_of_a_refusal(tmp_path, capsys) -> None:
+    # train.md: every subcommand takes -v/--log, which adds a traceback to an error; inspect printed only the line
+    from shardkit.train import cli
+
+    missing = str(tmp_path / "nothing")
+    assert cli.main(["inspect", missing]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"shardkit-train: error: {missing}: no such dataset directory"]
+    assert cli.main(["inspect", missing, "--log"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback")
+    assert err.splitlines()[-1] == f"shardkit-train: error: {missing}: no such dataset directory"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -231,11 +230,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        summary = inspect_dataset(args.dataset, args.out, args.examples)
-    except spec.DatasetError as e:
-        print(f"shardkit-train: error: {e}", file=sys.stderr)
-        return 2
+    """``inspect``: a refused dataset is raised to the command line, which prints it in one line (with its
+    traceback under --log)."""
+    summary = inspect_dataset(args.dataset, args.out, args.examples)
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
 
