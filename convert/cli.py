@@ -17,8 +17,8 @@ from shardkit.usage import Parser
 from .encoders import ARRAY_DTYPES, UNKNOWN_POLICIES
 from . import columns
 from .errors import SIGNALS, ConvertError, InputError
-from .pipeline import ConvertConfig, columns_of, convert
-from .plan import parse_fractions
+from .pipeline import ConvertConfig, columns_of, convert, order_inputs
+from .plan import parse_fractions, read_fractions
 from .records import COMPRESSIONS
 from .runner import WORKER_MODES, check_beam_args
 
@@ -46,6 +46,15 @@ def _shape(text: str) -> tuple[int, ...]:
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected H,W or H,W,C with positive sizes")
     return shape
+
+
+def _split(text: str) -> str:
+    """An argparse type: 1 to 3 non-negative fractions (whether they sum to 1 is checked with the inputs)."""
+    try:
+        read_fractions(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _positive(kind: type, zero: bool = False) -> object:
@@ -103,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=ARRAY_DTYPES, default=ConvertConfig.dtype)
     g = p.add_argument_group("splits and shards")
     split = ",".join(f"{x:g}" for x in ConvertConfig.split)
-    g.add_argument("--split", default=split, help=f"train,validation,test fractions (default {split})")
+    g.add_argument("--split", type=_split, default=split, help=f"train,validation,test fractions (default {split})")
     g.add_argument("--split-inputs", action="store_true", help="inputs are train=PATH validation=PATH test=PATH")
     g.add_argument("--seed", type=_positive(int, zero=True), default=ConvertConfig.seed,
                    help="shuffle/split seed, 0 or more (same seed -> identical bytes)")
@@ -164,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"shardkit-convert: error: {e}", file=sys.stderr)
         return 2
-    try:  # a mistake in what to convert is a usage error
+    try:  # a mistake in what to convert, or in how the inputs are given, is a usage error
         columns_of(ConvertConfig(inputs=(), out="", kind=args.kind or "", data=args.data or "", label=args.label or "",
                                  name=args.name, **_columns(args)))
+        order_inputs(ConvertConfig(inputs=tuple(args.inputs), out="", split_inputs=args.split_inputs,
+                                   group_column=args.group_column))
     except InputError as e:
         print(f"shardkit-convert: error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import sys
 import time
@@ -188,7 +189,7 @@ def _plan(cfg: ConvertConfig, sources: list[Source], labels: list[np.ndarray], r
     return planning.ShardPlan(split_rows, labels, row_ids, offsets, per_split, cfg.compression, targets, label_target)
 
 
-def _order_inputs(cfg: ConvertConfig) -> ConvertConfig:
+def order_inputs(cfg: ConvertConfig) -> ConvertConfig:
     """With --split-inputs, parse 'train=PATH' items and order the inputs train, validation, test."""
     if not cfg.split_inputs:
         if len(cfg.inputs) != 1:
@@ -270,7 +271,7 @@ def prepare(cfg: ConvertConfig) -> Prepared:
     """Open the inputs, validate them, map labels and plan every shard; reads only small columns
     (plus one pass over a sequence column for its lengths)."""
     _check_settings(cfg)
-    cfg = _order_inputs(cfg)
+    cfg = order_inputs(cfg)
     features, targets, stratify = columns_of(cfg)
     specs = _source_specs(cfg, features, targets, stratify)
     defaults = feats.Defaults(cfg.image_shape, cfg.image_encoding, cfg.image_scale, cfg.max_length, cfg.vocabulary,
@@ -316,16 +317,21 @@ def convert(cfg: ConvertConfig, beam_args: list[str] | None = None, log: Any = N
     check_beam_args(beam_args)
     fs_opts, _, runner_name = pipeline_options(beam_args, 1)
     previous = filesystem_options(fs_opts)  # gs://, s3:// calls in this process need the job's options
+    beam_log = logging.getLogger("apache_beam")
+    level = beam_log.level
+    if not cfg.verbose:  # the driver relays its workers' warnings: quiet from Python as from the command line
+        beam_log.setLevel(logging.CRITICAL)
     try:
         return _convert(cfg, beam_args, log, start, runner_name)
     finally:
+        beam_log.setLevel(level)
         restore_filesystem_options(previous)
 
 
 def _convert(cfg: ConvertConfig, beam_args: list[str], log: Any, start: float, runner_name: str) -> Metadata:
     from .progress import Progress
 
-    paths = list(_order_inputs(cfg).inputs) + [cfg.out]
+    paths = list(order_inputs(cfg).inputs) + [cfg.out]
     check_runner_paths(runner_name, beam_args, paths)
     check_s3_buckets(paths)
     publish.check_out(cfg.out, cfg.overwrite)

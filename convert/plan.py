@@ -56,14 +56,23 @@ class ShardTask:
         return ShardRef(self.split, self.index, self.num_shards, self.path, self.source, len(self.rows))
 
 
-def parse_fractions(text: str) -> tuple[float, ...]:
-    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1); 1 to 3 non-negative fractions summing to 1 (train, validation, test)."""
+def read_fractions(text: str) -> tuple[float, ...]:
+    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1): 1 to 3 non-negative numbers, whatever their sum; ValueError otherwise."""
     try:
         fr = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise ValueError(f"--split {text!r}: expected comma-separated fractions such as 0.8,0.1,0.1") from None
+        raise ValueError(f"{text!r}: expected comma-separated fractions such as 0.8,0.1,0.1") from None
     if not 1 <= len(fr) <= 3 or any(f < 0 or not math.isfinite(f) for f in fr):
-        raise ValueError(f"--split {text!r}: expected 1 to 3 non-negative fractions (train,validation,test)")
+        raise ValueError(f"{text!r}: expected 1 to 3 non-negative fractions (train,validation,test)")
+    return fr
+
+
+def parse_fractions(text: str) -> tuple[float, ...]:
+    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1); 1 to 3 non-negative fractions summing to 1 (train, validation, test)."""
+    try:
+        fr = read_fractions(text)
+    except ValueError as e:
+        raise ValueError(f"--split {e}") from None
     if abs(sum(fr) - 1.0) > 1e-6:
         raise ValueError(f"--split {text!r}: fractions sum to {sum(fr):g}, not 1")
     return fr + (0.0,) * (3 - len(fr))

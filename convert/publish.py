@@ -104,8 +104,8 @@ def check_foreign(out: str) -> None:
 
 
 def check_out(out: str, overwrite: bool) -> None:
-    """Refuse an existing OUT unless --overwrite, and then only a shardkit dataset with nothing else in it;
-    refuse an unwritable parent."""
+    """Refuse an existing OUT that is not a shardkit dataset (an empty folder aside) whatever the flags, an
+    existing dataset unless --overwrite, and then one holding anything else; refuse an unwritable parent."""
     if is_remote(out):
         if _fs().exists(join(out, METADATA_FILE)):
             if not overwrite:
@@ -118,10 +118,11 @@ def check_out(out: str, overwrite: bool) -> None:
                              "refusing to write into it: choose another --out")
         return
     if os.path.exists(out):
+        if not os.path.isdir(out) or (os.listdir(out) and not os.path.exists(os.path.join(out, METADATA_FILE))):
+            raise InputError(f"{out}: exists and is not a shardkit dataset; refusing to replace it: "
+                             "choose another --out")
         if not overwrite:
             raise InputError(f"{out}: already exists; pass --overwrite to replace it")
-        if not os.path.isdir(out) or (os.listdir(out) and not os.path.exists(os.path.join(out, METADATA_FILE))):
-            raise InputError(f"{out}: exists and is not a shardkit dataset; refusing to replace it")
         check_foreign(out)
     parent = os.path.dirname(os.path.abspath(out).rstrip("/"))
     if not os.path.isdir(parent):

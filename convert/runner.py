@@ -67,6 +67,28 @@ def _write_fn(enc: EncodeConfig, options: dict[str, Any]) -> Any:
     return WriteShardFn(enc, options)
 
 
+def _stop_workers_that_have_not_connected() -> None:
+    """Make Beam's ``ControlConnection.close`` queue a worker's stop marker even before that worker has
+    connected. Beam queues it only for a connected worker, so a job stopped while its worker processes were
+    still starting (Ctrl-C or SIGTERM in the first seconds) left each of them waiting for instructions, and the
+    runner waiting for them, forever. A worker that connects after the close now gets the marker and exits."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers as handlers
+
+    conn = handlers.ControlConnection
+    if getattr(conn.close, "_shardkit", False):
+        return
+    beam_close = conn.close
+
+    def close(self: Any) -> None:
+        with conn._lock:  # noqa: SLF001 - the state Beam's close reads, under its lock
+            if self._state == handlers.BeamFnControlServicer.UNSTARTED_STATE:  # noqa: SLF001
+                self._push_queue.put(handlers.BeamFnControlServicer._DONE_MARKER)  # noqa: SLF001
+        beam_close(self)
+
+    close._shardkit = True  # type: ignore[attr-defined]
+    conn.close = close
+
+
 def _local_runner(log_level: str) -> Any:
     """Beam's FnApiRunner whose worker processes start through ``shardkit.convert.worker`` (quiet at
     ``log_level``, and they exit with this process) instead of Beam's bare SDK worker."""
@@ -74,6 +96,8 @@ def _local_runner(log_level: str) -> Any:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     from .worker import command
+
+    _stop_workers_that_have_not_connected()
 
     class LocalRunner(FnApiRunner):
         """Swaps the worker command in the pipeline's environments just before the run."""

@@ -25,10 +25,12 @@ WATCH_INTERVAL = 0.5
 
 
 def command(converter_pid: int, log_level: str) -> str:
-    """The shell command the FnApiRunner runs for each worker (``exec``: no shell stays between them)."""
+    """The shell command the FnApiRunner runs for each worker (``exec``: no shell stays between them). SIGINT
+    is ignored from the start (``trap``), not only once ``main`` runs: a Ctrl-C while the worker's Python still
+    starts would otherwise kill it, and Beam would print a traceback for the lost worker."""
     import shlex
 
-    return (f"exec {shlex.quote(sys.executable)} -m shardkit.convert.worker "
+    return (f"trap '' INT; exec {shlex.quote(sys.executable)} -m shardkit.convert.worker "
             f"--converter-pid {converter_pid} --log-level {log_level}")
 
 

@@ -337,6 +337,9 @@ def read_metadata(dataset_dir: str) -> Metadata:
         if not tf.io.gfile.exists(path):
             raise DatasetError(f"{path}: missing; {dataset_dir} is not a complete shardkit dataset")
         return _parse_metadata(path, tf.io.gfile.GFile(path, "r").read())
+    if os.path.isfile(dataset_dir):
+        raise DatasetError(f"{dataset_dir}: is a file; give the dataset directory shardkit-convert wrote "
+                           f"(the one holding {METADATA_FILE})")
     if not os.path.isdir(dataset_dir):
         raise DatasetError(f"{dataset_dir}: no such dataset directory")
     if not os.path.exists(path):

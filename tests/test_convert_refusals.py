@@ -265,7 +265,7 @@ def test_worker_processes_log_at_the_converters_level() -> None:
     from shardkit.convert.worker import command
 
     assert command(123, "CRITICAL").endswith("-m shardkit.convert.worker --converter-pid 123 --log-level CRITICAL")
-    assert command(123, "INFO").startswith("exec ")
+    assert command(123, "INFO").split("; ")[-1].startswith("exec ")
 
 
 # sequence letters

@@ -40,6 +40,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from shardkit.spec import SPLITS
     from shardkit.train import arguments, compare, diagnose, inspect, verify
     from shardkit.train.backends import BACKENDS
     from shardkit.usage import Parser
@@ -82,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a run's model on a dataset split")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("dataset", metavar="DATASET")
-    e.add_argument("--split", default="test")
+    e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument("--batch-size", type=arguments.positive_int, default=None)
     e.add_argument("--other-dataset", action="store_true", help="evaluate on a dataset other than the one the run was trained on")
     for command in (f, e):

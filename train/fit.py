@@ -540,6 +540,8 @@ def evaluate_run(
     log(f"{run_dir} was trained on {trained_on} (dataset id {trained_id or 'not recorded'})")
     set_precision(config.precision)
     ds = reader.open_dataset(dataset, config.skip_corrupt)
+    if split not in ds.counts:
+        raise DatasetError(f"{dataset}: has no {split} split (it has {', '.join(ds.counts)}); choose one with --split")
     before = integrity.snapshot(ds)
     try:
         model = models.build_model(config.model, ds.metadata, config.read_options(), dataset)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
 
 from shardkit import spec
-from shardkit.train.arguments import dataset_command
+from shardkit.train.arguments import dataset_command, non_negative_int
 from shardkit.train.verify import ordered_splits
 
 SUMMARY_FILE = "inspect.json"
@@ -231,11 +230,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        summary = inspect_dataset(args.dataset, args.out, args.examples)
-    except spec.DatasetError as e:
-        print(f"shardkit-train: error: {e}", file=sys.stderr)
-        return 2
+    """``inspect``: a refused dataset is raised to the command line, which prints it in one line (with its
+    traceback under --log)."""
+    summary = inspect_dataset(args.dataset, args.out, args.examples)
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
 
@@ -245,6 +242,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p = dataset_command(subparsers, "inspect", "splits, shards, class counts and a few decoded examples of a dataset",
                         __doc__, run)
     p.add_argument("--out", metavar="DIR", help="write inspect.json and, for images, examples.png here")
-    p.add_argument("--examples", type=int, default=16, metavar="N", help="decode the first N examples (default 16)")
+    p.add_argument("--examples", type=non_negative_int, default=16, metavar="N",
+                   help="decode the first N examples (default 16)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
